@@ -1,0 +1,254 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/celluster/celluster/core/testbuild"
+)
+
+func TestMain(m *testing.M) { testbuild.Main(m) }
+
+// raceBinaries says whether the daemon under test is built with the race
+// detector. It is not: wazero's compiler runs ~30x slower under it (a Go
+// cell takes over a minute to compile), and the core's concurrency is
+// race-tested in process by its own packages.
+const raceBinaries = false
+
+// proc is a real celcore process on temporary directories and a loopback port.
+type proc struct {
+	t        testing.TB
+	cmd      *exec.Cmd
+	cellsDir string
+	data     string
+	admin    string
+	http     string
+	base     string
+
+	mu     sync.Mutex
+	logs   bytes.Buffer
+	exited chan struct{}
+	err    error
+	start  time.Time
+}
+
+// startNode runs celcore with args added to the test defaults and waits
+// until it is ready. dirs, when given, reuses a cells and data directory.
+func startNode(t testing.TB, data string, args ...string) *proc {
+	t.Helper()
+	dir := t.TempDir()
+	if data == "" {
+		data = filepath.Join(dir, "data")
+	}
+	n := &proc{
+		t:        t,
+		cellsDir: filepath.Join(dir, "cells"),
+		data:     data,
+		exited:   make(chan struct{}),
+	}
+	n.admin = filepath.Join(n.data, "admin.sock")
+	bin := testbuild.Binary(t, "./cmd/celcore", raceBinaries)
+	base := []string{"--cells", n.cellsDir, "--data", n.data, "--http", "127.0.0.1:0",
+		"--log-format", "json", "--log-level", "debug", "--settle", "100ms"}
+	n.cmd = exec.Command(bin, append(base, args...)...)
+	pr, pw := io.Pipe()
+	n.cmd.Stderr = pw
+	n.cmd.Stdout = pw
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			n.mu.Lock()
+			n.logs.WriteString(line + "\n")
+			n.mu.Unlock()
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "celcore ready" {
+				ready <- fmt.Sprint(rec["http"])
+			}
+		}
+	}()
+	n.start = time.Now()
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		n.err = n.cmd.Wait()
+		pw.Close()
+		close(n.exited)
+	}()
+	t.Cleanup(func() {
+		n.stop()
+		if t.Failed() {
+			t.Logf("celcore logs:\n%s", n.Logs())
+		}
+	})
+	select {
+	case n.http = <-ready:
+		n.base = "http://" + n.http
+	case <-n.exited:
+		t.Fatalf("celcore exited before ready: %v\n%s", n.err, n.Logs())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("celcore not ready after 60s:\n%s", n.Logs())
+	}
+	return n
+}
+
+// Logs returns everything the node logged so far.
+func (n *proc) Logs() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.logs.String()
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (n *proc) stop() {
+	n.t.Helper()
+	select {
+	case <-n.exited:
+		return
+	default:
+	}
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-n.exited:
+		if n.err != nil {
+			n.t.Errorf("celcore exited with %v after SIGTERM, want 0", n.err)
+		}
+		if strings.Contains(n.Logs(), "DATA RACE") {
+			n.t.Errorf("race detected in celcore")
+		}
+	case <-time.After(60 * time.Second):
+		_ = n.cmd.Process.Kill()
+		n.t.Errorf("celcore did not stop within 60s of SIGTERM")
+	}
+}
+
+// drop installs a module the safe way: write beside, then rename into place.
+func (n *proc) drop(name string, wasm []byte) {
+	n.t.Helper()
+	tmp := filepath.Join(n.cellsDir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, wasm, 0o644); err != nil {
+		n.t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(n.cellsDir, name+".wasm")); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+func (n *proc) remove(name string) {
+	n.t.Helper()
+	if err := os.Remove(filepath.Join(n.cellsDir, name+".wasm")); err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+type reply struct {
+	status int
+	body   string
+	header http.Header
+}
+
+var client = &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+
+func (n *proc) do(method, path, body string) (reply, error) {
+	req, err := http.NewRequest(method, n.base+path, strings.NewReader(body))
+	if err != nil {
+		return reply{}, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return reply{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return reply{status: resp.StatusCode, body: string(b), header: resp.Header}, err
+}
+
+func (n *proc) get(path string) reply {
+	n.t.Helper()
+	r, err := n.do("GET", path, "")
+	if err != nil {
+		n.t.Fatalf("GET %s: %v", path, err)
+	}
+	return r
+}
+
+// eventually polls cond until it holds or 60s pass.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitServing waits until path answers want.
+func (n *proc) waitStatus(path string, want int) reply {
+	n.t.Helper()
+	var last reply
+	eventually(n.t, fmt.Sprintf("GET %s to answer %d", path, want), func() bool {
+		r, err := n.do("GET", path, "")
+		last = r
+		return err == nil && r.status == want
+	})
+	return last
+}
+
+// celctl runs the real celctl against the node.
+func (n *proc) celctl(args ...string) (string, error) {
+	bin := testbuild.Binary(n.t, "./cmd/celctl", false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, append([]string{"--admin", n.admin}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+type cellJSON struct {
+	Name     string  `json:"name"`
+	SHA256   string  `json:"sha256"`
+	ABI      string  `json:"abi"`
+	Replicas int     `json:"replicas"`
+	State    string  `json:"state"`
+	Error    string  `json:"error"`
+	Requests uint64  `json:"requests"`
+	Errors   uint64  `json:"errors"`
+	P50      float64 `json:"p50_ms"`
+	P99      float64 `json:"p99_ms"`
+	InFlight int64   `json:"in_flight"`
+	Upgrades int     `json:"upgrades"`
+}
+
+func (n *proc) listCells() map[string]cellJSON {
+	n.t.Helper()
+	out, err := n.celctl("cells", "-o", "json")
+	if err != nil {
+		n.t.Fatalf("celctl cells: %v\n%s", err, out)
+	}
+	var list []cellJSON
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		n.t.Fatalf("celctl cells -o json: %v\n%s", err, out)
+	}
+	m := map[string]cellJSON{}
+	for _, c := range list {
+		m[c.Name] = c
+	}
+	return m
+}

@@ -1,0 +1,116 @@
+// Command celcore is the Celluster node daemon: it serves the WebAssembly
+// cells dropped into a watched directory.
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/celluster/celluster/core/cell"
+	"github.com/celluster/celluster/core/node"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "celcore:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	var (
+		cfg       node.Config
+		logLevel  string
+		logFormat string
+		memory    string
+	)
+	d := cell.DefaultLimits()
+	cmd := &cobra.Command{
+		Use:   "celcore",
+		Short: "Celluster node daemon: serves WebAssembly cells from a watched directory",
+		Long: `celcore serves every <name>.wasm in the cells directory at http://<http>/<name>.
+Drop, replace (upgrade) or remove files there; the node compiles, warms, limits and serves them.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := newLogger(logLevel, logFormat)
+			if err != nil {
+				return err
+			}
+			mem, err := parseSize(memory)
+			if err != nil {
+				return fmt.Errorf("--limit-memory: %w", err)
+			}
+			cfg.Limits.Memory = mem
+			cfg.Logger = log
+			cfg.Version = version
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return node.Run(ctx, cfg, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.CellsDir, "cells", "./cells", "watched directory of cell modules (<name>.wasm); created if missing")
+	f.StringVar(&cfg.DataDir, "data", "./.celluster", "data directory: compile cache, admin socket")
+	f.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP ingress listen address")
+	f.StringVar(&cfg.AdminPath, "admin", "", "admin API unix socket (default <data>/admin.sock)")
+	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	f.DurationVar(&cfg.Settle, "settle", 200*time.Millisecond, "how long a cell file must be left alone before it is loaded")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long stopping waits for requests in flight")
+	f.DurationVar(&cfg.Limits.RequestTimeout, "limit-time", d.RequestTimeout, "default per-request time limit (504 beyond)")
+	f.StringVar(&memory, "limit-memory", "128MiB", "default per-instance memory limit (500 when exceeded)")
+	f.IntVar(&cfg.Limits.Concurrency, "limit-concurrency", d.Concurrency, "default requests a cell runs at once")
+	f.IntVar(&cfg.Limits.QueueLength, "limit-queue", d.QueueLength, "default requests that may wait for a slot (503 beyond); -1 for none")
+	f.DurationVar(&cfg.Limits.QueueTimeout, "limit-queue-time", d.QueueTimeout, "default longest wait in the queue (503 beyond)")
+	f.IntVar(&cfg.Limits.Warm, "warm", d.Warm, "default reactor instances kept initialised per cell")
+	return cmd
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is neither text nor json", format)
+}
+
+// parseSize parses sizes like 64MiB, 1GiB, 512KiB, 1048576.
+func parseSize(s string) (uint64, error) {
+	units := []struct {
+		suffix string
+		mul    uint64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+	for _, u := range units {
+		if num, ok := strings.CutSuffix(s, u.suffix); ok {
+			var n uint64
+			if _, err := fmt.Sscanf(num, "%d", &n); err != nil || fmt.Sprint(n) != num {
+				return 0, fmt.Errorf("bad size %q: want a whole number with KiB, MiB or GiB", s)
+			}
+			return n * u.mul, nil
+		}
+	}
+	var n uint64
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || fmt.Sprint(n) != s {
+		return 0, fmt.Errorf("bad size %q: want a whole number with KiB, MiB or GiB", s)
+	}
+	return n, nil
+}

@@ -1,0 +1,213 @@
+// Command celctl is the command-line client of a Celluster node's admin API.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/celluster/celluster/core/admin/adminpb"
+)
+
+func main() {
+	if err := newRootCmd(os.Stdout).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "celctl:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	admin   string
+	output  string
+	timeout time.Duration
+	out     io.Writer
+}
+
+func newRootCmd(out io.Writer) *cobra.Command {
+	o := &options{out: out}
+	root := &cobra.Command{
+		Use:           "celctl",
+		Short:         "Inspect and control a Celluster node",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&o.admin, "admin", filepath.Join(".celluster", "admin.sock"), "the node's admin socket")
+	root.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the node")
+	root.SetOut(out)
+	root.AddCommand(statusCmd(o), cellsCmd(o))
+	return root
+}
+
+func (o *options) call(cmd *cobra.Command, fn func(context.Context, adminpb.AdminClient) error) error {
+	if o.output != "table" && o.output != "json" {
+		return fmt.Errorf("-o %q: want table or json", o.output)
+	}
+	if _, err := os.Stat(o.admin); err != nil {
+		return fmt.Errorf("no node admin socket at %s (is celcore running? use --admin): %w", o.admin, err)
+	}
+	conn, err := grpc.NewClient("unix://"+o.admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("connecting to %s: %w", o.admin, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+	defer cancel()
+	return fn(ctx, adminpb.NewAdminClient(conn))
+}
+
+func (o *options) json(v any) error {
+	enc := json.NewEncoder(o.out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func statusCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Show the node's status",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.call(cmd, func(ctx context.Context, c adminpb.AdminClient) error {
+				st, err := c.Status(ctx, &adminpb.StatusRequest{})
+				if err != nil {
+					return fmt.Errorf("status: %w", err)
+				}
+				l := st.GetDefaultLimits()
+				if o.output == "json" {
+					return o.json(map[string]any{
+						"version":        st.GetVersion(),
+						"started":        st.GetStarted().AsTime(),
+						"uptime_s":       time.Since(st.GetStarted().AsTime()).Seconds(),
+						"http":           st.GetHttpAddr(),
+						"cells_dir":      st.GetCellsDir(),
+						"data_dir":       st.GetDataDir(),
+						"cells":          st.GetCells(),
+						"serving":        st.GetServing(),
+						"failed":         st.GetFailed(),
+						"compilations":   st.GetCompilations(),
+						"go_version":     st.GetGoVersion(),
+						"wazero_version": st.GetWazeroVersion(),
+						"default_limits": limitsJSON(l),
+					})
+				}
+				tw := tabwriter.NewWriter(o.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "version:\t%s (%s, wazero %s)\n", st.GetVersion(), st.GetGoVersion(), st.GetWazeroVersion())
+				fmt.Fprintf(tw, "uptime:\t%s\n", time.Since(st.GetStarted().AsTime()).Round(time.Second))
+				fmt.Fprintf(tw, "http:\t%s\n", st.GetHttpAddr())
+				fmt.Fprintf(tw, "cells dir:\t%s\n", st.GetCellsDir())
+				fmt.Fprintf(tw, "data dir:\t%s\n", st.GetDataDir())
+				fmt.Fprintf(tw, "cells:\t%d (%d serving, %d failed)\n", st.GetCells(), st.GetServing(), st.GetFailed())
+				fmt.Fprintf(tw, "compilations:\t%d\n", st.GetCompilations())
+				fmt.Fprintf(tw, "default limits:\ttime %s, memory %s, concurrency %d, queue %d for %s, warm %d\n",
+					l.GetRequestTimeout().AsDuration(), size(l.GetMemoryBytes()), l.GetConcurrency(), l.GetQueueLength(),
+					l.GetQueueTimeout().AsDuration(), l.GetWarm())
+				return tw.Flush()
+			})
+		},
+	}
+}
+
+func cellsCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "cells",
+		Short: "List the node's cells",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.call(cmd, func(ctx context.Context, c adminpb.AdminClient) error {
+				resp, err := c.ListCells(ctx, &adminpb.ListCellsRequest{})
+				if err != nil {
+					return fmt.Errorf("cells: %w", err)
+				}
+				if o.output == "json" {
+					out := make([]map[string]any, 0, len(resp.GetCells()))
+					for _, c := range resp.GetCells() {
+						m := map[string]any{
+							"name":       c.GetName(),
+							"sha256":     c.GetSha256(),
+							"abi":        c.GetAbi(),
+							"state":      c.GetState(),
+							"error":      c.GetError(),
+							"source":     c.GetSource(),
+							"replicas":   c.GetReplicas(),
+							"in_flight":  c.GetInFlight(),
+							"queued":     c.GetQueued(),
+							"requests":   c.GetRequests(),
+							"errors":     c.GetErrors(),
+							"p50_ms":     c.GetP50Ms(),
+							"p99_ms":     c.GetP99Ms(),
+							"size_bytes": c.GetSizeBytes(),
+							"upgrades":   c.GetUpgrades(),
+							"updated":    c.GetUpdated().AsTime(),
+							"limits":     limitsJSON(c.GetLimits()),
+						}
+						if c.GetLastUsed() != nil {
+							m["last_used"] = c.GetLastUsed().AsTime()
+						}
+						out = append(out, m)
+					}
+					return o.json(out)
+				}
+				tw := tabwriter.NewWriter(o.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSTATE\tABI\tSHA256\tREPLICAS\tREQUESTS\tERRORS\tP50\tP99\tERROR")
+				for _, c := range resp.GetCells() {
+					sha := c.GetSha256()
+					if len(sha) > 12 {
+						sha = sha[:12]
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.2fms\t%.2fms\t%s\n",
+						c.GetName(), c.GetState(), dash(c.GetAbi()), dash(sha), c.GetReplicas(), c.GetRequests(),
+						c.GetErrors(), c.GetP50Ms(), c.GetP99Ms(), oneLine(c.GetError()))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+}
+
+func limitsJSON(l *adminpb.Limits) map[string]any {
+	return map[string]any{
+		"request_timeout_ms": l.GetRequestTimeout().AsDuration().Milliseconds(),
+		"memory_bytes":       l.GetMemoryBytes(),
+		"concurrency":        l.GetConcurrency(),
+		"queue_length":       l.GetQueueLength(),
+		"queue_timeout_ms":   l.GetQueueTimeout().AsDuration().Milliseconds(),
+		"max_body_bytes":     l.GetMaxBodyBytes(),
+		"warm":               l.GetWarm(),
+	}
+}
+
+func size(b uint64) string {
+	switch {
+	case b >= 1<<30 && b%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", b>>30)
+	case b >= 1<<20 && b%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", b>>20)
+	}
+	return fmt.Sprintf("%dB", b)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	if len(s) > 120 {
+		s = s[:117] + "..."
+	}
+	return s
+}

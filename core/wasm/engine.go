@@ -1,0 +1,305 @@
+package wasm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+
+	"github.com/celluster/celluster/core/wasm/instrument"
+)
+
+// interruptGlobal is the export name of the global injected by package
+// instrument; the host sets it to 1 to stop the guest.
+const interruptGlobal = "__cel_interrupt"
+
+// yieldInterval is how many checks (loop back-edges and calls) a guest runs
+// between returns to Go. Compiled guest code cannot be preempted, so a guest
+// that never returned to Go would hold its thread through the garbage
+// collector's stop-the-world, freezing the whole process (including the
+// timer that would interrupt it). Each yield costs tens of nanoseconds.
+const yieldInterval = 1000
+
+// PageSize is the WebAssembly page size in bytes.
+const PageSize = 64 << 10
+
+// Config configures an Engine.
+type Config struct {
+	// CacheDir holds wazero's on-disk compilation cache. Empty disables it.
+	CacheDir string
+	// CompileWorkers is the number of goroutines compiling one module;
+	// zero means GOMAXPROCS.
+	CompileWorkers int
+	// Logger receives guest log lines and engine events.
+	Logger *slog.Logger
+	// Interrupt selects how time limits stop a running guest. The zero
+	// value, InterruptEpoch, is the one to use; the others exist so
+	// benchmarks can compare against them.
+	Interrupt InterruptMode
+	// Retain is how many compiled modules no cell references are kept in
+	// memory, so that a removed and re-added module is not compiled again.
+	Retain int
+}
+
+// InterruptMode is how a call past its time limit is stopped.
+type InterruptMode int
+
+const (
+	// InterruptEpoch instruments modules with a check of one global at
+	// every function entry and loop header (package instrument).
+	InterruptEpoch InterruptMode = iota
+	// InterruptContext uses wazero's WithCloseOnContextDone: the runtime
+	// checks the call's context on every loop back-edge and call.
+	InterruptContext
+	// InterruptNone compiles modules unmodified and cannot stop a running
+	// guest: time limits are not enforced. For benchmarks only.
+	InterruptNone
+)
+
+func (m InterruptMode) String() string {
+	switch m {
+	case InterruptEpoch:
+		return "epoch"
+	case InterruptContext:
+		return "close-on-context-done"
+	case InterruptNone:
+		return "none"
+	}
+	return "unknown"
+}
+
+// Engine compiles and runs cell modules. It is safe for concurrent use.
+type Engine struct {
+	mode    InterruptMode
+	rt      wazero.Runtime
+	log     *slog.Logger
+	workers int
+	retain  int
+
+	mu       sync.Mutex
+	modules  map[moduleKey]*moduleEntry
+	idle     []moduleKey // unreferenced modules, oldest first
+	closed   bool
+	compiles int
+}
+
+type moduleKey struct {
+	sha   [32]byte
+	pages uint32
+}
+
+type moduleEntry struct {
+	ready chan struct{} // closed when mod/err are set
+	mod   *Module
+	err   error
+	refs  int
+}
+
+// NewEngine starts a wazero runtime with the compiler engine, the WASI
+// preview1 host module and the `cel` host module.
+func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.CompileWorkers <= 0 {
+		cfg.CompileWorkers = runtime.GOMAXPROCS(0)
+	}
+	if cfg.Retain <= 0 {
+		cfg.Retain = 8
+	}
+	rc := wazero.NewRuntimeConfigCompiler()
+	if cfg.Interrupt == InterruptContext {
+		rc = rc.WithCloseOnContextDone(true)
+	}
+	if cfg.CacheDir != "" {
+		if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
+			return nil, fmt.Errorf("wasm: creating compilation cache dir: %w", err)
+		}
+		cache, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("wasm: opening compilation cache %s: %w", cfg.CacheDir, err)
+		}
+		rc = rc.WithCompilationCache(cache)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		_ = rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiating WASI: %w", err)
+	}
+	e := &Engine{
+		mode:    cfg.Interrupt,
+		rt:      rt,
+		log:     cfg.Logger,
+		workers: cfg.CompileWorkers,
+		retain:  cfg.Retain,
+		modules: make(map[moduleKey]*moduleEntry),
+	}
+	if err := instantiateHost(ctx, rt, e.log); err != nil {
+		_ = rt.Close(ctx)
+		return nil, err
+	}
+	return e, nil
+}
+
+// Close stops the runtime and every instance created from it.
+func (e *Engine) Close(ctx context.Context) error {
+	e.mu.Lock()
+	e.closed = true
+	e.mu.Unlock()
+	return e.rt.Close(ctx)
+}
+
+// CompileOptions are the per-cell settings fixed at compile time.
+type CompileOptions struct {
+	// MemoryLimit caps the guest's linear memory in bytes (rounded down to
+	// whole pages). Zero means the wasm limit of 4 GiB.
+	MemoryLimit uint64
+}
+
+// Compile returns the module for src, compiling it at most once per content
+// hash and memory limit. Concurrent calls for the same module wait for one
+// compilation. Every successful Compile must be paired with Module.Release.
+func (e *Engine) Compile(ctx context.Context, src []byte, opts CompileOptions) (*Module, error) {
+	key := moduleKey{sha: sha256.Sum256(src), pages: pagesFor(opts.MemoryLimit)}
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil, errors.New("wasm: engine closed")
+	}
+	ent, ok := e.modules[key]
+	if ok {
+		ent.refs++
+		e.unidle(key)
+		e.mu.Unlock()
+		select {
+		case <-ent.ready:
+		case <-ctx.Done():
+			e.release(key, ent)
+			return nil, ctx.Err()
+		}
+		if ent.err != nil {
+			return nil, ent.err // the failed entry is already gone
+		}
+		return ent.mod, nil
+	}
+	ent = &moduleEntry{ready: make(chan struct{}), refs: 1}
+	e.modules[key] = ent
+	e.compiles++
+	e.mu.Unlock()
+
+	ent.mod, ent.err = e.compile(ctx, src, key)
+	close(ent.ready)
+	if ent.err != nil {
+		e.mu.Lock()
+		delete(e.modules, key) // a later attempt may succeed (e.g. ctx canceled)
+		e.mu.Unlock()
+		return nil, ent.err
+	}
+	return ent.mod, nil
+}
+
+// Compilations reports how many compilations the engine has started, for
+// tests and status.
+func (e *Engine) Compilations() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.compiles
+}
+
+func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey) (*Module, error) {
+	start := time.Now()
+	opts := instrument.Options{MaxMemoryPages: key.pages}
+	if e.mode == InterruptEpoch {
+		opts.InterruptGlobal = interruptGlobal
+		opts.YieldInterval = yieldInterval
+	}
+	inst, err := instrument.Instrument(src, opts)
+	if err != nil {
+		return nil, fmt.Errorf("not a usable WebAssembly module: %w", err)
+	}
+	cctx := experimental.WithCompilationWorkers(ctx, e.workers)
+	cm, err := e.rt.CompileModule(cctx, inst)
+	if err != nil {
+		return nil, fmt.Errorf("compiling module: %w", err)
+	}
+	abi, err := classify(cm)
+	if err != nil {
+		_ = cm.Close(ctx)
+		return nil, err
+	}
+	m := &Module{
+		SHA256:      hex.EncodeToString(key.sha[:]),
+		ABI:         abi,
+		Size:        len(src),
+		CompileTime: time.Since(start),
+		engine:      e,
+		key:         key,
+		compiled:    cm,
+	}
+	e.log.Debug("compiled module", "sha256", m.SHA256[:12], "abi", abi.String(), "bytes", len(src), "took", m.CompileTime)
+	return m, nil
+}
+
+// release drops one reference to key; unreferenced modules are retained in a
+// small LRU and closed when they fall out of it.
+func (e *Engine) release(key moduleKey, ent *moduleEntry) {
+	e.mu.Lock()
+	if e.modules[key] != ent {
+		e.mu.Unlock()
+		return
+	}
+	ent.refs--
+	if ent.refs > 0 {
+		e.mu.Unlock()
+		return
+	}
+	e.idle = append(e.idle, key)
+	var evict []*moduleEntry
+	for len(e.idle) > e.retain {
+		k := e.idle[0]
+		e.idle = e.idle[1:]
+		evict = append(evict, e.modules[k])
+		delete(e.modules, k)
+	}
+	e.mu.Unlock()
+	for _, ent := range evict {
+		<-ent.ready
+		if ent.mod != nil {
+			_ = ent.mod.compiled.Close(context.Background())
+		}
+	}
+}
+
+// unidle removes key from the idle list; e.mu is held.
+func (e *Engine) unidle(key moduleKey) {
+	for i, k := range e.idle {
+		if k == key {
+			e.idle = append(e.idle[:i], e.idle[i+1:]...)
+			return
+		}
+	}
+}
+
+func pagesFor(limit uint64) uint32 {
+	if limit == 0 {
+		return 0
+	}
+	p := limit / PageSize
+	if p == 0 {
+		p = 1
+	}
+	if p > 65536 {
+		p = 65536
+	}
+	return uint32(p)
+}

@@ -1,0 +1,15 @@
+//go:build !wasip1
+
+package cell
+
+import (
+	"os"
+	"time"
+)
+
+// hostLog writes one line per message to standard error in native builds.
+func hostLog(level Level, msg string) {
+	os.Stderr.WriteString("cell: " + level.String() + ": " + msg + "\n")
+}
+
+func hostNow() time.Time { return time.Now() }
