@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -93,6 +94,12 @@ func TestServesExampleCells(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(out), &st); err != nil || st.HTTP != n.http || st.Cells != 4 || st.Serving != 4 {
 		t.Fatalf("celctl status -o json = %s (%v)", out, err)
+	}
+	// A relative --admin path works from the directory it is relative to.
+	rel := exec.Command(testbuild.Binary(t, "./cmd/celctl", false), "--admin", "admin.sock", "status")
+	rel.Dir = n.data
+	if out, err := rel.CombinedOutput(); err != nil || !strings.Contains(string(out), n.http) {
+		t.Fatalf("celctl with a relative --admin: %v\n%s", err, out)
 	}
 	table, err := n.celctl("cells")
 	if err != nil || !strings.Contains(table, "NAME") || !strings.Contains(table, "counter") {

@@ -56,7 +56,11 @@ func (o *options) call(cmd *cobra.Command, fn func(context.Context, adminpb.Admi
 	if _, err := os.Stat(o.admin); err != nil {
 		return fmt.Errorf("no node admin socket at %s (is celcore running? use --admin): %w", o.admin, err)
 	}
-	conn, err := grpc.NewClient("unix://"+o.admin, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	abs, err := filepath.Abs(o.admin)
+	if err != nil {
+		return fmt.Errorf("admin socket path %s: %w", o.admin, err)
+	}
+	conn, err := grpc.NewClient("unix://"+abs, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("connecting to %s: %w", o.admin, err)
 	}

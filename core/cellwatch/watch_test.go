@@ -1,0 +1,139 @@
+package cellwatch
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestCellName(t *testing.T) {
+	for in, want := range map[string]string{
+		"hello.wasm":       "hello",
+		"/x/y/echo.wasm":   "echo",
+		".hello.wasm":      "",
+		"hello.wasm.tmp":   "",
+		"hello.wat":        "",
+		"dir/.tmp-a.wasm":  "",
+		"a.b.wasm":         "a.b",
+		"noext":            "",
+		"/cells/spin.wasm": "spin",
+	} {
+		if got := CellName(in); got != want {
+			t.Errorf("CellName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// watch runs a watcher on dir and returns its events.
+func watch(t *testing.T, dir string, settle time.Duration) <-chan Event {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	events := make(chan Event, 64)
+	w := New(dir, settle, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, func(ev Event) { events <- ev }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return events
+}
+
+func next(t *testing.T, events <-chan Event) Event {
+	t.Helper()
+	select {
+	case ev := <-events:
+		return ev
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event within 10s")
+	}
+	return Event{}
+}
+
+func none(t *testing.T, events <-chan Event, d time.Duration) {
+	t.Helper()
+	select {
+	case ev := <-events:
+		t.Fatalf("unexpected event %+v", ev)
+	case <-time.After(d):
+	}
+}
+
+func TestWatcher(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "old.wasm"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	settle := 150 * time.Millisecond
+	events := watch(t, dir, settle)
+
+	// Modules present at start are reported once.
+	if ev := next(t, events); ev.Cell != "old" || ev.Op != Changed {
+		t.Fatalf("initial scan: %+v", ev)
+	}
+	none(t, events, 2*settle)
+
+	// A file written in place in pieces is reported once, after it settles.
+	path := filepath.Join(dir, "slow.wasm")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if _, err := f.Write([]byte("chunk")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(settle / 3)
+	}
+	f.Close()
+	ev := next(t, events)
+	if ev.Cell != "slow" || ev.Op != Changed || ev.Path != path {
+		t.Fatalf("in-place write: %+v", ev)
+	}
+	if b, _ := os.ReadFile(path); len(b) != 25 {
+		t.Fatalf("reported before the write finished: %d bytes", len(b))
+	}
+	none(t, events, 2*settle)
+
+	// Write-then-rename: the temporary name is ignored, the rename reported.
+	tmp := filepath.Join(dir, ".new.wasm.tmp")
+	if err := os.WriteFile(tmp, []byte("whole"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "new.wasm")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, events); ev.Cell != "new" || ev.Op != Changed {
+		t.Fatalf("rename into place: %+v", ev)
+	}
+
+	// Removal.
+	if err := os.Remove(filepath.Join(dir, "old.wasm")); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, events); ev.Cell != "old" || ev.Op != Removed {
+		t.Fatalf("removal: %+v", ev)
+	}
+
+	// Other files never produce events.
+	if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("changed"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	none(t, events, 2*settle)
+}
+
+func TestWatcherMissingDir(t *testing.T) {
+	w := New(filepath.Join(t.TempDir(), "absent"), time.Millisecond, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := w.Run(context.Background(), func(Event) {}); err == nil {
+		t.Fatal("watching a missing directory succeeded")
+	}
+}
