@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -45,7 +46,7 @@ func newRootCmd(out io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the node")
 	root.SetOut(out)
-	root.AddCommand(statusCmd(o), cellsCmd(o))
+	root.AddCommand(statusCmd(o), cellsCmd(o), pluginsCmd(o), signalsCmd(o))
 	return root
 }
 
@@ -177,6 +178,95 @@ func cellsCmd(o *options) *cobra.Command {
 			})
 		},
 	}
+}
+
+func pluginsCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "plugins",
+		Short: "List the node's plugins and their supervision state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.call(cmd, func(ctx context.Context, c adminpb.AdminClient) error {
+				resp, err := c.ListPlugins(ctx, &adminpb.ListPluginsRequest{})
+				if err != nil {
+					return fmt.Errorf("plugins: %w", err)
+				}
+				if o.output == "json" {
+					out := make([]map[string]any, 0, len(resp.GetPlugins()))
+					for _, p := range resp.GetPlugins() {
+						out = append(out, map[string]any{
+							"name": p.GetName(), "kind": p.GetKind(), "version": p.GetVersion(),
+							"api": p.GetApi(), "state": p.GetState(), "pid": p.GetPid(),
+							"restarts": p.GetRestarts(), "last_error": p.GetLastError(),
+							"path": p.GetPath(), "sha256": p.GetSha256(), "builtin": p.GetBuiltin(),
+							"verbs": nonNil(p.GetVerbs()), "signals": nonNil(p.GetSignals()),
+							"extensions": nonNil(p.GetExtensions()),
+						})
+					}
+					return o.json(out)
+				}
+				tw := tabwriter.NewWriter(o.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tKIND\tVERSION\tAPI\tSTATE\tPID\tRESTARTS\tOFFERS\tLAST ERROR")
+				for _, p := range resp.GetPlugins() {
+					offers := strings.Join(append(append(append([]string{}, p.GetVerbs()...), p.GetSignals()...), p.GetExtensions()...), ",")
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", p.GetName(), p.GetKind(), dash(p.GetVersion()),
+						p.GetApi(), p.GetState(), p.GetPid(), p.GetRestarts(), dash(oneLine(offers)), oneLine(p.GetLastError()))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+}
+
+func signalsCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "signals",
+		Short: "List every live signal with its source, unit, last value and age",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.call(cmd, func(ctx context.Context, c adminpb.AdminClient) error {
+				resp, err := c.ListSignals(ctx, &adminpb.ListSignalsRequest{})
+				if err != nil {
+					return fmt.Errorf("signals: %w", err)
+				}
+				now := time.Now()
+				if o.output == "json" {
+					out := make([]map[string]any, 0, len(resp.GetSignals()))
+					for _, s := range resp.GetSignals() {
+						labels := s.GetLabels()
+						if labels == nil {
+							labels = map[string]string{}
+						}
+						out = append(out, map[string]any{
+							"name": s.GetName(), "labels": labels, "value": s.GetValue(), "unit": s.GetUnit(),
+							"source": s.GetSource(), "time": s.GetTime().AsTime(),
+							"age_s": now.Sub(s.GetTime().AsTime()).Seconds(),
+						})
+					}
+					return o.json(out)
+				}
+				tw := tabwriter.NewWriter(o.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SIGNAL\tLABELS\tVALUE\tUNIT\tSOURCE\tAGE")
+				for _, s := range resp.GetSignals() {
+					var ls []string
+					for k, v := range s.GetLabels() {
+						ls = append(ls, k+"="+v)
+					}
+					sort.Strings(ls)
+					fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%s\t%s\n", s.GetName(), dash(strings.Join(ls, ",")), s.GetValue(),
+						dash(s.GetUnit()), s.GetSource(), now.Sub(s.GetTime().AsTime()).Round(time.Millisecond))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 func limitsJSON(l *adminpb.Limits) map[string]any {

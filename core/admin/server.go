@@ -17,6 +17,7 @@ import (
 
 	"github.com/celluster/celluster/core/admin/adminpb"
 	"github.com/celluster/celluster/core/cell"
+	"github.com/celluster/celluster/core/signals"
 )
 
 // Status describes a node for the Status call.
@@ -32,10 +33,22 @@ type Status struct {
 	Limits        cell.Limits
 }
 
+// PluginStatus describes one plugin for ListPlugins.
+type PluginStatus struct {
+	Name, Kind, Version, State, LastError, Path, SHA256 string
+	API                                                 uint32
+	PID, Restarts                                       int
+	Builtin                                             bool
+	Verbs, Signals, Extensions                          []string
+}
+
 // Node is what the admin API reports on.
 type Node interface {
 	Status() Status
 	Cells() []cell.Info
+	Plugins() []PluginStatus
+	Signals() []signals.Reading
+	SignalDesc(name string) (signals.Desc, bool)
 }
 
 // Server is the admin gRPC server.
@@ -165,4 +178,33 @@ func limitsPB(l cell.Limits) *adminpb.Limits {
 		MaxBodyBytes:   l.MaxBody,
 		Warm:           int32(l.Warm),
 	}
+}
+
+// ListPlugins implements adminpb.AdminServer.
+func (s *Server) ListPlugins(context.Context, *adminpb.ListPluginsRequest) (*adminpb.ListPluginsResponse, error) {
+	ps := s.node.Plugins()
+	resp := &adminpb.ListPluginsResponse{Plugins: make([]*adminpb.Plugin, 0, len(ps))}
+	for _, p := range ps {
+		resp.Plugins = append(resp.Plugins, &adminpb.Plugin{
+			Name: p.Name, Kind: p.Kind, Version: p.Version, Api: p.API, State: p.State,
+			Pid: int64(p.PID), Restarts: int32(p.Restarts), LastError: p.LastError,
+			Path: p.Path, Sha256: p.SHA256, Builtin: p.Builtin,
+			Verbs: p.Verbs, Signals: p.Signals, Extensions: p.Extensions,
+		})
+	}
+	return resp, nil
+}
+
+// ListSignals implements adminpb.AdminServer.
+func (s *Server) ListSignals(context.Context, *adminpb.ListSignalsRequest) (*adminpb.ListSignalsResponse, error) {
+	rs := s.node.Signals()
+	resp := &adminpb.ListSignalsResponse{Signals: make([]*adminpb.Signal, 0, len(rs))}
+	for _, r := range rs {
+		sig := &adminpb.Signal{Name: r.Name, Labels: r.Labels, Value: r.Value, Source: r.Source, Time: timestamppb.New(r.Time)}
+		if d, ok := s.node.SignalDesc(r.Name); ok {
+			sig.Unit = d.Unit
+		}
+		resp.Signals = append(resp.Signals, sig)
+	}
+	return resp, nil
 }

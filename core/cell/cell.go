@@ -269,3 +269,39 @@ func (c *Cell) Info() Info {
 	}
 	return in
 }
+
+// ErrNoReplicas is returned when scaling a cell whose module is a command:
+// it runs a fresh instance per request and keeps none.
+var ErrNoReplicas = errors.New("command cells keep no replicas: each request runs a fresh instance")
+
+// SpawnReplicas adds n warm instances (bounded by the concurrency limit) and
+// returns how many are live.
+func (c *Cell) SpawnReplicas(ctx context.Context, n int) (int, error) {
+	v := c.acquire(ctx)
+	if v == nil {
+		return 0, fmt.Errorf("cell %s is not serving", c.name)
+	}
+	defer v.release()
+	if v.pool == nil {
+		return 0, fmt.Errorf("cell %s: %w", c.name, ErrNoReplicas)
+	}
+	live, err := v.pool.grow(ctx, n, c.limits.Concurrency)
+	if err != nil {
+		return live, fmt.Errorf("cell %s: starting replica: %w", c.name, err)
+	}
+	return live, nil
+}
+
+// DrainReplicas closes up to n idle instances, keeping at least one warm,
+// and returns how many are live.
+func (c *Cell) DrainReplicas(ctx context.Context, n int) (int, error) {
+	v := c.acquire(ctx)
+	if v == nil {
+		return 0, fmt.Errorf("cell %s is not serving", c.name)
+	}
+	defer v.release()
+	if v.pool == nil {
+		return 0, fmt.Errorf("cell %s: %w", c.name, ErrNoReplicas)
+	}
+	return v.pool.shrink(n, 1), nil
+}

@@ -2,6 +2,7 @@ package cell
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -271,5 +272,35 @@ func TestRemoveWaitsForRequestsInFlight(t *testing.T) {
 	}
 	if code, _ := get(t, srv.URL+"/loop"); code != 404 {
 		t.Fatalf("removed cell answered %d", code)
+	}
+}
+
+func TestSpawnAndDrainReplicas(t *testing.T) {
+	reg, _ := newTestRegistry(t, Limits{Concurrency: 4})
+	ctx := context.Background()
+	if err := reg.Load(ctx, "app", module(t, "v1.wasm"), "v1.wasm"); err != nil {
+		t.Fatal(err)
+	}
+	c := reg.Lookup("app")
+	if n, err := c.SpawnReplicas(ctx, 2); err != nil || n != 3 {
+		t.Fatalf("SpawnReplicas(2) = %d, %v; want 3 live", n, err)
+	}
+	if n, err := c.SpawnReplicas(ctx, 10); err != nil || n != 4 {
+		t.Fatalf("SpawnReplicas(10) = %d, %v; want the concurrency bound 4", n, err)
+	}
+	if n, err := c.DrainReplicas(ctx, 2); err != nil || n != 2 {
+		t.Fatalf("DrainReplicas(2) = %d, %v; want 2", n, err)
+	}
+	if n, _ := c.DrainReplicas(ctx, 10); n != 1 {
+		t.Fatalf("DrainReplicas(10) = %d; want the floor of 1", n)
+	}
+	if c.Info().Replicas != 1 {
+		t.Fatalf("info replicas = %d", c.Info().Replicas)
+	}
+	if err := reg.Load(ctx, "cmd", module(t, "cmd.wasm"), "cmd.wasm"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Lookup("cmd").SpawnReplicas(ctx, 1); !errors.Is(err, ErrNoReplicas) {
+		t.Fatalf("spawning a command cell: %v", err)
 	}
 }

@@ -160,3 +160,32 @@ func (p *pool) close() {
 		_ = r.Close(context.Background())
 	}
 }
+
+// grow raises the warm count by n (bounded by max) and instantiates up to it.
+func (p *pool) grow(ctx context.Context, n, max int) (int, error) {
+	p.mu.Lock()
+	p.warm = min(p.live+n, max)
+	target := p.warm
+	p.mu.Unlock()
+	err := p.fill(ctx, target)
+	return p.size(), err
+}
+
+// shrink lowers the warm count by n (not below floor) and closes idle
+// instances down to it; busy instances stay until the pool is retired.
+func (p *pool) shrink(n, floor int) int {
+	p.mu.Lock()
+	p.warm = max(p.live-n, floor, 0)
+	var victims []*wasm.Reactor
+	for p.live > p.warm && len(p.idle) > 0 {
+		victims = append(victims, p.idle[len(p.idle)-1])
+		p.idle = p.idle[:len(p.idle)-1]
+		p.live--
+	}
+	live := p.live
+	p.mu.Unlock()
+	for _, r := range victims {
+		_ = r.Close(context.Background())
+	}
+	return live
+}

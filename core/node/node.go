@@ -20,6 +20,7 @@ import (
 	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/cellwatch"
 	"github.com/celluster/celluster/core/ingress"
+	"github.com/celluster/celluster/core/signals"
 	"github.com/celluster/celluster/core/wasm"
 )
 
@@ -55,6 +56,7 @@ type Node struct {
 	started  time.Time
 	eng      *wasm.Engine
 	reg      *cell.Registry
+	sig      *signals.Store
 	httpAddr string
 
 	mu      sync.Mutex
@@ -106,6 +108,7 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 		started: time.Now(),
 		eng:     eng,
 		reg:     cell.NewRegistry(eng, cfg.Logger, cfg.Limits),
+		sig:     signals.NewStore(),
 		busy:    map[string]bool{},
 		next:    map[string]cellwatch.Event{},
 	}, nil
@@ -270,3 +273,12 @@ func wazeroVersion() string {
 	}
 	return "unknown"
 }
+
+// Plugins implements admin.Node.
+func (n *Node) Plugins() []admin.PluginStatus { return nil }
+
+// Signals implements admin.Node.
+func (n *Node) Signals() []signals.Reading { return n.sig.Latest() }
+
+// SignalDesc implements admin.Node.
+func (n *Node) SignalDesc(name string) (signals.Desc, bool) { return n.sig.Desc(name) }

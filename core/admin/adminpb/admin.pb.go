@@ -562,6 +562,403 @@ func (x *Cell) GetLimits() *Limits {
 	return nil
 }
 
+type ListPluginsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPluginsRequest) Reset() {
+	*x = ListPluginsRequest{}
+	mi := &file_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPluginsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPluginsRequest) ProtoMessage() {}
+
+func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPluginsRequest.ProtoReflect.Descriptor instead.
+func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{6}
+}
+
+type ListPluginsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Plugins       []*Plugin              `protobuf:"bytes,1,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListPluginsResponse) Reset() {
+	*x = ListPluginsResponse{}
+	mi := &file_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListPluginsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListPluginsResponse) ProtoMessage() {}
+
+func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListPluginsResponse.ProtoReflect.Descriptor instead.
+func (*ListPluginsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ListPluginsResponse) GetPlugins() []*Plugin {
+	if x != nil {
+		return x.Plugins
+	}
+	return nil
+}
+
+type Plugin struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Plugin kind, e.g. "dev.celluster.telemetry.v1".
+	Kind    string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// Negotiated plugin API version.
+	Api uint32 `protobuf:"varint,4,opt,name=api,proto3" json:"api,omitempty"`
+	// "starting", "running", "backoff", "failed" or "stopped".
+	State     string `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	Pid       int64  `protobuf:"varint,6,opt,name=pid,proto3" json:"pid,omitempty"`
+	Restarts  int32  `protobuf:"varint,7,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	LastError string `protobuf:"bytes,8,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Path      string `protobuf:"bytes,9,opt,name=path,proto3" json:"path,omitempty"`
+	Sha256    string `protobuf:"bytes,10,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Builtin   bool   `protobuf:"varint,11,opt,name=builtin,proto3" json:"builtin,omitempty"`
+	// What the plugin offers: verbs, signals, intent file extensions.
+	Verbs         []string `protobuf:"bytes,12,rep,name=verbs,proto3" json:"verbs,omitempty"`
+	Signals       []string `protobuf:"bytes,13,rep,name=signals,proto3" json:"signals,omitempty"`
+	Extensions    []string `protobuf:"bytes,14,rep,name=extensions,proto3" json:"extensions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Plugin) Reset() {
+	*x = Plugin{}
+	mi := &file_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Plugin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Plugin) ProtoMessage() {}
+
+func (x *Plugin) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
+func (*Plugin) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Plugin) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Plugin) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Plugin) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Plugin) GetApi() uint32 {
+	if x != nil {
+		return x.Api
+	}
+	return 0
+}
+
+func (x *Plugin) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Plugin) GetPid() int64 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *Plugin) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *Plugin) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *Plugin) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *Plugin) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *Plugin) GetBuiltin() bool {
+	if x != nil {
+		return x.Builtin
+	}
+	return false
+}
+
+func (x *Plugin) GetVerbs() []string {
+	if x != nil {
+		return x.Verbs
+	}
+	return nil
+}
+
+func (x *Plugin) GetSignals() []string {
+	if x != nil {
+		return x.Signals
+	}
+	return nil
+}
+
+func (x *Plugin) GetExtensions() []string {
+	if x != nil {
+		return x.Extensions
+	}
+	return nil
+}
+
+type ListSignalsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSignalsRequest) Reset() {
+	*x = ListSignalsRequest{}
+	mi := &file_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSignalsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSignalsRequest) ProtoMessage() {}
+
+func (x *ListSignalsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSignalsRequest.ProtoReflect.Descriptor instead.
+func (*ListSignalsRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{9}
+}
+
+type ListSignalsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Signals       []*Signal              `protobuf:"bytes,1,rep,name=signals,proto3" json:"signals,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSignalsResponse) Reset() {
+	*x = ListSignalsResponse{}
+	mi := &file_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSignalsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSignalsResponse) ProtoMessage() {}
+
+func (x *ListSignalsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSignalsResponse.ProtoReflect.Descriptor instead.
+func (*ListSignalsResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ListSignalsResponse) GetSignals() []*Signal {
+	if x != nil {
+		return x.Signals
+	}
+	return nil
+}
+
+type Signal struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Labels map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Value  float64                `protobuf:"fixed64,3,opt,name=value,proto3" json:"value,omitempty"`
+	Unit   string                 `protobuf:"bytes,4,opt,name=unit,proto3" json:"unit,omitempty"`
+	// Plugin (or "core") that reported it.
+	Source        string                 `protobuf:"bytes,5,opt,name=source,proto3" json:"source,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Signal) Reset() {
+	*x = Signal{}
+	mi := &file_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Signal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Signal) ProtoMessage() {}
+
+func (x *Signal) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Signal.ProtoReflect.Descriptor instead.
+func (*Signal) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Signal) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Signal) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *Signal) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *Signal) GetUnit() string {
+	if x != nil {
+		return x.Unit
+	}
+	return ""
+}
+
+func (x *Signal) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Signal) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
 var File_admin_proto protoreflect.FileDescriptor
 
 const file_admin_proto_rawDesc = "" +
@@ -614,10 +1011,47 @@ const file_admin_proto_rawDesc = "" +
 	"\bupgrades\x18\x0f \x01(\x05R\bupgrades\x124\n" +
 	"\aupdated\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x127\n" +
 	"\tlast_used\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\blastUsed\x122\n" +
-	"\x06limits\x18\x12 \x01(\v2\x1a.celluster.admin.v1.LimitsR\x06limits2\xb2\x01\n" +
+	"\x06limits\x18\x12 \x01(\v2\x1a.celluster.admin.v1.LimitsR\x06limits\"\x14\n" +
+	"\x12ListPluginsRequest\"K\n" +
+	"\x13ListPluginsResponse\x124\n" +
+	"\aplugins\x18\x01 \x03(\v2\x1a.celluster.admin.v1.PluginR\aplugins\"\xd5\x02\n" +
+	"\x06Plugin\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x10\n" +
+	"\x03api\x18\x04 \x01(\rR\x03api\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12\x10\n" +
+	"\x03pid\x18\x06 \x01(\x03R\x03pid\x12\x1a\n" +
+	"\brestarts\x18\a \x01(\x05R\brestarts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\b \x01(\tR\tlastError\x12\x12\n" +
+	"\x04path\x18\t \x01(\tR\x04path\x12\x16\n" +
+	"\x06sha256\x18\n" +
+	" \x01(\tR\x06sha256\x12\x18\n" +
+	"\abuiltin\x18\v \x01(\bR\abuiltin\x12\x14\n" +
+	"\x05verbs\x18\f \x03(\tR\x05verbs\x12\x18\n" +
+	"\asignals\x18\r \x03(\tR\asignals\x12\x1e\n" +
+	"\n" +
+	"extensions\x18\x0e \x03(\tR\n" +
+	"extensions\"\x14\n" +
+	"\x12ListSignalsRequest\"K\n" +
+	"\x13ListSignalsResponse\x124\n" +
+	"\asignals\x18\x01 \x03(\v2\x1a.celluster.admin.v1.SignalR\asignals\"\x89\x02\n" +
+	"\x06Signal\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12>\n" +
+	"\x06labels\x18\x02 \x03(\v2&.celluster.admin.v1.Signal.LabelsEntryR\x06labels\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\x01R\x05value\x12\x12\n" +
+	"\x04unit\x18\x04 \x01(\tR\x04unit\x12\x16\n" +
+	"\x06source\x18\x05 \x01(\tR\x06source\x12.\n" +
+	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xf2\x02\n" +
 	"\x05Admin\x12O\n" +
 	"\x06Status\x12!.celluster.admin.v1.StatusRequest\x1a\".celluster.admin.v1.StatusResponse\x12X\n" +
-	"\tListCells\x12$.celluster.admin.v1.ListCellsRequest\x1a%.celluster.admin.v1.ListCellsResponseB3Z1github.com/celluster/celluster/core/admin/adminpbb\x06proto3"
+	"\tListCells\x12$.celluster.admin.v1.ListCellsRequest\x1a%.celluster.admin.v1.ListCellsResponse\x12^\n" +
+	"\vListPlugins\x12&.celluster.admin.v1.ListPluginsRequest\x1a'.celluster.admin.v1.ListPluginsResponse\x12^\n" +
+	"\vListSignals\x12&.celluster.admin.v1.ListSignalsRequest\x1a'.celluster.admin.v1.ListSignalsResponseB3Z1github.com/celluster/celluster/core/admin/adminpbb\x06proto3"
 
 var (
 	file_admin_proto_rawDescOnce sync.Once
@@ -631,7 +1065,7 @@ func file_admin_proto_rawDescGZIP() []byte {
 	return file_admin_proto_rawDescData
 }
 
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_admin_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: celluster.admin.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: celluster.admin.v1.StatusResponse
@@ -639,27 +1073,42 @@ var file_admin_proto_goTypes = []any{
 	(*ListCellsRequest)(nil),      // 3: celluster.admin.v1.ListCellsRequest
 	(*ListCellsResponse)(nil),     // 4: celluster.admin.v1.ListCellsResponse
 	(*Cell)(nil),                  // 5: celluster.admin.v1.Cell
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
+	(*ListPluginsRequest)(nil),    // 6: celluster.admin.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),   // 7: celluster.admin.v1.ListPluginsResponse
+	(*Plugin)(nil),                // 8: celluster.admin.v1.Plugin
+	(*ListSignalsRequest)(nil),    // 9: celluster.admin.v1.ListSignalsRequest
+	(*ListSignalsResponse)(nil),   // 10: celluster.admin.v1.ListSignalsResponse
+	(*Signal)(nil),                // 11: celluster.admin.v1.Signal
+	nil,                           // 12: celluster.admin.v1.Signal.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
 }
 var file_admin_proto_depIdxs = []int32{
-	6,  // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
+	13, // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
 	2,  // 1: celluster.admin.v1.StatusResponse.default_limits:type_name -> celluster.admin.v1.Limits
-	7,  // 2: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
-	7,  // 3: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
+	14, // 2: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
+	14, // 3: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
 	5,  // 4: celluster.admin.v1.ListCellsResponse.cells:type_name -> celluster.admin.v1.Cell
-	6,  // 5: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
-	6,  // 6: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
+	13, // 5: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
+	13, // 6: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
 	2,  // 7: celluster.admin.v1.Cell.limits:type_name -> celluster.admin.v1.Limits
-	0,  // 8: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
-	3,  // 9: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
-	1,  // 10: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
-	4,  // 11: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	8,  // 8: celluster.admin.v1.ListPluginsResponse.plugins:type_name -> celluster.admin.v1.Plugin
+	11, // 9: celluster.admin.v1.ListSignalsResponse.signals:type_name -> celluster.admin.v1.Signal
+	12, // 10: celluster.admin.v1.Signal.labels:type_name -> celluster.admin.v1.Signal.LabelsEntry
+	13, // 11: celluster.admin.v1.Signal.time:type_name -> google.protobuf.Timestamp
+	0,  // 12: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
+	3,  // 13: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
+	6,  // 14: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
+	9,  // 15: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
+	1,  // 16: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
+	4,  // 17: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
+	7,  // 18: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
+	10, // 19: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
+	16, // [16:20] is the sub-list for method output_type
+	12, // [12:16] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -673,7 +1122,7 @@ func file_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

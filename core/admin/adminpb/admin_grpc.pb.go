@@ -22,8 +22,10 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_Status_FullMethodName    = "/celluster.admin.v1.Admin/Status"
-	Admin_ListCells_FullMethodName = "/celluster.admin.v1.Admin/ListCells"
+	Admin_Status_FullMethodName      = "/celluster.admin.v1.Admin/Status"
+	Admin_ListCells_FullMethodName   = "/celluster.admin.v1.Admin/ListCells"
+	Admin_ListPlugins_FullMethodName = "/celluster.admin.v1.Admin/ListPlugins"
+	Admin_ListSignals_FullMethodName = "/celluster.admin.v1.Admin/ListSignals"
 )
 
 // AdminClient is the client API for Admin service.
@@ -36,6 +38,10 @@ type AdminClient interface {
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	// ListCells lists the node's cells with their state and statistics.
 	ListCells(ctx context.Context, in *ListCellsRequest, opts ...grpc.CallOption) (*ListCellsResponse, error)
+	// ListPlugins lists the node's plugins and their supervision state.
+	ListPlugins(ctx context.Context, in *ListPluginsRequest, opts ...grpc.CallOption) (*ListPluginsResponse, error)
+	// ListSignals lists every live signal with its source and latest value.
+	ListSignals(ctx context.Context, in *ListSignalsRequest, opts ...grpc.CallOption) (*ListSignalsResponse, error)
 }
 
 type adminClient struct {
@@ -66,6 +72,26 @@ func (c *adminClient) ListCells(ctx context.Context, in *ListCellsRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) ListPlugins(ctx context.Context, in *ListPluginsRequest, opts ...grpc.CallOption) (*ListPluginsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListPluginsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListPlugins_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListSignals(ctx context.Context, in *ListSignalsRequest, opts ...grpc.CallOption) (*ListSignalsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListSignalsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListSignals_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -76,6 +102,10 @@ type AdminServer interface {
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	// ListCells lists the node's cells with their state and statistics.
 	ListCells(context.Context, *ListCellsRequest) (*ListCellsResponse, error)
+	// ListPlugins lists the node's plugins and their supervision state.
+	ListPlugins(context.Context, *ListPluginsRequest) (*ListPluginsResponse, error)
+	// ListSignals lists every live signal with its source and latest value.
+	ListSignals(context.Context, *ListSignalsRequest) (*ListSignalsResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -91,6 +121,12 @@ func (UnimplementedAdminServer) Status(context.Context, *StatusRequest) (*Status
 }
 func (UnimplementedAdminServer) ListCells(context.Context, *ListCellsRequest) (*ListCellsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListCells not implemented")
+}
+func (UnimplementedAdminServer) ListPlugins(context.Context, *ListPluginsRequest) (*ListPluginsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListPlugins not implemented")
+}
+func (UnimplementedAdminServer) ListSignals(context.Context, *ListSignalsRequest) (*ListSignalsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListSignals not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -149,6 +185,42 @@ func _Admin_ListCells_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListPlugins_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListPluginsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListPlugins(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListPlugins_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListPlugins(ctx, req.(*ListPluginsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListSignals_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListSignalsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListSignals(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListSignals_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListSignals(ctx, req.(*ListSignalsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -163,6 +235,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListCells",
 			Handler:    _Admin_ListCells_Handler,
+		},
+		{
+			MethodName: "ListPlugins",
+			Handler:    _Admin_ListPlugins_Handler,
+		},
+		{
+			MethodName: "ListSignals",
+			Handler:    _Admin_ListSignals_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,137 @@
+// Package hostapi is the host service the core serves to each plugin
+// (service Host of pluginapi/v1): the mechanism plugins' policy drives —
+// cells and their replicas, signals, and notes for the journal.
+package hostapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/celluster/celluster/core/cell"
+	"github.com/celluster/celluster/core/signals"
+	pb "github.com/celluster/celluster/pluginapi/v1"
+)
+
+// Server implements pluginapiv1.HostServer for one plugin.
+type Server struct {
+	pb.UnimplementedHostServer
+	plugin string
+	reg    *cell.Registry
+	sig    *signals.Store
+	log    *slog.Logger
+}
+
+// New returns the host service as seen by the named plugin; what it emits
+// is attributed to it.
+func New(plugin string, reg *cell.Registry, sig *signals.Store, log *slog.Logger) *Server {
+	return &Server{plugin: plugin, reg: reg, sig: sig, log: log.With("plugin", plugin)}
+}
+
+var _ pb.HostServer = (*Server)(nil)
+
+// ListCells implements pb.HostServer.
+func (s *Server) ListCells(context.Context, *pb.ListCellsRequest) (*pb.ListCellsResponse, error) {
+	infos := s.reg.List()
+	resp := &pb.ListCellsResponse{Cells: make([]*pb.CellState, 0, len(infos))}
+	for _, c := range infos {
+		resp.Cells = append(resp.Cells, &pb.CellState{
+			Name: c.Name, Sha256: c.SHA256, Abi: c.ABI, State: string(c.State),
+			Replicas: uint32(c.Replicas), Requests: c.Requests, Errors: c.Errors,
+			InFlight: c.InFlight, Error: c.Error,
+		})
+	}
+	return resp, nil
+}
+
+// ReadSignals implements pb.HostServer.
+func (s *Server) ReadSignals(_ context.Context, req *pb.ReadSignalsRequest) (*pb.ReadSignalsResponse, error) {
+	rs := s.sig.Latest(req.GetNames()...)
+	resp := &pb.ReadSignalsResponse{Readings: make([]*pb.SignalReading, 0, len(rs))}
+	for _, r := range rs {
+		resp.Readings = append(resp.Readings, &pb.SignalReading{
+			Signal: r.Name, Value: r.Value, Labels: r.Labels, TimeUnixNano: r.Time.UnixNano(), Source: r.Source,
+		})
+	}
+	return resp, nil
+}
+
+func (s *Server) cell(name string) (*cell.Cell, error) {
+	c := s.reg.Lookup(name)
+	if c == nil {
+		return nil, status.Errorf(codes.NotFound, "no cell named %q on this node", name)
+	}
+	return c, nil
+}
+
+func replicaError(err error) error {
+	if errors.Is(err, cell.ErrNoReplicas) {
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return status.Error(codes.Unavailable, err.Error())
+}
+
+// SpawnReplicas implements pb.HostServer.
+func (s *Server) SpawnReplicas(ctx context.Context, req *pb.SpawnReplicasRequest) (*pb.ReplicasResponse, error) {
+	c, err := s.cell(req.GetCell())
+	if err != nil {
+		return nil, err
+	}
+	n, err := c.SpawnReplicas(ctx, int(req.GetCount()))
+	if err != nil {
+		return nil, replicaError(err)
+	}
+	s.log.Info("spawned replicas", "cell", req.GetCell(), "count", req.GetCount(), "live", n)
+	return &pb.ReplicasResponse{Replicas: uint32(n)}, nil
+}
+
+// DrainReplicas implements pb.HostServer.
+func (s *Server) DrainReplicas(ctx context.Context, req *pb.DrainReplicasRequest) (*pb.ReplicasResponse, error) {
+	c, err := s.cell(req.GetCell())
+	if err != nil {
+		return nil, err
+	}
+	n, err := c.DrainReplicas(ctx, int(req.GetCount()))
+	if err != nil {
+		return nil, replicaError(err)
+	}
+	s.log.Info("drained replicas", "cell", req.GetCell(), "count", req.GetCount(), "live", n)
+	return &pb.ReplicasResponse{Replicas: uint32(n)}, nil
+}
+
+// SetRouteWeights implements pb.HostServer. A node routes each cell to its
+// one serving version; weighted routing arrives with the reroute verb.
+func (s *Server) SetRouteWeights(_ context.Context, req *pb.SetRouteWeightsRequest) (*pb.SetRouteWeightsResponse, error) {
+	if _, err := s.cell(req.GetCell()); err != nil {
+		return nil, err
+	}
+	return nil, status.Errorf(codes.Unimplemented, "cell %s: weighted routing is not available on this node yet; each cell serves from its one current version", req.GetCell())
+}
+
+// EmitSignal implements pb.HostServer.
+func (s *Server) EmitSignal(_ context.Context, req *pb.EmitSignalRequest) (*pb.EmitSignalResponse, error) {
+	rs := make([]signals.Reading, 0, len(req.GetSamples()))
+	for _, smp := range req.GetSamples() {
+		if smp.GetSignal() == "" {
+			return nil, status.Error(codes.InvalidArgument, "sample without a signal name")
+		}
+		r := signals.Reading{Name: smp.GetSignal(), Labels: smp.GetLabels(), Value: smp.GetValue(), Source: s.plugin}
+		if ns := smp.GetTimeUnixNano(); ns != 0 {
+			r.Time = time.Unix(0, ns)
+		}
+		rs = append(rs, r)
+	}
+	s.sig.Put(rs...)
+	return &pb.EmitSignalResponse{}, nil
+}
+
+// AddJournalNote implements pb.HostServer. Notes go to the node's log until
+// the decision journal exists.
+func (s *Server) AddJournalNote(_ context.Context, req *pb.AddJournalNoteRequest) (*pb.AddJournalNoteResponse, error) {
+	s.log.Info("journal note", "cell", req.GetCell(), "note", req.GetNote())
+	return &pb.AddJournalNoteResponse{}, nil
+}

@@ -1,0 +1,70 @@
+package hostapi
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/celluster/celluster/core/cell"
+	"github.com/celluster/celluster/core/signals"
+	"github.com/celluster/celluster/core/wasm"
+	pb "github.com/celluster/celluster/pluginapi/v1"
+)
+
+func TestHostService(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	eng, err := wasm.NewEngine(ctx, wasm.Config{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close(ctx)
+	reg := cell.NewRegistry(eng, log, cell.Limits{Concurrency: 4})
+	defer reg.Close(ctx)
+	src, err := os.ReadFile("../cell/testdata/v1.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Load(ctx, "app", src, "app.wasm"); err != nil {
+		t.Fatal(err)
+	}
+	store := signals.NewStore()
+	h := New("probe", reg, store, log)
+
+	cells, err := h.ListCells(ctx, &pb.ListCellsRequest{})
+	if err != nil || len(cells.GetCells()) != 1 || cells.GetCells()[0].GetName() != "app" || cells.GetCells()[0].GetReplicas() != 1 {
+		t.Fatalf("ListCells = %v, %v", cells, err)
+	}
+	r, err := h.SpawnReplicas(ctx, &pb.SpawnReplicasRequest{Cell: "app", Count: 2})
+	if err != nil || r.GetReplicas() != 3 {
+		t.Fatalf("SpawnReplicas = %v, %v", r, err)
+	}
+	r, err = h.DrainReplicas(ctx, &pb.DrainReplicasRequest{Cell: "app", Count: 1})
+	if err != nil || r.GetReplicas() != 2 {
+		t.Fatalf("DrainReplicas = %v, %v", r, err)
+	}
+	if _, err := h.SpawnReplicas(ctx, &pb.SpawnReplicasRequest{Cell: "nope", Count: 1}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown cell: %v", err)
+	}
+	if _, err := h.SetRouteWeights(ctx, &pb.SetRouteWeightsRequest{Cell: "app"}); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("SetRouteWeights: %v", err)
+	}
+	if _, err := h.EmitSignal(ctx, &pb.EmitSignalRequest{Samples: []*pb.Sample{{Signal: "probe.value", Value: 42, Labels: map[string]string{"cell": "app"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.EmitSignal(ctx, &pb.EmitSignalRequest{Samples: []*pb.Sample{{Value: 1}}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("nameless sample: %v", err)
+	}
+	rs, err := h.ReadSignals(ctx, &pb.ReadSignalsRequest{Names: []string{"probe.value"}})
+	if err != nil || len(rs.GetReadings()) != 1 || rs.GetReadings()[0].GetValue() != 42 || rs.GetReadings()[0].GetSource() != "probe" || rs.GetReadings()[0].GetTimeUnixNano() == 0 {
+		t.Fatalf("ReadSignals = %v, %v", rs, err)
+	}
+	if _, err := h.AddJournalNote(ctx, &pb.AddJournalNoteRequest{Cell: "app", Note: "hi"}); err != nil {
+		t.Fatal(err)
+	}
+}
