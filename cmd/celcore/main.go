@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/node"
+	"github.com/celluster/celluster/plugins"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -33,6 +35,8 @@ func newRootCmd() *cobra.Command {
 		logLevel  string
 		logFormat string
 		memory    string
+		settings  []string
+		pins      []string
 	)
 	d := cell.DefaultLimits()
 	cmd := &cobra.Command{
@@ -53,6 +57,17 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 				return fmt.Errorf("--limit-memory: %w", err)
 			}
 			cfg.Limits.Memory = mem
+			if cfg.PluginSettings, err = parseSettings(settings); err != nil {
+				return err
+			}
+			if cfg.PluginPins, err = parsePins(pins); err != nil {
+				return err
+			}
+			for _, b := range cfg.Builtins {
+				if !slices.Contains(plugins.Names(), b) {
+					return fmt.Errorf("--builtin-plugins: no built-in plugin named %q (have %s)", b, strings.Join(plugins.Names(), ", "))
+				}
+			}
 			cfg.Logger = log
 			cfg.Version = version
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -60,11 +75,17 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 			return node.Run(ctx, cfg, nil)
 		},
 	}
+	cmd.AddCommand(pluginCmd())
 	f := cmd.Flags()
 	f.StringVar(&cfg.CellsDir, "cells", "./cells", "watched directory of cell modules (<name>.wasm); created if missing")
 	f.StringVar(&cfg.DataDir, "data", "./.celluster", "data directory: compile cache, admin socket")
 	f.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP ingress listen address")
 	f.StringVar(&cfg.AdminPath, "admin", "", "admin API unix socket (default <data>/admin.sock)")
+	f.StringVar(&cfg.Name, "node", "", "this node's name (default: the host name)")
+	f.StringVar(&cfg.PluginsDir, "plugins", "", "directory of third-party plugin executables (default <data>/plugins)")
+	f.StringSliceVar(&cfg.Builtins, "builtin-plugins", plugins.Names(), "first-party plugins to run (re-executing celcore); empty for none")
+	f.StringArrayVar(&settings, "plugin-setting", nil, "a plugin setting NAME.KEY=VALUE (repeatable)")
+	f.StringArrayVar(&pins, "plugin-sha256", nil, "pin a plugin binary: NAME=HEX sha256 (repeatable); a mismatch refuses to start it")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.DurationVar(&cfg.Settle, "settle", 200*time.Millisecond, "how long a cell file must be left alone before it is loaded")
@@ -113,4 +134,51 @@ func parseSize(s string) (uint64, error) {
 		return 0, fmt.Errorf("bad size %q: want a whole number with KiB, MiB or GiB", s)
 	}
 	return n, nil
+}
+
+// pluginCmd runs a first-party plugin: the node re-executes its own binary
+// as `celcore plugin NAME` so built-ins get process isolation too.
+func pluginCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "plugin NAME [describe]",
+		Short: "Serve a built-in plugin (started by the node, not by hand); 'describe' prints what it offers",
+		Long:  "Built-in plugins: " + strings.Join(plugins.Names(), ", "),
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(_ *cobra.Command, args []string) error {
+			// The SDK reads its own arguments (describe) from os.Args[1:].
+			os.Args = append([]string{os.Args[0]}, args[1:]...)
+			return plugins.Serve(args[0])
+		},
+	}
+}
+
+// parseSettings turns NAME.KEY=VALUE flags into per-plugin settings.
+func parseSettings(flags []string) (map[string]map[string]string, error) {
+	out := map[string]map[string]string{}
+	for _, f := range flags {
+		k, v, ok := strings.Cut(f, "=")
+		name, key, ok2 := strings.Cut(k, ".")
+		if !ok || !ok2 || name == "" || key == "" {
+			return nil, fmt.Errorf("--plugin-setting %q: want NAME.KEY=VALUE", f)
+		}
+		if out[name] == nil {
+			out[name] = map[string]string{}
+		}
+		out[name][key] = v
+	}
+	return out, nil
+}
+
+// parsePins turns NAME=HEX flags into plugin pins.
+func parsePins(flags []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, f := range flags {
+		name, sum, ok := strings.Cut(f, "=")
+		sum = strings.ToLower(sum)
+		if !ok || name == "" || len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
+			return nil, fmt.Errorf("--plugin-sha256 %q: want NAME=<64 hex digits>", f)
+		}
+		out[name] = sum
+	}
+	return out, nil
 }

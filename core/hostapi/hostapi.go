@@ -68,11 +68,13 @@ func (s *Server) cell(name string) (*cell.Cell, error) {
 	return c, nil
 }
 
+// replicaError maps a scaling failure to a status. Never Unavailable: plugins
+// read that as the host being gone.
 func replicaError(err error) error {
 	if errors.Is(err, cell.ErrNoReplicas) {
 		return status.Error(codes.FailedPrecondition, err.Error())
 	}
-	return status.Error(codes.Unavailable, err.Error())
+	return status.Error(codes.Aborted, err.Error())
 }
 
 // SpawnReplicas implements pb.HostServer.

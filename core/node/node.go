@@ -20,6 +20,7 @@ import (
 	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/cellwatch"
 	"github.com/celluster/celluster/core/ingress"
+	"github.com/celluster/celluster/core/pluginhost"
 	"github.com/celluster/celluster/core/signals"
 	"github.com/celluster/celluster/core/wasm"
 )
@@ -43,6 +44,16 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Limits are the cells' default limits.
 	Limits cell.Limits
+	// Name is the node's name (default: the host name).
+	Name string
+	// PluginsDir holds third-party plugin executables; default <DataDir>/plugins.
+	PluginsDir string
+	// Builtins names the first-party plugins to run (by re-executing celcore).
+	Builtins []string
+	// PluginPins maps a plugin (or file) name to its expected sha256.
+	PluginPins map[string]string
+	// PluginSettings maps a plugin name to its settings.
+	PluginSettings map[string]map[string]string
 	// Version is reported by status.
 	Version string
 	// Logger is the node's log.
@@ -57,6 +68,7 @@ type Node struct {
 	eng      *wasm.Engine
 	reg      *cell.Registry
 	sig      *signals.Store
+	plugins  *pluginhost.Manager
 	httpAddr string
 
 	mu      sync.Mutex
@@ -82,6 +94,12 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.AdminPath == "" {
 		cfg.AdminPath = filepath.Join(cfg.DataDir, "admin.sock")
+	}
+	if cfg.PluginsDir == "" {
+		cfg.PluginsDir = filepath.Join(cfg.DataDir, "plugins")
+	}
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
 	}
 	if cfg.Settle <= 0 {
 		cfg.Settle = 200 * time.Millisecond
@@ -133,6 +151,12 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 	go func() { errc <- ing.Serve(hl) }()
 	go func() { errc <- adm.Serve(al) }()
 
+	pctx, stopPlugins := context.WithCancel(context.Background())
+	defer stopPlugins()
+	if err := n.startPlugins(pctx); err != nil {
+		n.log.Error("plugins unavailable; cells keep serving", "err", err)
+	}
+
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	w := cellwatch.New(n.cfg.CellsDir, n.cfg.Settle, n.log)
@@ -156,6 +180,9 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		n.log.Warn("drain incomplete", "err", err)
 	}
 	adm.Stop()
+	if n.plugins != nil {
+		n.plugins.Close()
+	}
 	n.loading.Wait()
 	n.reg.Close(dctx)
 	n.log.Info("stopped")
@@ -274,11 +301,5 @@ func wazeroVersion() string {
 	return "unknown"
 }
 
-// Plugins implements admin.Node.
-func (n *Node) Plugins() []admin.PluginStatus { return nil }
-
 // Signals implements admin.Node.
 func (n *Node) Signals() []signals.Reading { return n.sig.Latest() }
-
-// SignalDesc implements admin.Node.
-func (n *Node) SignalDesc(name string) (signals.Desc, bool) { return n.sig.Desc(name) }

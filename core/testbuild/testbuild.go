@@ -90,12 +90,17 @@ func sanitize(s string) string {
 }
 
 func goBuild(env []string, args ...string) error {
+	return goBuildIn("", env, args...)
+}
+
+// goBuildIn runs go build in dir, relative to the repository root.
+func goBuildIn(dir string, env []string, args ...string) error {
 	root, err := Root()
 	if err != nil {
 		return err
 	}
 	cmd := exec.Command("go", append([]string{"build"}, args...)...)
-	cmd.Dir = root
+	cmd.Dir = filepath.Join(root, dir)
 	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -171,6 +176,20 @@ func Binary(tb testing.TB, pkg string, race bool) string {
 	})
 	if err != nil {
 		tb.Fatalf("building %s: %v", pkg, err)
+	}
+	return p
+}
+
+// ModuleBinary builds the main package of the Go module in dir (relative to
+// the repository root, e.g. "examples/plugins/logtail": a module of its own)
+// and returns the executable's path.
+func ModuleBinary(tb testing.TB, dir string) string {
+	tb.Helper()
+	p, err := cached("module "+dir, func(out string) error {
+		return goBuildIn(dir, nil, "-o", out, ".")
+	})
+	if err != nil {
+		tb.Fatalf("building %s: %v", dir, err)
 	}
 	return p
 }

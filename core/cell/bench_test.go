@@ -1,0 +1,201 @@
+package cell
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/celluster/celluster/core/ingress"
+	"github.com/celluster/celluster/core/testbuild"
+	"github.com/celluster/celluster/core/wasm"
+)
+
+// TestMain removes the example cells the benchmarks build.
+func TestMain(m *testing.M) { testbuild.Main(m) }
+
+// benchRegistry returns a registry on its own engine with the named example
+// cells loaded (built for wasip1 by testbuild). Logs are discarded.
+func benchRegistry(b *testing.B, limits Limits, cells ...string) *Registry {
+	b.Helper()
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	eng, err := wasm.NewEngine(ctx, wasm.Config{Logger: log})
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg := NewRegistry(eng, log, limits)
+	b.Cleanup(func() {
+		reg.Close(ctx)
+		eng.Close(ctx)
+	})
+	for _, name := range cells {
+		if err := reg.Load(ctx, name, testbuild.Cell(b, name), name+".wasm"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return reg
+}
+
+// nativeHello is the hello example cell (examples/cells/hello) written as a
+// plain net/http handler: the peer a cell is measured against.
+func nativeHello(w http.ResponseWriter, r *http.Request) {
+	name := r.URL.Query().Get("name")
+	if name == "" {
+		name = "world"
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Cell-Version", "dev")
+	_, _ = w.Write([]byte("Hello, " + name + "!\n"))
+}
+
+// benchCells routes /native to nativeHello and every other cell name to
+// the registry, behind the node's real ingress.
+type benchCells struct{ reg *Registry }
+
+func (c benchCells) Handler(name string) http.Handler {
+	if name == "native" {
+		return http.HandlerFunc(nativeHello)
+	}
+	return c.reg.Handler(name)
+}
+
+// perOp returns the mean timed duration of one iteration in unit.
+func perOp(b *testing.B, unit time.Duration) float64 {
+	if b.N == 0 {
+		return 0
+	}
+	return float64(b.Elapsed()) / float64(b.N) / float64(unit)
+}
+
+// benchClients is how many client goroutines BenchmarkHTTP runs per
+// GOMAXPROCS (b.SetParallelism).
+const benchClients = 8
+
+// BenchmarkHTTP measures requests per second over real HTTP on 127.0.0.1:
+// one server (the node's ingress routing) answers /hello with the hello
+// example cell, a Go reactor served by a Registry, and /native with the
+// same logic as a plain Go http.HandlerFunc (peer=native, the limit). The
+// clients run in the same process on keep-alive connections, reading every
+// body in full, benchClients×GOMAXPROCS of them at once; the cell may run
+// 64 requests at once and keeps 2 instances warm.
+//
+// Aim: the cell serves at least 60 % of native's requests per second.
+func BenchmarkHTTP(b *testing.B) {
+	reg := benchRegistry(b, Limits{Concurrency: 64, Warm: 2}, "hello")
+	srv := httptest.NewServer(ingress.New(benchCells{reg}, slog.New(slog.DiscardHandler)))
+	b.Cleanup(srv.Close)
+	tr := &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, DisableCompression: true}
+	b.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: time.Minute}
+
+	get := func(url string) (*http.Response, []byte, error) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return nil, nil, err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, body, err
+	}
+	// Both peers give the same answer.
+	for _, path := range []string{"/native", "/hello"} {
+		resp, body, err := get(srv.URL + path + "?name=bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if resp.StatusCode != 200 || string(body) != "Hello, bench!\n" ||
+			resp.Header.Get("Content-Type") != "text/plain; charset=utf-8" || resp.Header.Get("X-Cell-Version") != "dev" {
+			b.Fatalf("GET %s: %d %q %v", path, resp.StatusCode, body, resp.Header)
+		}
+	}
+	// Warm up: open the connections and let the cell's pool grow to the
+	// clients' concurrency, so the measurement sees steady state.
+	var wg sync.WaitGroup
+	for range benchClients * runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				for _, path := range []string{"/native", "/hello"} {
+					if _, _, err := get(srv.URL + path); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if b.Failed() {
+		return
+	}
+
+	for _, peer := range []struct{ name, path string }{{"native", "/native"}, {"cell", "/hello"}} {
+		b.Run("peer="+peer.name, func(b *testing.B) {
+			url := srv.URL + peer.path + "?name=bench"
+			b.SetParallelism(benchClients)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					resp, err := client.Get(url)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err != nil || resp.StatusCode != 200 {
+						b.Errorf("GET %s: %d %v", peer.path, resp.StatusCode, err)
+						return
+					}
+				}
+			})
+			if s := b.Elapsed().Seconds(); s > 0 {
+				b.ReportMetric(float64(b.N)/s, "req/s")
+			}
+		})
+	}
+}
+
+// BenchmarkServe measures one request through Cell.ServeHTTP in process
+// (no network, an httptest.ResponseRecorder) for the two ABIs: abi=reactor
+// is the Go hello cell, served by a warm instance that is reused;
+// abi=command is the Go echo cell, a plain WASI program run CGI-style in a
+// fresh instance per request (instantiate, Go runtime start-up, main, CGI
+// parsing). The reactor is the fast path the command ABI is compared with.
+func BenchmarkServe(b *testing.B) {
+	reg := benchRegistry(b, Limits{}, "hello", "echo")
+	for _, peer := range []struct{ abi, cell, target, want string }{
+		{"reactor", "hello", "/hello?name=bench", "Hello, bench!\n"},
+		{"command", "echo", "/echo/x?name=bench", `"path":"/echo/x","query":"name=bench"`},
+	} {
+		b.Run("abi="+peer.abi, func(b *testing.B) {
+			c := reg.Lookup(peer.cell)
+			req := httptest.NewRequest("GET", peer.target, nil)
+			req.Header.Set("Accept", "*/*")
+			req.Header.Set("User-Agent", "celluster-bench")
+			serve := func() *httptest.ResponseRecorder {
+				w := httptest.NewRecorder()
+				c.ServeHTTP(w, req)
+				return w
+			}
+			if w := serve(); w.Code != 200 || !strings.Contains(w.Body.String(), peer.want) {
+				b.Fatalf("GET %s: %d %q, want 200 and %q", peer.target, w.Code, w.Body, peer.want)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if w := serve(); w.Code != 200 {
+					b.Fatalf("GET %s: %d %q", peer.target, w.Code, w.Body)
+				}
+			}
+			b.ReportMetric(perOp(b, time.Microsecond), "µs/req")
+		})
+	}
+}

@@ -1,0 +1,586 @@
+package pluginhost
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/celluster/celluster/pluginapi"
+	pb "github.com/celluster/celluster/pluginapi/v1"
+)
+
+func TestDiscoveryDescribeAndBuiltins(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "ticker", "ticker")
+	install(t, dir, "parser", "parser")
+	install(t, dir, "verber", "verber")
+	install(t, dir, "ticker", "ticker2") // same described name: refused
+	if err := os.WriteFile(filepath.Join(dir, "README.txt"), []byte("not a plugin"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	install(t, filepath.Join(dir, "sub"), "ticker", "nested") // not scanned
+	if err := os.WriteFile(filepath.Join(dir, "broken"), []byte("#!/bin/sh\necho 'no describe here' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	multi := filepath.Join(bins(t), "multi")
+
+	m, lb := startManager(t, Config{
+		Dir:      dir,
+		Builtins: []Spec{{Name: "host", Path: multi, Args: []string{"plugin", "host"}, Builtin: true}},
+		Settings: map[string]map[string]string{"ticker": {"every": "10ms"}},
+	})
+
+	var names []string
+	for _, s := range m.Status() {
+		names = append(names, s.Name)
+	}
+	want := []string{"broken", "host", "parser", "ticker", "ticker2", "verber"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("plugins = %v, want %v", names, want)
+	}
+
+	sum, err := sha256File(filepath.Join(dir, "ticker"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tk := statusOf(t, m, "ticker")
+	if tk.State != StateRunning || tk.Kind != pluginapi.KindTelemetry || tk.Version != "0.0.1-test" ||
+		tk.API != 1 || tk.PID == 0 || tk.SHA256 != sum || tk.Builtin || !slices.Equal(tk.Signals, []string{"test.ticks"}) {
+		t.Errorf("ticker status = %+v", tk)
+	}
+	if p := statusOf(t, m, "parser"); p.State != StateRunning || !slices.Equal(p.Extensions, []string{".intent"}) || p.Kind != pluginapi.KindIntent {
+		t.Errorf("parser status = %+v", p)
+	}
+	if v := statusOf(t, m, "verber"); v.State != StateRunning || !slices.Contains(v.Verbs, "poke") {
+		t.Errorf("verber status = %+v", v)
+	}
+	h := statusOf(t, m, "host")
+	if h.State != StateRunning || !h.Builtin || !slices.Equal(h.Args, []string{"plugin", "host"}) || !slices.Equal(h.Verbs, []string{"host", "echo-host"}) {
+		t.Errorf("built-in status = %+v", h)
+	}
+	if d := statusOf(t, m, "ticker2"); d.State != StateFailed || !strings.Contains(d.LastError, "name already used") {
+		t.Errorf("duplicate status = %+v", d)
+	}
+	b := statusOf(t, m, "broken")
+	if b.State != StateFailed || !strings.Contains(b.LastError, "plugin broken: `"+filepath.Join(dir, "broken")+" describe` failed: exit status 1") ||
+		!strings.Contains(b.LastError, "no describe here") {
+		t.Errorf("broken status = %+v", b)
+	}
+
+	if sig := m.Signals(); len(sig) != 1 || len(sig["ticker"]) != 1 || sig["ticker"][0].GetName() != "test.ticks" ||
+		sig["ticker"][0].GetKind() != pb.SignalKind_SIGNAL_KIND_COUNTER {
+		t.Errorf("Signals() = %v", sig)
+	}
+
+	// The built-in is routed to like any plugin.
+	resp, name, err := m.Execute(context.Background(), &pb.VerbRequest{Verb: "echo-host", Cell: "c1"})
+	if err != nil || name != "host" || resp.GetOutcome() != pb.Outcome_OUTCOME_DONE {
+		t.Errorf("Execute(echo-host) = %v, %q, %v", resp, name, err)
+	}
+
+	// Plugin stderr reaches the node's log under the plugin's name: hclog
+	// JSON lines written before the handshake, and plain lines after it
+	// (go-plugin's stdio stream).
+	waitFor(t, 10*time.Second, "plugin stderr lines in the log", func() bool {
+		return lb.has(map[string]string{"plugin": "ticker", "msg": "ticker starting", "level": "INFO"}) &&
+			lb.has(map[string]string{"plugin": "ticker", "msg": "ticker: configured for node n1", "stream": "stderr"})
+	})
+}
+
+func TestTelemetryStreamAndRestartAfterKill(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "ticker", "ticker")
+	m, _ := startManager(t, Config{Dir: dir, Backoff: Backoff{Min: 400 * time.Millisecond, Max: time.Second}})
+
+	var mu sync.Mutex
+	var values []float64
+	m.Subscribe(func(plugin string, b *pb.SampleBatch) {
+		if plugin != "ticker" {
+			t.Errorf("batch from %q", plugin)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range b.GetSamples() {
+			if s.GetSignal() != "test.ticks" || s.GetLabels()["cell"] != "hello" {
+				t.Errorf("sample %v", s)
+			}
+			values = append(values, s.GetValue())
+		}
+	})
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(values)
+	}
+	waitFor(t, 10*time.Second, "batches", func() bool { return count() >= 5 })
+
+	before := statusOf(t, m, "ticker")
+	// Record the state transitions while the plugin is killed and restarted.
+	var states []State
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for done := false; !done; {
+			select {
+			case <-stop:
+				done = true // one last look
+			case <-time.After(2 * time.Millisecond):
+			}
+			st := statusOf(t, m, "ticker").State
+			if len(states) == 0 || states[len(states)-1] != st {
+				states = append(states, st)
+			}
+		}
+	}()
+	if err := syscall.Kill(before.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	values = nil
+	mu.Unlock()
+	waitFor(t, 30*time.Second, "ticker restarted", func() bool {
+		s := statusOf(t, m, "ticker")
+		return s.State == StateRunning && s.Restarts == 1
+	})
+	close(stop)
+	<-stopped
+	if i := slices.Index(states, StateBackoff); i < 0 || !slices.Contains(states[i:], StateRunning) {
+		t.Errorf("states after kill -9: %v, want backoff then running", states)
+	}
+	after := statusOf(t, m, "ticker")
+	if after.PID == before.PID || after.PID == 0 || !strings.Contains(after.LastError, "signal: killed") {
+		t.Errorf("after restart: %+v (pid before %d)", after, before.PID)
+	}
+	// The stream was opened again: the new process counts from 1.
+	waitFor(t, 10*time.Second, "batches from the restarted plugin", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Contains(values, 1) && len(values) >= 3
+	})
+}
+
+func TestParseDiagnostics(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "parser", "parser")
+	m, _ := startManager(t, Config{Dir: dir})
+	ctx := context.Background()
+
+	resp, name, err := m.Parse(ctx, "hello.intent", "", []byte("cell hello\n    bad thing\n"))
+	if err != nil || name != "parser" {
+		t.Fatalf("Parse = %q, %v", name, err)
+	}
+	if len(resp.GetDiagnostics()) != 1 {
+		t.Fatalf("diagnostics = %v", resp.GetDiagnostics())
+	}
+	d := resp.GetDiagnostics()[0]
+	if d.GetLine() != 2 || d.GetColumn() != 5 || d.GetSeverity() != pb.Severity_SEVERITY_ERROR || d.GetFile() != "hello.intent" || resp.GetSpec() != nil {
+		t.Errorf("diagnostic = %v", d)
+	}
+
+	// By media type (parameters ignored), whatever the extension.
+	resp, _, err = m.Parse(ctx, "x.txt", "application/vnd.celluster.intent; charset=utf-8", []byte("cell hello\n"))
+	if err != nil || resp.GetSpec().GetCell() != "hello" || len(resp.GetDiagnostics()) != 0 {
+		t.Errorf("Parse by media type = %v, %v", resp, err)
+	}
+	// An embedded intent name routes by its extension too.
+	if _, _, err := m.Parse(ctx, "mod.wasm#cel.INTENT", "", []byte("cell x\n")); err != nil {
+		t.Errorf("Parse embedded: %v", err)
+	}
+	if _, _, err := m.Parse(ctx, "x.yaml", "", nil); !errors.Is(err, ErrNoPlugin) {
+		t.Errorf("Parse(x.yaml) error = %v, want ErrNoPlugin", err)
+	}
+}
+
+func TestExecuteCallsBackTheHost(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "verber", "verber")
+	host := newRecordingHost()
+	m, _ := startManager(t, Config{Dir: dir, Host: host})
+
+	resp, name, err := m.Execute(context.Background(), &pb.VerbRequest{Verb: "poke", Cell: "hello", Trigger: &pb.Trigger{Manual: true}})
+	if err != nil || name != "verber" {
+		t.Fatalf("Execute = %q, %v", name, err)
+	}
+	if resp.GetOutcome() != pb.Outcome_OUTCOME_DONE || resp.GetMessage() != "poked hello; the node has 2 cells" {
+		t.Errorf("response = %v", resp)
+	}
+	if got, want := host.Calls(), []string{"ListCells", "AddJournalNote hello: poked by verber"}; !slices.Equal(got, want) {
+		t.Errorf("host calls = %q, want %q", got, want)
+	}
+	if _, _, err := m.Execute(context.Background(), &pb.VerbRequest{Verb: "nosuchverb"}); !errors.Is(err, ErrNoPlugin) {
+		t.Errorf("Execute(nosuchverb) error = %v, want ErrNoPlugin", err)
+	}
+}
+
+func TestInFlightCallWhenPluginDies(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "verber", "verber")
+	host := newRecordingHost()
+	m, lb := startManager(t, Config{Dir: dir, Host: host, Backoff: Backoff{Min: 2 * time.Second, Max: 2 * time.Second}})
+	pid := statusOf(t, m, "verber").PID
+
+	// kill -9 while a call is in flight.
+	type result struct {
+		err  error
+		took time.Duration
+	}
+	done := make(chan result, 1)
+	go func() {
+		t0 := time.Now()
+		_, _, err := m.Execute(context.Background(), &pb.VerbRequest{Verb: "block", Cell: "c"})
+		done <- result{err, time.Since(t0)}
+	}()
+	select {
+	case n := <-host.notes:
+		if n.GetNote() != "blocking" {
+			t.Fatalf("note %v", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the block verb never reached the host")
+	}
+	killed := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, ErrPluginShutdown) || !strings.Contains(r.err.Error(), "plugin verber: verb block") {
+			t.Errorf("in-flight Execute error = %v, want it to wrap ErrPluginShutdown", r.err)
+		}
+		t.Logf("in-flight call failed %v after the kill: %v", time.Since(killed), r.err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("in-flight Execute did not return within 5s of the plugin's death")
+	}
+	waitFor(t, 5*time.Second, "the warning in the log", func() bool {
+		return lb.has(map[string]string{"plugin": "verber", "level": "WARN", "msg": "plugin shut down during a call"})
+	})
+
+	// While it waits to restart, calls fail at once.
+	waitFor(t, 5*time.Second, "backoff", func() bool { return statusOf(t, m, "verber").State == StateBackoff })
+	t0 := time.Now()
+	_, _, err := m.Execute(context.Background(), &pb.VerbRequest{Verb: "echo"})
+	if !errors.Is(err, ErrPluginShutdown) || !strings.Contains(err.Error(), "state backoff") || time.Since(t0) > time.Second {
+		t.Errorf("Execute during backoff = %v after %v", err, time.Since(t0))
+	}
+
+	// A plugin that exits by itself mid-call.
+	waitFor(t, 30*time.Second, "first restart", func() bool {
+		s := statusOf(t, m, "verber")
+		return s.State == StateRunning && s.Restarts == 1
+	})
+	_, _, err = m.Execute(context.Background(), &pb.VerbRequest{Verb: "crash"})
+	if !errors.Is(err, ErrPluginShutdown) {
+		t.Errorf("Execute(crash) error = %v, want ErrPluginShutdown", err)
+	}
+
+	// The caller's own deadline is reported as such.
+	waitFor(t, 30*time.Second, "second restart", func() bool {
+		s := statusOf(t, m, "verber")
+		return s.State == StateRunning && s.Restarts == 2
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, _, err = m.Execute(ctx, &pb.VerbRequest{Verb: "block"})
+	if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrPluginShutdown) {
+		t.Errorf("Execute with a deadline = %v", err)
+	}
+}
+
+func TestChecksumPins(t *testing.T) {
+	dir := t.TempDir()
+	marks := t.TempDir()
+	t.Setenv("TPLUG_MARKER_DIR", marks)
+	install(t, dir, "ticker", "ticker")
+	parser := install(t, dir, "parser", "parser")
+	good, err := sha256File(parser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := strings.Repeat("0", 64)
+	m, _ := startManager(t, Config{Dir: dir, Pins: map[string]string{"ticker": bad, "parser": good}})
+
+	s := statusOf(t, m, "ticker")
+	sum, _ := sha256File(filepath.Join(dir, "ticker"))
+	want := fmt.Sprintf("plugin ticker: sha256 mismatch: file has %s, pinned %s", sum, bad)
+	if s.State != StateFailed || s.LastError != want || s.PID != 0 {
+		t.Errorf("ticker = %+v\nwant error %q", s, want)
+	}
+	if p := statusOf(t, m, "parser"); p.State != StateRunning || p.SHA256 != good {
+		t.Errorf("correctly pinned parser = %+v", p)
+	}
+	time.Sleep(500 * time.Millisecond) // not retried
+	for _, f := range append(markers(t, marks, "describe"), markers(t, marks, "serve")...) {
+		if strings.HasPrefix(f, "ticker.") {
+			t.Errorf("the mismatching binary ran: marker %s", f)
+		}
+	}
+	if s := statusOf(t, m, "ticker"); s.State != StateFailed || s.Restarts != 0 {
+		t.Errorf("ticker after a while = %+v", s)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	dir := t.TempDir()
+	marks := t.TempDir()
+	t.Setenv("TPLUG_MARKER_DIR", marks)
+	install(t, dir, "badcookie", "badcookie")
+	install(t, dir, "badversion", "badversion")
+	install(t, dir, "hang", "hang")
+	m, _ := startManager(t, Config{Dir: dir, StartTimeout: 2 * time.Second, HealthInterval: 50 * time.Millisecond})
+
+	cases := []struct {
+		name  string
+		want  []string
+		cause error
+	}{
+		{"badcookie", []string{"plugin badcookie refused the handshake: magic cookie mismatch", "This binary is a plugin"}, ErrBadCookie},
+		{"badversion", []string{"plugin badversion speaks API versions [99]; this node speaks [1]"}, ErrUnsupportedAPI},
+		{"hang", []string{"plugin hang did not complete the handshake within 2s"}, ErrHandshakeTimeout},
+	}
+	for _, c := range cases {
+		s := statusOf(t, m, c.name)
+		if s.State != StateFailed || s.PID != 0 {
+			t.Errorf("%s: %+v", c.name, s)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(s.LastError, w) {
+				t.Errorf("%s: error %q does not say %q", c.name, s.LastError, w)
+			}
+		}
+	}
+	// Refused plugins are not restarted in a loop.
+	time.Sleep(time.Second)
+	for _, c := range cases {
+		if s := statusOf(t, m, c.name); s.State != StateFailed || s.Restarts != 0 {
+			t.Errorf("%s later: %+v", c.name, s)
+		}
+	}
+	serves := markers(t, marks, "serve")
+	slices.Sort(serves)
+	var ran []string
+	for _, f := range serves {
+		ran = append(ran, strings.Split(f, ".")[0])
+	}
+	// badversion is refused from its describe output, before launch.
+	if !slices.Equal(ran, []string{"badcookie", "hang"}) {
+		t.Errorf("launched: %v, want badcookie and hang once each", serves)
+	}
+}
+
+func TestBadVersionAtHandshake(t *testing.T) {
+	// A plugin whose describe claims v1 but that only serves v99 is caught
+	// by go-plugin's negotiation, with the same message.
+	dir := t.TempDir()
+	t.Setenv("TPLUG_DESCRIBE_API", "1")
+	install(t, dir, "badversion", "badversion")
+	m, _ := startManager(t, Config{Dir: dir})
+	s := statusOf(t, m, "badversion")
+	if s.State != StateFailed || s.LastError != "plugin badversion speaks API versions [99]; this node speaks [1]" {
+		t.Errorf("badversion = %+v", s)
+	}
+}
+
+func TestRefusedPluginRetriedWhenFileChanges(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "badversion", "plug")
+	m, _ := startManager(t, Config{Dir: dir, HealthInterval: 50 * time.Millisecond})
+	// Unclaimed (refused) plugins keep their file name; Kind shows what
+	// describe said.
+	if s := statusOf(t, m, "plug"); s.State != StateFailed || s.Kind != pluginapi.KindVerb {
+		t.Fatalf("badversion = %+v", s)
+	}
+	install(t, dir, "ticker", "plug") // replaced in place (rename)
+	s := waitRunning(t, m, "ticker")
+	if s.Path != filepath.Join(dir, "plug") || s.Kind != pluginapi.KindTelemetry {
+		t.Errorf("after the file changed: %+v", s)
+	}
+}
+
+func TestCrashRestartsWithBackoff(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "crashy", "crashy")
+	m, _ := startManager(t, Config{Dir: dir, Backoff: Backoff{Min: 20 * time.Millisecond, Max: 200 * time.Millisecond}})
+	var batches atomic.Int64
+	m.Subscribe(func(string, *pb.SampleBatch) { batches.Add(1) })
+	waitFor(t, 60*time.Second, "three restarts", func() bool { return statusOf(t, m, "crashy").Restarts >= 3 })
+	s := statusOf(t, m, "crashy")
+	if s.State == StateFailed || !strings.Contains(s.LastError, "exited unexpectedly (exit status 2)") {
+		t.Errorf("crashy = %+v", s)
+	}
+	if batches.Load() < 3 {
+		t.Errorf("batches = %d", batches.Load())
+	}
+}
+
+func TestBackoffSequence(t *testing.T) {
+	b := newBackoff(Backoff{Min: 100 * time.Millisecond, Max: time.Second})
+	var got []time.Duration
+	for range 7 {
+		got = append(got, b.next())
+	}
+	want := []time.Duration{100, 200, 400, 800, 1000, 1000, 1000}
+	for i := range want {
+		want[i] *= time.Millisecond
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("backoff = %v, want %v", got, want)
+	}
+	b.reset()
+	if d := b.next(); d != 100*time.Millisecond {
+		t.Errorf("after reset: %v", d)
+	}
+	c := Config{}.withDefaults()
+	if c.Backoff != (Backoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, ResetAfter: time.Minute}) ||
+		c.StartTimeout != 10*time.Second || c.HealthInterval != 2*time.Second {
+		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestCloseKillsEveryPlugin(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"ticker", "parser", "verber"} {
+		install(t, dir, n, n)
+	}
+	multi := filepath.Join(bins(t), "multi")
+	m, _ := startManager(t, Config{Dir: dir, Builtins: []Spec{{Name: "b1", Path: multi, Args: []string{"plugin", "b1"}, Builtin: true}}})
+	var pids []int
+	for _, s := range m.Status() {
+		if s.State != StateRunning || !alive(s.PID) {
+			t.Fatalf("%+v", s)
+		}
+		pids = append(pids, s.PID)
+	}
+	m.Close()
+	for _, pid := range pids {
+		if alive(pid) {
+			t.Errorf("pid %d still alive after Close", pid)
+		}
+	}
+	for _, s := range m.Status() {
+		if s.State != StateStopped || s.PID != 0 {
+			t.Errorf("after Close: %+v", s)
+		}
+	}
+	if _, _, err := m.Execute(context.Background(), &pb.VerbRequest{Verb: "echo"}); !errors.Is(err, ErrPluginShutdown) {
+		t.Errorf("Execute after Close = %v", err)
+	}
+	m.Close() // idempotent
+}
+
+func TestPluginsDieWithTheNode(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "ticker", "ticker")
+	install(t, dir, "verber", "verber")
+	bins(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PLUGINHOST_TEST_NODE=1", "PLUGINHOST_TEST_DIR="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "PIDS ") {
+		t.Fatalf("node said %q, %v", line, err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(strings.TrimPrefix(line, "PIDS ")) {
+		pid, _ := strconv.Atoi(f)
+		pids = append(pids, pid)
+	}
+	if len(pids) != 2 {
+		t.Fatalf("pids %v", pids)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	waitFor(t, 10*time.Second, "plugins to die with their node", func() bool {
+		for _, pid := range pids {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestHealthCheckKillsHungPlugin(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "verber", "verber")
+	m, _ := startManager(t, Config{Dir: dir, HealthInterval: 100 * time.Millisecond},
+		func(m *Manager) { m.pingTimeout = time.Second })
+	before := statusOf(t, m, "verber")
+	// A stopped process keeps its socket open but answers nothing.
+	if err := syscall.Kill(before.PID, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(before.PID, syscall.SIGKILL)
+	waitFor(t, 30*time.Second, "restart after a failed health check", func() bool {
+		s := statusOf(t, m, "verber")
+		return s.State == StateRunning && s.Restarts == 1
+	})
+	s := statusOf(t, m, "verber")
+	if !strings.Contains(s.LastError, "failed its health check: no answer to ping within 1s") || s.PID == before.PID {
+		t.Errorf("after the health check: %+v", s)
+	}
+	if alive(before.PID) {
+		t.Errorf("the hung process %d is still alive", before.PID)
+	}
+	if _, _, err := m.Execute(context.Background(), &pb.VerbRequest{Verb: "echo"}); err != nil {
+		t.Errorf("Execute after restart: %v", err)
+	}
+}
+
+func TestCleanupAll(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "ticker", "ticker")
+	m, _ := startManager(t, Config{Dir: dir})
+	pid := statusOf(t, m, "ticker").PID
+	CleanupAll()
+	if alive(pid) {
+		t.Errorf("pid %d alive after CleanupAll", pid)
+	}
+	if s := statusOf(t, m, "ticker"); s.State != StateStopped {
+		t.Errorf("after CleanupAll: %+v", s)
+	}
+	if len(live.all()) != 0 || len(managers.all()) != 0 {
+		t.Errorf("registries not empty: %d instances, %d managers", len(live.all()), len(managers.all()))
+	}
+}
+
+func TestCrashSummary(t *testing.T) {
+	js := `{"@level":"info","@message":"configured","@timestamp":"x"}`
+	if got := crashSummary("a\n" + js + "\n"); got != "a\n[INFO] configured" {
+		t.Errorf("got %q", got)
+	}
+	panicked := "x\npanic: boom\n\ngoroutine 1 [running]:\nmain.main()\n\t/x.go:3\n"
+	if got := crashSummary(panicked); got != "panic: boom" {
+		t.Errorf("got %q", got)
+	}
+}
