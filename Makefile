@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 14m
 BENCH_TIME  ?= 1x
 PROTOC      ?= protoc
 
-.PHONY: all build run test bench generate lint clean cells
+.PHONY: all build run test bench generate lint clean cells fuzz api-image protoc
 
 all: build
 
@@ -39,8 +39,18 @@ $(BIN)/cells/%.wasm: FORCE
 run: build
 	$(BIN)/celcore --cells $(BIN)/cells
 
+# The third-party example plugin is a module of its own: tested from its dir.
 test:
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	cd examples/plugins/logtail && $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+# Fuzz every parser and decoder for FUZZTIME each; crashers land in testdata.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequest$$' -fuzztime $(FUZZTIME) ./pluginapi/cellabi
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeResponse$$' -fuzztime $(FUZZTIME) ./pluginapi/cellabi
+	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./core/cgi
+	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) ./core/wasm/instrument
 
 # Benchmarks print as a table (benchstat); each sits beside its peer.
 bench:
@@ -106,12 +116,25 @@ bench:
 		} \
 	}' $(BIN)/bench.txt
 
-generate: $(BIN)/tools/protoc-gen-go $(BIN)/tools/protoc-gen-go-grpc
-	$(PROTOC) -I core/admin/adminpb -I /usr/include \
-		--plugin=protoc-gen-go=$(BIN)/tools/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/tools/protoc-gen-go-grpc \
+PROTO_PLUGINS := --plugin=protoc-gen-go=$(BIN)/tools/protoc-gen-go --plugin=protoc-gen-go-grpc=$(BIN)/tools/protoc-gen-go-grpc
+
+# protoc comes from Debian's protobuf-compiler; installed here when missing.
+protoc:
+	@command -v $(PROTOC) >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler; }
+
+generate: protoc $(BIN)/tools/protoc-gen-go $(BIN)/tools/protoc-gen-go-grpc
+	$(PROTOC) -I core/admin/adminpb -I /usr/include $(PROTO_PLUGINS) \
 		--go_out=paths=source_relative:core/admin/adminpb --go-grpc_out=paths=source_relative:core/admin/adminpb \
 		admin.proto
+	$(PROTOC) -I . -I /usr/include $(PROTO_PLUGINS) \
+		--go_out=paths=source_relative:. --go-grpc_out=paths=source_relative:. \
+		pluginapi/v1/*.proto
 	$(GO) generate ./...
+
+# Freeze the plugin API as it is now: run after adding (never changing)
+# fields, methods or messages; the compatibility test compares against it.
+api-image: protoc
+	$(PROTOC) -I . -I /usr/include --descriptor_set_out=pluginapi/v1/image.binpb pluginapi/v1/*.proto
 
 $(BIN)/tools/protoc-gen-go: go.mod
 	$(GO) build -o $@ google.golang.org/protobuf/cmd/protoc-gen-go
@@ -124,6 +147,8 @@ lint:
 	$(GO) vet ./...
 	GOOS=wasip1 GOARCH=wasm $(GO) vet ./sdk/... ./examples/... ./pluginapi/...
 	$(GO) tool staticcheck ./...
+	$(GO) test -count=1 -run 'TestNoBreakingChanges' ./pluginapi/v1
+	cd examples/plugins/logtail && $(GO) vet ./...
 
 clean:
 	rm -rf $(BIN)
