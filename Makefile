@@ -7,7 +7,7 @@ CELLS       := $(patsubst examples/cells/%,$(BIN)/cells/%.wasm,$(CELLS_SRC))
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X main.version=$(VERSION)
 TEST_TIMEOUT ?= 14m
-BENCH_TIME  ?= 1x
+BENCH_TIME  ?= 1s
 PROTOC      ?= protoc
 
 .PHONY: all build run test bench generate lint clean cells fuzz api-image protoc
@@ -52,7 +52,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./core/cgi
 	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) ./core/wasm/instrument
 
-# Benchmarks print as a table (benchstat); each sits beside its peer.
+# Benchmarks print as a table, each beside its peers (raw output in bin/bench.txt).
 bench:
 	@mkdir -p $(BIN)
 	set -o pipefail; few='^(BenchmarkCompile|BenchmarkRestartFirstRequest)$$'; \

@@ -15,6 +15,7 @@ import (
 type interrupter struct {
 	mode   InterruptMode
 	g      api.MutableGlobal // InterruptEpoch only
+	cd     api.MutableGlobal // the countdown, zeroed to make the guest check g now
 	mu     sync.Mutex
 	seq    uint64
 	reason error
@@ -57,6 +58,7 @@ func (in *interrupter) run(ctx, gctx context.Context, timeout time.Duration, fn 
 		if in.seq == seq && in.reason == nil {
 			in.reason = reason
 			in.g.Set(1)
+			in.cd.Set(0)
 		}
 		in.mu.Unlock()
 	}

@@ -10,8 +10,11 @@
 // arms a timer that sets the global; the guest stops at its next loop header or
 // call, the call returns ErrTimeout, and the instance must be discarded.
 //
-// The same check sites count down and, every yieldInterval checks, make the
-// guest return briefly to Go (a memory.grow of zero pages, which wazero runs
-// in Go). Without that a looping guest could never be preempted and would
+// Concretely each check site only decrements a countdown global and tests it
+// (one load, one store, one branch). When it runs out — every yieldInterval
+// checks, or at once when the host zeroes it after setting the interrupt
+// global — the guest returns briefly to Go (a memory.grow of zero pages, which
+// wazero runs in Go), then reads the interrupt global and traps if it is set.
+// Without those returns a looping guest could never be preempted and would
 // stall the garbage collector's stop-the-world, and with it the whole node.
 package wasm

@@ -23,6 +23,11 @@ import (
 // instrument; the host sets it to 1 to stop the guest.
 const interruptGlobal = "__cel_interrupt"
 
+// countdownGlobal is the export name of the yield countdown; the host zeroes
+// it after setting the interrupt global so the guest takes its slow path at
+// the next check.
+const countdownGlobal = "__cel_countdown"
+
 // yieldInterval is how many checks (loop back-edges and calls) a guest runs
 // between returns to Go. Compiled guest code cannot be preempted, so a guest
 // that never returned to Go would hold its thread through the garbage
@@ -226,6 +231,7 @@ func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey) (*Modul
 	if e.mode == InterruptEpoch {
 		opts.InterruptGlobal = interruptGlobal
 		opts.YieldInterval = yieldInterval
+		opts.CountdownGlobal = countdownGlobal
 	}
 	inst, err := instrument.Instrument(src, opts)
 	if err != nil {

@@ -143,10 +143,11 @@ func (m *Module) interrupter(mod api.Module) (*interrupter, error) {
 	in := &interrupter{mode: m.engine.mode}
 	if in.mode == InterruptEpoch {
 		g, ok := mod.ExportedGlobal(interruptGlobal).(api.MutableGlobal)
-		if !ok {
-			return nil, errors.New("instantiated module lacks its interrupt global")
+		cd, ok2 := mod.ExportedGlobal(countdownGlobal).(api.MutableGlobal)
+		if !ok || !ok2 {
+			return nil, errors.New("instantiated module lacks its interrupt globals")
 		}
-		in.g = g
+		in.g, in.cd = g, cd
 	}
 	return in, nil
 }

@@ -42,6 +42,7 @@ const (
 	opI64Const   = 0x42
 	opI32Eqz     = 0x45
 	opI32Sub     = 0x6b
+	opI32LeS     = 0x4c
 	blockEmpty   = 0x40
 )
 

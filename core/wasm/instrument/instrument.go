@@ -41,6 +41,26 @@ type Options struct {
 	// microseconds.
 	YieldInterval uint32
 
+	// CountdownGlobal, if non-empty (it needs InterruptGlobal and
+	// YieldInterval), exports the countdown global under this name and
+	// merges the two checks into one: each check site then only decrements
+	// the countdown and tests it, and the interrupt global is read on the
+	// slow path, right after the yield:
+	//
+	//	global.get $countdown; i32.const 1; i32.sub; global.set $countdown
+	//	global.get $countdown; i32.const 0; i32.le_s
+	//	if
+	//	  i32.const 0; memory.grow 0; drop
+	//	  global.get $interrupt; if; unreachable; end
+	//	  i32.const YieldInterval; global.set $countdown
+	//	end
+	//
+	// To stop the guest the host sets the interrupt global to 1 and then the
+	// countdown to 0. A decrement racing that store may overwrite the 0, in
+	// which case the guest stops at the next natural yield, at most
+	// YieldInterval checks later.
+	CountdownGlobal string
+
 	// MaxMemoryPages, if non-zero, caps the maximum of every memory the
 	// module defines (not imports) at this many 64 KiB pages: a memory with
 	// no maximum gets this one, a larger maximum is lowered. A memory whose
@@ -177,10 +197,11 @@ type rewriter struct {
 	declaredFuncs    uint32
 
 	needGlobals bool   // the new globals are still to be written
-	needExport  bool   // the interrupt global's export is still to be written
+	needExport  bool   // the interrupt global's export(s) are still to be written
 	needMemory  bool   // the yield needs a memory and none was seen yet
 	memory0Is64 bool   // memory 0 is a 64-bit memory (memory.grow takes an i64)
 	irqIndex    uint32 // the interrupt global's index
+	cntIndex    uint32 // the countdown global's index
 	check       []byte // the sequence injected at each check site
 
 	tooBig bool // a rewritten section outgrew the 32-bit size field
@@ -202,6 +223,16 @@ func Instrument(wasm []byte, opts Options) ([]byte, error) {
 	}
 	if opts.InterruptGlobal != "" && !utf8.ValidString(opts.InterruptGlobal) {
 		return nil, &Error{Offset: -1, Func: -1, Msg: fmt.Sprintf("InterruptGlobal %q is not valid UTF-8", opts.InterruptGlobal)}
+	}
+	if opts.CountdownGlobal != "" {
+		switch {
+		case opts.InterruptGlobal == "" || opts.YieldInterval == 0:
+			return nil, &Error{Offset: -1, Func: -1, Msg: "CountdownGlobal needs InterruptGlobal and YieldInterval"}
+		case opts.CountdownGlobal == opts.InterruptGlobal:
+			return nil, &Error{Offset: -1, Func: -1, Msg: fmt.Sprintf("CountdownGlobal and InterruptGlobal are both %q", opts.CountdownGlobal)}
+		case !utf8.ValidString(opts.CountdownGlobal):
+			return nil, &Error{Offset: -1, Func: -1, Msg: fmt.Sprintf("CountdownGlobal %q is not valid UTF-8", opts.CountdownGlobal)}
+		}
 	}
 	r := &rewriter{
 		in:   wasm,
@@ -322,7 +353,7 @@ func (r *rewriter) flushNew(nextRank int) {
 	}
 	if r.needExport && nextRank > sectionRank[secExport] {
 		start := r.openSection(secExport)
-		r.out = append(r.out, 1)
+		r.out = appendU32(r.out, r.newExports())
 		r.appendExport()
 		r.closeSection(start)
 	}
@@ -375,7 +406,28 @@ func (r *rewriter) appendGlobals() {
 		r.check = append(r.check, opIf, blockEmpty, opUnreachbl, opEnd)
 		idx++
 	}
-	if n := r.opts.YieldInterval; n != 0 {
+	if n := r.opts.YieldInterval; n != 0 && r.merged() {
+		r.out = append(r.out, 0x7f, 0x01, opI32Const)
+		r.out = appendS32(r.out, int32(n))
+		r.out = append(r.out, opEnd)
+		r.cntIndex = idx
+		c := appendU32(append(r.check[:0], opGlobalGet), idx)
+		c = append(c, opI32Const, 0x01, opI32Sub)
+		c = appendU32(append(c, opGlobalSet), idx)
+		c = appendU32(append(c, opGlobalGet), idx)
+		c = append(c, opI32Const, 0x00, opI32LeS, opIf, blockEmpty)
+		if r.memory0Is64 {
+			c = append(c, opI64Const, 0x00, opMemoryGrow, 0x00, opDrop)
+		} else {
+			c = append(c, opI32Const, 0x00, opMemoryGrow, 0x00, opDrop)
+		}
+		c = appendU32(append(c, opGlobalGet), r.irqIndex)
+		c = append(c, opIf, blockEmpty, opUnreachbl, opEnd, opI32Const)
+		c = appendS32(c, int32(n))
+		c = appendU32(append(c, opGlobalSet), idx)
+		c = append(c, opEnd)
+		r.check = c
+	} else if n != 0 {
 		r.out = append(r.out, 0x7f, 0x01, opI32Const)
 		r.out = appendS32(r.out, int32(n))
 		r.out = append(r.out, opEnd)
@@ -397,12 +449,32 @@ func (r *rewriter) appendGlobals() {
 	r.needGlobals = false
 }
 
-// appendExport appends the export of the interrupt global.
+// merged reports whether the countdown carries the interrupt check.
+func (r *rewriter) merged() bool {
+	return r.opts.CountdownGlobal != "" && r.opts.InterruptGlobal != "" && r.opts.YieldInterval != 0
+}
+
+// newExports is the number of exports Instrument adds.
+func (r *rewriter) newExports() uint32 {
+	if r.merged() {
+		return 2
+	}
+	return 1
+}
+
+// appendExport appends the export of the interrupt global (and of the
+// countdown, when merged).
 func (r *rewriter) appendExport() {
 	r.out = appendU32(r.out, uint32(len(r.opts.InterruptGlobal)))
 	r.out = append(r.out, r.opts.InterruptGlobal...)
 	r.out = append(r.out, 0x03) // global
 	r.out = appendU32(r.out, r.irqIndex)
+	if r.merged() {
+		r.out = appendU32(r.out, uint32(len(r.opts.CountdownGlobal)))
+		r.out = append(r.out, r.opts.CountdownGlobal...)
+		r.out = append(r.out, 0x03)
+		r.out = appendU32(r.out, r.cntIndex)
+	}
 	r.needExport = false
 }
 
@@ -698,6 +770,10 @@ func (r *rewriter) exports(sec, p, end int) error {
 			return &Error{Section: "export", Offset: at, Func: -1, kind: ErrExportExists,
 				Msg: fmt.Sprintf("export %d is already named %q, the InterruptGlobal name", i, r.opts.InterruptGlobal)}
 		}
+		if r.needExport && r.merged() && string(name) == r.opts.CountdownGlobal {
+			return &Error{Section: "export", Offset: at, Func: -1, kind: ErrExportExists,
+				Msg: fmt.Sprintf("export %d is already named %q, the CountdownGlobal name", i, r.opts.CountdownGlobal)}
+		}
 		if p >= end {
 			return r.errAt("export", at, "export %d: unexpected end of data", i)
 		}
@@ -713,11 +789,11 @@ func (r *rewriter) exports(sec, p, end int) error {
 		r.out = append(r.out, r.in[sec:end]...)
 		return nil
 	}
-	if count == 0xffffffff {
-		return r.errAt("export", body, "too many exports to add one")
+	if uint64(count)+uint64(r.newExports()) > 0xffffffff {
+		return r.errAt("export", body, "too many exports to add %d", r.newExports())
 	}
 	start := r.openSection(secExport)
-	r.out = appendU32(r.out, count+1)
+	r.out = appendU32(r.out, count+r.newExports())
 	r.out = append(r.out, in[body:end]...)
 	r.appendExport()
 	r.closeSection(start)

@@ -538,3 +538,41 @@ func TestYieldOn64BitMemory(t *testing.T) {
 		t.Errorf("no i64.const 0; memory.grow 0 in %x", got)
 	}
 }
+
+func TestMergedCountdown(t *testing.T) {
+	// irq is global 0, the countdown global 1; 1000 is 0xe8 0x07 as an s32.
+	check := bs(
+		0x23, 0x01, 0x41, 0x01, 0x6b, 0x24, 0x01, // global.get 1; i32.const 1; i32.sub; global.set 1
+		0x23, 0x01, 0x41, 0x00, 0x4c, 0x04, 0x40, // global.get 1; i32.const 0; i32.le_s; if
+		0x41, 0x00, 0x40, 0x00, 0x1a, // i32.const 0; memory.grow 0; drop
+		0x23, 0x00, 0x04, 0x40, 0x00, 0x0b, // global.get 0; if; unreachable; end
+		0x41, 0xe8, 0x07, 0x24, 0x01, 0x0b, // i32.const 1000; global.set 1; end
+	)
+	countdown := bs(0x7f, 0x01, 0x41, 0xe8, 0x07, 0x0b)
+	code := [][]byte{bs(0x03, 0x40), bs(0x0c, 0x00, 0x0b, 0x0b)}
+	got := mustInstrument(t, oneFunc(code...), Options{InterruptGlobal: irq, YieldInterval: 1000, CountdownGlobal: "cd"})
+	want := module(
+		typeSection,
+		section(secFunction, vec(u32(0))),
+		section(secMemory, vec(bs(0x01, 0x00, 0x00))),
+		section(secGlobal, vec(newGlobal, countdown)),
+		section(secExport, vec(cat(name(irq), bs(0x03), u32(0)), cat(name("cd"), bs(0x03), u32(1)))),
+		section(secCode, vec(funcBody(noLocals, code[0], check, code[1]))),
+	)
+	if !bytes.Equal(got, want) {
+		t.Errorf("Instrument:\n got %x\nwant %x", got, want)
+	}
+	for _, bad := range []Options{
+		{CountdownGlobal: "cd", YieldInterval: 10},
+		{CountdownGlobal: "cd", InterruptGlobal: irq},
+		{CountdownGlobal: irq, InterruptGlobal: irq, YieldInterval: 10},
+	} {
+		if _, err := Instrument(oneFunc(code...), bad); err == nil {
+			t.Errorf("Instrument accepted %+v", bad)
+		}
+	}
+	exporter := readTestdata(t, "exporter.wasm")
+	if _, err := Instrument(exporter, Options{InterruptGlobal: "__x", YieldInterval: 10, CountdownGlobal: "mem"}); !errors.Is(err, ErrExportExists) {
+		t.Errorf("countdown named like an existing export: %v", err)
+	}
+}
