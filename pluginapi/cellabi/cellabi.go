@@ -125,39 +125,62 @@ func u32len(n int) uint32 {
 // shares no memory with b: its strings are substrings of a single copy of
 // the envelope up to the body, and Body is a separate copy.
 func DecodeRequest(b []byte) (Request, error) {
-	if err := checkPrefix(b, "request"); err != nil {
+	var r Request
+	if err := DecodeRequestInto(&r, b); err != nil {
 		return Request{}, err
 	}
+	return r, nil
+}
+
+// DecodeRequestInto is DecodeRequest decoding into *r, for callers that
+// decode many requests: it reuses the backing array of r.Headers when it is
+// large enough, so that decoding allocates only the copy of the strings
+// and, when not empty, of the body. Every field of *r is overwritten. As
+// with DecodeRequest, the result shares no memory with b, but r.Headers may
+// share its array with the r.Headers passed in (and is r.Headers[:0] when
+// there are no headers). On error *r is left unchanged.
+func DecodeRequestInto(r *Request, b []byte) error {
+	if err := checkPrefix(b, "request"); err != nil {
+		return err
+	}
 	if v := binary.LittleEndian.Uint16(b[2:]); v != 0 {
-		return Request{}, &DecodeError{Field: "request reserved", Offset: 2,
+		return &DecodeError{Field: "request reserved", Offset: 2,
 			Detail: fmt.Sprintf("reserved 0x%04x at offset 2 must be 0 in version %d", v, Version)}
 	}
 	strEnd, nh, err := scan(b, requestFields)
 	if err != nil {
-		return Request{}, err
+		return err
 	}
-	// One copy holds every string; the fields are substrings of it.
+	// One copy holds every string; the fields are substrings of it. scan
+	// has validated every length, so the loops below cannot run past
+	// strEnd. They are written out, without a closure, because calls are
+	// expensive in Go's wasm code.
 	strs := string(b[:strEnd])
 	off := 4
-	next := func() string {
+	var fs [3]string
+	for i := range fs {
 		n := int(binary.LittleEndian.Uint32(b[off:]))
 		off += 4 + n
-		return strs[off-n : off]
+		fs[i] = strs[off-n : off]
 	}
-	var r Request
-	r.Method = next()
-	r.Path = next()
-	r.Query = next()
+	r.Method, r.Path, r.Query = fs[0], fs[1], fs[2]
 	off += 4 // nheaders
-	if nh > 0 {
-		r.Headers = make([]Header, nh)
-		for i := range r.Headers {
-			r.Headers[i].Name = next()
-			r.Headers[i].Value = next()
-		}
+	hs := r.Headers[:0]
+	if cap(hs) < nh {
+		hs = make([]Header, nh)
 	}
+	hs = hs[:nh]
+	for i := range hs {
+		n := int(binary.LittleEndian.Uint32(b[off:]))
+		off += 4 + n
+		hs[i].Name = strs[off-n : off]
+		n = int(binary.LittleEndian.Uint32(b[off:]))
+		off += 4 + n
+		hs[i].Value = strs[off-n : off]
+	}
+	r.Headers = hs
 	r.Body = copyBody(b, strEnd)
-	return r, nil
+	return nil
 }
 
 // DecodeResponse decodes a complete response envelope. The returned
@@ -254,9 +277,12 @@ const minHeaderSize = 8
 func scan(b []byte, fs *fields) (strEnd, nheaders int, err error) {
 	off := 4
 	for i := range fs.strs {
-		if err := checkSpan(b, &off); err != "" {
-			return 0, 0, fs.fail(i, -1, off, err)
+		// The check is written out (checkSpan only builds the error):
+		// this runs for every field of every request.
+		if len(b)-off < 4 || uint64(binary.LittleEndian.Uint32(b[off:])) > uint64(len(b)-off-4) {
+			return 0, 0, fs.fail(i, -1, off, checkSpan(b, &off))
 		}
+		off += 4 + int(binary.LittleEndian.Uint32(b[off:]))
 	}
 	if len(b)-off < 4 {
 		return 0, 0, fs.err("nheaders", off,
@@ -273,9 +299,10 @@ func scan(b []byte, fs *fields) (strEnd, nheaders int, err error) {
 	}
 	off += 4
 	for i := range 2 * int(n) {
-		if err := checkSpan(b, &off); err != "" {
-			return 0, 0, fs.fail(-1, i, off, err)
+		if len(b)-off < 4 || uint64(binary.LittleEndian.Uint32(b[off:])) > uint64(len(b)-off-4) {
+			return 0, 0, fs.fail(-1, i, off, checkSpan(b, &off))
 		}
+		off += 4 + int(binary.LittleEndian.Uint32(b[off:]))
 	}
 	strEnd = off
 	if err := checkSpan(b, &off); err != "" {

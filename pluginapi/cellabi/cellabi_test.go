@@ -375,3 +375,44 @@ func BenchmarkAppendResponse(b *testing.B) {
 		buf = AppendResponse(buf[:0], &sampleResponse)
 	}
 }
+
+func TestDecodeRequestInto(t *testing.T) {
+	want := Request{Method: "POST", Path: "/p", Query: "a=1",
+		Headers: []Header{{"A", "1"}, {"B", "2"}}, Body: []byte("body")}
+	env := AppendRequest(nil, &want)
+	r := Request{Headers: make([]Header, 1, 4), Body: []byte("old")}
+	arr := &r.Headers[:1][0]
+	if err := DecodeRequestInto(&r, env); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(r, want) {
+		t.Fatalf("got %+v, want %+v", r, want)
+	}
+	if &r.Headers[0] != arr {
+		t.Error("the Headers array was not reused")
+	}
+	env[len(env)-1] = 'X'
+	if string(r.Body) != "body" {
+		t.Error("Body shares memory with the envelope")
+	}
+	if n := testing.AllocsPerRun(100, func() { DecodeRequestInto(&r, env) }); n != 2 {
+		t.Errorf("DecodeRequestInto allocates %v times, want 2 (strings and body)", n)
+	}
+
+	// No headers: the array is kept, the slice is empty.
+	if err := DecodeRequestInto(&r, AppendRequest(nil, &Request{Method: "GET"})); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Headers) != 0 || cap(r.Headers) != 4 || r.Body != nil || r.Method != "GET" || r.Path != "" {
+		t.Errorf("no headers: %+v (cap %d)", r, cap(r.Headers))
+	}
+
+	// An error leaves r alone.
+	before := r
+	if err := DecodeRequestInto(&r, env[:len(env)-1]); err == nil {
+		t.Fatal("truncated envelope accepted")
+	}
+	if !reflect.DeepEqual(r, before) {
+		t.Errorf("error changed r: %+v", r)
+	}
+}

@@ -13,7 +13,7 @@ func BenchmarkServeEnvelope(b *testing.B) {
 		Headers: []cellabi.Header{{Name: "Accept", Value: "*/*"}, {Name: "User-Agent", Value: "bench"}},
 	})
 	h := cell.HandlerFunc(func(w cell.ResponseWriter, r *cell.Request) {
-		name := r.Query().Get("name")
+		name := r.QueryValue("name")
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Cell-Version", "dev")
 		w.Write([]byte("Hello, " + name + "!\n"))

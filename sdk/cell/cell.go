@@ -1,11 +1,13 @@
 package cell
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/url"
 	"runtime/debug"
-	"slices"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/celluster/celluster/pluginapi/cellabi"
@@ -23,9 +25,12 @@ type Request struct {
 	// RawQuery is the query string without the leading '?', still
 	// encoded.
 	RawQuery string
-	// Header holds the request header fields with canonical keys.
+	// Header holds the request header fields with canonical keys. The map
+	// is reused for later requests: it is valid only until the handler
+	// returns (see Handler).
 	Header Header
-	// Body is the complete request body; nil when empty.
+	// Body is the complete request body; nil when empty. It is the
+	// handler's to keep.
 	Body []byte
 }
 
@@ -36,12 +41,65 @@ func (r *Request) Query() url.Values {
 	return v
 }
 
+// QueryValue returns the first value for key in RawQuery, unescaped, or ""
+// if there is none: the same as r.Query().Get(key), but without building
+// the map, so it allocates nothing unless the value is percent-encoded or
+// contains '+'. Prefer it when reading one or two parameters.
+func (r *Request) QueryValue(key string) string {
+	q := r.RawQuery
+	if len(q) >= 10000 {
+		// Long enough to hit net/url's limit on the number of
+		// parameters; let it apply its rules.
+		return r.Query().Get(key)
+	}
+	for q != "" {
+		var pair string
+		pair, q, _ = strings.Cut(q, "&")
+		if pair == "" || strings.IndexByte(pair, ';') >= 0 {
+			continue // url.ParseQuery skips these too
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if k != key {
+			if !needsUnescape(k) {
+				continue
+			}
+			if uk, err := url.QueryUnescape(k); err != nil || uk != key {
+				continue
+			}
+		} else if needsUnescape(k) {
+			// k == key but the raw key is escaped, so its unescaped
+			// form differs from key (or is invalid).
+			continue
+		}
+		if !needsUnescape(v) {
+			return v
+		}
+		if uv, err := url.QueryUnescape(v); err == nil {
+			return uv
+		}
+		// An invalid value: url.ParseQuery drops the pair.
+	}
+	return ""
+}
+
+// needsUnescape reports whether url.QueryUnescape would change s (or
+// reject it).
+func needsUnescape(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' || s[i] == '+' {
+			return true
+		}
+	}
+	return false
+}
+
 // A ResponseWriter is used by a Handler to build the response. Unlike
 // net/http's, it buffers everything: the response is sent when the handler
 // returns.
 type ResponseWriter interface {
 	// Header returns the header map that WriteHeader (or the first Write)
-	// will send. Changing it after that has no effect.
+	// will send. Changing it after that has no effect. The map is reused
+	// for later requests: it is valid only until the handler returns.
 	Header() Header
 	// WriteHeader sets the status code, 100..999; it panics for any
 	// other code, as net/http does. Only the first call counts; later
@@ -53,8 +111,14 @@ type ResponseWriter interface {
 	Write(p []byte) (int, error)
 }
 
-// A Handler responds to a request. The handler must not keep w or r after
-// ServeCell returns.
+// A Handler responds to a request.
+//
+// The handler must not keep w or r, nor r.Header, w.Header() or the slices
+// in them, after ServeCell returns: the SDK reuses them for the next request
+// (a reactor serves one request at a time) and clears them in between. Use
+// Header.Clone, or copy the Request, to keep them. Strings (Method, Path,
+// RawQuery, header names and values) stay valid, and r.Body is a fresh copy
+// for each request that the handler may keep.
 type Handler interface {
 	ServeCell(w ResponseWriter, r *Request)
 }
@@ -136,9 +200,42 @@ func Now() time.Time { return hostNow() }
 // ServeEnvelope always produces a valid response envelope: a request
 // envelope that does not decode, and a handler that panics, both give a 500
 // with the error as a text/plain body, and are logged at LevelError.
+//
+// The Request, its Header map, the ResponseWriter and its Header map are
+// reused by later calls; see [Handler] for what a handler may keep.
+// ServeEnvelope may be called concurrently.
 func ServeEnvelope(dst []byte, h Handler, req []byte) []byte {
-	in, err := cellabi.DecodeRequest(req)
-	if err != nil {
+	// A reactor serves one request at a time, so one exchange is nearly
+	// always enough; Swap hands it to one caller at a time when
+	// ServeEnvelope is called concurrently (natively, in tests) or from a
+	// handler.
+	x := spare.Swap(nil)
+	if x == nil {
+		x = &exchange{reqHeader: make(Header), w: responseWriter{header: make(Header)}}
+	}
+	dst = x.serve(dst, h, req)
+	x.reset()
+	spare.Store(x)
+	return dst
+}
+
+// spare is the exchange ServeEnvelope reuses.
+var spare atomic.Pointer[exchange]
+
+// maxKeptHeaders is the most headers whose storage is kept for reuse.
+const maxKeptHeaders = 64
+
+// exchange is one request and its response, reused from call to call.
+type exchange struct {
+	in        cellabi.Request // decoded envelope; Headers is reused
+	req       Request
+	reqHeader Header   // req.Header, kept here in case the handler replaces it
+	vals      []string // backing array of the single-valued request headers
+	w         responseWriter
+}
+
+func (x *exchange) serve(dst []byte, h Handler, req []byte) []byte {
+	if err := cellabi.DecodeRequestInto(&x.in, req); err != nil {
 		Log(LevelError, "bad request envelope: "+err.Error())
 		return appendError(dst, "bad request envelope: "+err.Error())
 	}
@@ -149,40 +246,77 @@ func ServeEnvelope(dst []byte, h Handler, req []byte) []byte {
 		Log(LevelError, "no handler: call cell.Handle or cell.HandleFunc from an init function")
 		return appendError(dst, "no handler: call cell.Handle or cell.HandleFunc from an init function")
 	}
-	x := &exchange{
-		req: Request{
-			Method:   in.Method,
-			Path:     in.Path,
-			RawQuery: in.Query,
-			Header:   make(Header, len(in.Headers)),
-			Body:     in.Body,
-		},
-		w: responseWriter{header: make(Header)},
+	hdr := x.reqHeader
+	if cap(x.vals) < len(x.in.Headers) {
+		x.vals = make([]string, len(x.in.Headers))
 	}
-	// All single-valued headers share one backing array.
-	vals := make([]string, len(in.Headers))
-	for i, hd := range in.Headers {
-		k := CanonicalHeaderKey(hd.Name)
-		if v, ok := x.req.Header[k]; ok {
-			x.req.Header[k] = append(v, hd.Value)
+	vals := x.vals[:len(x.in.Headers)]
+	hs := x.in.Headers
+	for i := range hs {
+		k := CanonicalHeaderKey(hs[i].Name)
+		hs[i].Name = k
+		// A repeated name: with few headers, comparing with the earlier
+		// names is much cheaper in wasm than a map lookup.
+		repeated := false
+		if len(hs) <= 8 {
+			for j := range i {
+				if hs[j].Name == k {
+					repeated = true
+					break
+				}
+			}
+		} else {
+			_, repeated = hdr[k]
+		}
+		if repeated {
+			hdr[k] = append(hdr[k], hs[i].Value)
 			continue
 		}
-		vals[i] = hd.Value
-		x.req.Header[k] = vals[i : i+1 : i+1]
+		vals[i] = hs[i].Value
+		hdr[k] = vals[i : i+1 : i+1]
 	}
-	if msg, ok := serve(h, &x.w, &x.req); !ok {
+	x.req = Request{
+		Method:   x.in.Method,
+		Path:     x.in.Path,
+		RawQuery: x.in.Query,
+		Header:   hdr,
+		Body:     x.in.Body,
+	}
+	w := &x.w
+	w.out = dst
+	w.start = len(dst)
+	if msg, ok := serve(h, w, &x.req); !ok {
 		return appendError(dst, msg)
 	}
-	if !x.w.wroteHeader {
-		x.w.WriteHeader(200)
+	if !w.wroteHeader {
+		w.WriteHeader(200)
 	}
-	return cellabi.AppendResponse(dst, &cellabi.Response{Status: x.w.status, Headers: x.w.sent, Body: x.w.body})
+	out := w.out
+	binary.LittleEndian.PutUint32(out[w.bodyLen:], u32len(len(out)-w.bodyLen-4))
+	return out
 }
 
-// exchange is one request and its response, allocated together.
-type exchange struct {
-	req Request
-	w   responseWriter
+// reset drops everything the last request left in x, so that it pins no
+// memory and the next request starts afresh.
+func (x *exchange) reset() {
+	if cap(x.in.Headers) > maxKeptHeaders {
+		x.in.Headers, x.vals = nil, nil
+	}
+	clear(x.in.Headers)
+	x.in = cellabi.Request{Headers: x.in.Headers[:0]}
+	clear(x.vals)
+	x.req = Request{}
+	if len(x.reqHeader) > maxKeptHeaders {
+		x.reqHeader = make(Header)
+	} else {
+		clear(x.reqHeader)
+	}
+	if len(x.w.header) > maxKeptHeaders {
+		x.w.header = make(Header)
+	} else {
+		clear(x.w.header)
+	}
+	x.w = responseWriter{header: x.w.header}
 }
 
 // serve runs h, recovering a panic. On panic it returns the message for
@@ -208,13 +342,22 @@ func appendError(dst []byte, msg string) []byte {
 	})
 }
 
-// responseWriter buffers a response.
+// responseWriter encodes a response envelope straight into out: the status
+// and header at WriteHeader, then the body as it is written, and the body
+// length when the handler returns.
 type responseWriter struct {
 	header      Header
 	wroteHeader bool
 	status      int
-	sent        []cellabi.Header // header as of WriteHeader, sorted by name
-	body        []byte
+	out         []byte // the caller's dst, with the response appended
+	start       int    // len(dst) on entry: where the response starts
+	bodyLen     int    // offset in out of the body's u32 length
+}
+
+// headerEntry is one key of a Header and its values.
+type headerEntry struct {
+	name   string
+	values []string
 }
 
 func (w *responseWriter) Header() Header { return w.header }
@@ -229,29 +372,39 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
-	// Snapshot the header now, as net/http does: later changes are not
-	// sent.
-	var buf [16]string
-	keys := buf[:0]
-	n := 0
+	// Encode the header now, sorted by name, as net/http snapshots it:
+	// later changes are not sent. One pass over the map and an insertion
+	// sort: headers are few, and map lookups are slow in wasm.
+	var buf [16]headerEntry
+	hs := buf[:0]
 	for k, v := range w.header {
-		keys = append(keys, k)
-		n += len(v)
+		hs = append(hs, headerEntry{k, v})
 	}
-	slices.Sort(keys)
-	w.sent = make([]cellabi.Header, 0, n)
-	for _, k := range keys {
-		for _, v := range w.header[k] {
-			w.sent = append(w.sent, cellabi.Header{Name: k, Value: v})
+	for i := 1; i < len(hs); i++ {
+		for j := i; j > 0 && hs[j].name < hs[j-1].name; j-- {
+			hs[j], hs[j-1] = hs[j-1], hs[j]
 		}
 	}
+	out := append(w.out, cellabi.Version, 0, byte(code), byte(code>>8), 0, 0, 0, 0)
+	nAt := len(out) - 4
+	n := 0
+	for _, e := range hs {
+		for _, v := range e.values {
+			out = appendStr(out, e.name)
+			out = appendStr(out, v)
+		}
+		n += len(e.values)
+	}
+	binary.LittleEndian.PutUint32(out[nAt:], u32len(n))
+	w.bodyLen = len(out)
+	w.out = append(out, 0, 0, 0, 0)
 }
 
 func (w *responseWriter) Write(p []byte) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(200)
 	}
-	w.body = append(w.body, p...)
+	w.out = append(w.out, p...)
 	return len(p), nil
 }
 
@@ -260,6 +413,21 @@ func (w *responseWriter) WriteString(s string) (int, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(200)
 	}
-	w.body = append(w.body, s...)
+	w.out = append(w.out, s...)
 	return len(s), nil
+}
+
+// appendStr appends s as an envelope str: its u32 length, then its bytes.
+func appendStr(dst []byte, s string) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, u32len(len(s)))
+	return append(dst, s...)
+}
+
+// u32len returns n as a u32 length, panicking if it does not fit, as the
+// cellabi encoders do.
+func u32len(n int) uint32 {
+	if uint64(n) > 0xFFFFFFFF {
+		panic("cell: length " + strconv.Itoa(n) + " does not fit in a u32")
+	}
+	return uint32(n)
 }

@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,7 +77,12 @@ func TestQuery(t *testing.T) {
 
 func TestRequestFields(t *testing.T) {
 	var got *cell.Request
-	h := cell.HandlerFunc(func(w cell.ResponseWriter, r *cell.Request) { got = r })
+	h := cell.HandlerFunc(func(w cell.ResponseWriter, r *cell.Request) {
+		// r and r.Header are reused after the handler returns: copy them.
+		c := *r
+		c.Header = r.Header.Clone()
+		got = &c
+	})
 	celltest.DoRequest(h, &cell.Request{
 		Method:   "PUT",
 		Path:     "/c/a%2Fb",
@@ -323,4 +330,85 @@ func TestWasmDependencies(t *testing.T) {
 			t.Errorf("the SDK depends on %s in wasip1 builds", dep)
 		}
 	}
+}
+
+func TestQueryValue(t *testing.T) {
+	queries := []string{
+		"", "name", "name=", "name=x", "name=a%20b&x=1&x=2&bad=%zz", "x=1&name=2&name=3",
+		"na%6De=v", "name=%zz&name=ok", "name=a+b", "name;x=1&name=2", "&&name=v&",
+		"%zz=1&name=2", "name=1;2&name=3", "a%41=1", "a+b=c", "name=%41%42", "=v&name",
+		strings.Repeat("name=x&", 10001),
+	}
+	keys := []string{"name", "x", "bad", "", "aA", "a%41", "a b", "a+b", "missing"}
+	for _, q := range queries {
+		r := &cell.Request{RawQuery: q}
+		for _, k := range keys {
+			if got, want := r.QueryValue(k), r.Query().Get(k); got != want {
+				t.Errorf("RawQuery %.40q: QueryValue(%q) = %q, want %q", q, k, got, want)
+			}
+		}
+	}
+	r := &cell.Request{RawQuery: "a=1&name=cell&b=2"}
+	if n := testing.AllocsPerRun(100, func() { r.QueryValue("name") }); n != 0 {
+		t.Errorf("QueryValue allocates %v times", n)
+	}
+}
+
+func FuzzQueryValue(f *testing.F) {
+	f.Add("name=a%20b&x=1&x=2&bad=%zz", "name")
+	f.Add("a+b=c;d&a%20b=%41", "a b")
+	f.Fuzz(func(t *testing.T, q, key string) {
+		r := &cell.Request{RawQuery: q}
+		if got, want := r.QueryValue(key), r.Query().Get(key); got != want {
+			t.Errorf("RawQuery %q: QueryValue(%q) = %q, want %q", q, key, got, want)
+		}
+	})
+}
+
+// TestReuseKeepsStringsAndBody checks what a handler may keep after it
+// returns: strings and Body survive later requests, which reuse the maps.
+func TestReuseKeepsStringsAndBody(t *testing.T) {
+	var path, accept string
+	var body []byte
+	keep := cell.HandlerFunc(func(w cell.ResponseWriter, r *cell.Request) {
+		path, accept, body = r.Path, r.Header.Get("Accept"), r.Body
+		w.Header().Set("X-First", "1")
+	})
+	celltest.DoRequest(keep, &cell.Request{Method: "POST", Path: "/first", Header: cell.Header{"Accept": {"a"}}, Body: []byte("one")})
+	resp := celltest.DoRequest(cell.HandlerFunc(func(w cell.ResponseWriter, r *cell.Request) {
+		if len(r.Header) != 1 || r.Header.Get("Accept") != "bbbbb" {
+			t.Errorf("second request header %v", r.Header)
+		}
+		if len(w.Header()) != 0 {
+			t.Errorf("response header not cleared: %v", w.Header())
+		}
+		w.Write(r.Body)
+	}), &cell.Request{Method: "POST", Path: "/2nd/xx", Header: cell.Header{"Accept": {"bbbbb"}}, Body: []byte("two")})
+	if string(resp.Body) != "two" || len(resp.Header) != 0 {
+		t.Errorf("second response %+v", resp)
+	}
+	if path != "/first" || accept != "a" || string(body) != "one" {
+		t.Errorf("kept values changed: %q %q %q", path, accept, body)
+	}
+}
+
+func TestServeEnvelopeConcurrent(t *testing.T) {
+	h := cell.HandlerFunc(func(w cell.ResponseWriter, r *cell.Request) {
+		w.Header().Set("X-Path", r.Path)
+		w.Write([]byte(r.Header.Get("X-N")))
+	})
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for j := range 200 {
+				n := strconv.Itoa(i*1000 + j)
+				resp := celltest.DoRequest(h, &cell.Request{Method: "GET", Path: "/" + n, Header: cell.Header{"X-N": {n}}})
+				if string(resp.Body) != n || resp.Header.Get("X-Path") != "/"+n {
+					t.Errorf("request %s: %q %v", n, resp.Body, resp.Header)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

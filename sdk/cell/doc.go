@@ -37,7 +37,9 @@
 // github.com/celluster/celluster/pluginapi/cellabi) into it, and calls
 // cel_handle. The SDK decodes the envelope into a [Request], calls the
 // registered [Handler] with a buffering [ResponseWriter], and returns the
-// encoded response envelope. The complete ABI, enough to write a cell in
+// encoded response envelope. The Request, the ResponseWriter and their
+// Header maps are reused from request to request, so a handler must not
+// keep them after it returns (see [Handler]). The complete ABI, enough to write a cell in
 // any language, is in this package's README.md.
 //
 // A panic in the handler is recovered: the response becomes a 500 with the

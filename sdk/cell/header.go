@@ -84,14 +84,20 @@ func CanonicalHeaderKey(s string) string {
 
 // validHeaderNameByte reports whether c may appear in a header name (an
 // RFC 9110 token character).
-func validHeaderNameByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
+func validHeaderNameByte(c byte) bool { return tokenTable[c] }
+
+// tokenTable[c] is whether c is an RFC 9110 token character. A table
+// lookup is much cheaper than a switch in wasm.
+var tokenTable = func() (t [256]bool) {
+	for c := range t {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+			t[c] = true
+		}
+		switch c {
+		case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
+			t[c] = true
+		}
 	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}
+	return t
+}()

@@ -23,7 +23,7 @@ func init() {
 }
 
 func hello(w cell.ResponseWriter, r *cell.Request) {
-	name := r.Query().Get("name")
+	name := r.QueryValue("name")
 	if name == "" {
 		name = "world"
 	}
