@@ -33,9 +33,11 @@ func (n *Node) startPlugins(ctx context.Context) error {
 		Builtins: builtins,
 		Pins:     n.cfg.PluginPins,
 		Settings: n.cfg.PluginSettings,
-		Host:     hostapi.New("plugin", n.reg, n.sig, n.log),
-		Node:     n.cfg.Name,
-		Logger:   n.log,
+		HostFor: func(plugin string) pluginhost.HostService {
+			return hostapi.New(plugin, n.reg, n.sig, n.log)
+		},
+		Node:   n.cfg.Name,
+		Logger: n.log,
 	})
 	n.plugins.Subscribe(n.onSamples)
 	go func() {

@@ -702,6 +702,11 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 	// Serve the host service on the broker; the plugin dials it by id.
 	hostID := base.broker.NextId()
 	host := cfg.Host
+	if cfg.HostFor != nil {
+		if h := cfg.HostFor(name); h != nil {
+			host = h
+		}
+	}
 	go base.broker.AcceptAndServe(hostID, func(opts []grpc.ServerOption) *grpc.Server {
 		s := grpc.NewServer(opts...)
 		pluginapiv1.RegisterHostServer(s, host)

@@ -124,6 +124,10 @@ type Config struct {
 	// Host is served to every plugin. Nil serves a host whose every call
 	// answers Unimplemented.
 	Host HostService
+	// HostFor, if set, returns the host service for the named plugin (so
+	// that what a plugin emits can be attributed to it); a nil result falls
+	// back to Host.
+	HostFor func(plugin string) HostService
 	// Node is the node name passed in Configure.
 	Node string
 	// Logger receives the manager's log and every plugin's stderr and log

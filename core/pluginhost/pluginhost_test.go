@@ -227,6 +227,33 @@ func TestExecuteCallsBackTheHost(t *testing.T) {
 	}
 }
 
+// TestHostForServesEachPluginItsOwnHost: with HostFor, each plugin gets the
+// host service made for its name, so callbacks can be attributed.
+func TestHostForServesEachPluginItsOwnHost(t *testing.T) {
+	dir := t.TempDir()
+	install(t, dir, "verber", "verber")
+	fallback, own := newRecordingHost(), newRecordingHost()
+	var asked []string
+	var mu sync.Mutex
+	m, _ := startManager(t, Config{Dir: dir, Host: fallback, HostFor: func(plugin string) HostService {
+		mu.Lock()
+		asked = append(asked, plugin)
+		mu.Unlock()
+		return own
+	}})
+	if _, _, err := m.Execute(context.Background(), &pb.VerbRequest{Verb: "poke", Cell: "hello", Trigger: &pb.Trigger{Manual: true}}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(asked, []string{"verber"}) {
+		t.Errorf("HostFor asked for %q, want [verber]", asked)
+	}
+	if len(own.Calls()) != 2 || len(fallback.Calls()) != 0 {
+		t.Errorf("calls: own %q, fallback %q", own.Calls(), fallback.Calls())
+	}
+}
+
 func TestInFlightCallWhenPluginDies(t *testing.T) {
 	dir := t.TempDir()
 	install(t, dir, "verber", "verber")
