@@ -89,6 +89,7 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.DurationVar(&cfg.Settle, "settle", 200*time.Millisecond, "how long a cell file must be left alone before it is loaded")
+	f.DurationVar(&cfg.TelemetryInterval, "telemetry-interval", time.Second, "how often each cell's signals (latency.p99, rps, errors.rate, ...) are published")
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long stopping waits for requests in flight")
 	f.DurationVar(&cfg.Limits.RequestTimeout, "limit-time", d.RequestTimeout, "default per-request time limit (504 beyond)")
 	f.StringVar(&memory, "limit-memory", "128MiB", "default per-instance memory limit (500 when exceeded)")

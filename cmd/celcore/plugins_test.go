@@ -138,6 +138,16 @@ func TestThirdPartyPluginEndToEnd(t *testing.T) {
 		return false
 	})
 
+	// The node publishes each cell's own signals beside the plugins'.
+	eventually(t, "hello's cell signals", func() bool {
+		for _, s := range n.listSignals() {
+			if s.Name == "latency.p99" && s.Labels["cell"] == "hello" && s.Source == "core" && s.Unit == "seconds" {
+				return true
+			}
+		}
+		return false
+	})
+
 	// kill -9: the plugin is restarted and its stream resumes.
 	if err := syscall.Kill(lt.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -305,3 +305,8 @@ func (c *Cell) DrainReplicas(ctx context.Context, n int) (int, error) {
 	}
 	return v.pool.shrink(n, 1), nil
 }
+
+// TakeWindow returns what the cell did since the previous call (requests,
+// errors, latency quantiles) and starts a new window. One caller should own
+// the windows (the node's telemetry tick).
+func (c *Cell) TakeWindow() Window { return c.stats.takeWindow() }

@@ -304,3 +304,34 @@ func TestSpawnAndDrainReplicas(t *testing.T) {
 		t.Fatalf("spawning a command cell: %v", err)
 	}
 }
+
+func TestTakeWindow(t *testing.T) {
+	reg, srv := newTestRegistry(t, Limits{RequestTimeout: 100 * time.Millisecond})
+	ctx := context.Background()
+	if err := reg.Load(ctx, "app", module(t, "v1.wasm"), "v1.wasm"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Load(ctx, "loop", module(t, "loop.wasm"), "loop.wasm"); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if code, _ := get(t, srv.URL+"/app"); code != 200 {
+			t.Fatal(code)
+		}
+	}
+	w := reg.Lookup("app").TakeWindow()
+	if w.Requests != 5 || w.Errors != 0 || w.P50 <= 0 || w.P50 > w.P90 || w.P90 > w.P99 {
+		t.Fatalf("first window: %+v", w)
+	}
+	if w := reg.Lookup("app").TakeWindow(); w.Requests != 0 || w.P99 != 0 {
+		t.Fatalf("empty window: %+v", w)
+	}
+	get(t, srv.URL+"/loop") // 504 at the 100ms limit
+	w = reg.Lookup("loop").TakeWindow()
+	if w.Requests != 1 || w.Errors != 1 || w.P99 < 100*time.Millisecond {
+		t.Fatalf("timed-out window: %+v", w)
+	}
+	if in := reg.Lookup("app").Info(); in.Requests != 5 {
+		t.Fatalf("windows disturbed the totals: %+v", in)
+	}
+}

@@ -135,3 +135,15 @@ func (r *Registry) Handler(name string) http.Handler {
 	}
 	return nil
 }
+
+// Cells returns the registry's cells, sorted by name.
+func (r *Registry) Cells() []*Cell {
+	r.mu.RLock()
+	out := make([]*Cell, 0, len(r.cells))
+	for _, c := range r.cells {
+		out = append(out, c)
+	}
+	r.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}

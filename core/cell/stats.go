@@ -18,11 +18,19 @@ type stats struct {
 	lastReq  atomic.Int64 // unix nanos
 
 	mu   sync.Mutex
-	hist *hdrhistogram.Histogram
+	hist *hdrhistogram.Histogram // since the cell was created
+	win  *hdrhistogram.Histogram // since the last TakeWindow
+	old  *hdrhistogram.Histogram // the previous window, reused
+	wReq uint64                  // requests counted in win
+	wErr uint64
+}
+
+func newHist() *hdrhistogram.Histogram {
+	return hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)
 }
 
 func newStats() *stats {
-	return &stats{hist: hdrhistogram.New(1, int64(10*time.Minute/time.Microsecond), 3)}
+	return &stats{hist: newHist(), win: newHist(), old: newHist()}
 }
 
 // record counts one finished request; statuses of 500 and above are errors.
@@ -38,7 +46,37 @@ func (s *stats) record(d time.Duration, status int) {
 	}
 	s.mu.Lock()
 	_ = s.hist.RecordValue(us) // values beyond the range are dropped
+	_ = s.win.RecordValue(us)
+	s.wReq++
+	if status >= 500 {
+		s.wErr++
+	}
 	s.mu.Unlock()
+}
+
+// Window is what a cell did since the previous TakeWindow.
+type Window struct {
+	// Requests and Errors (5xx) finished in the window.
+	Requests, Errors uint64
+	// P50, P90 and P99 are latency quantiles of the window's requests; zero
+	// when there were none.
+	P50, P90, P99 time.Duration
+}
+
+// takeWindow returns the window and starts a new one.
+func (s *stats) takeWindow() Window {
+	s.mu.Lock()
+	w := Window{Requests: s.wReq, Errors: s.wErr}
+	if s.win.TotalCount() > 0 {
+		w.P50 = time.Duration(s.win.ValueAtQuantile(50)) * time.Microsecond
+		w.P90 = time.Duration(s.win.ValueAtQuantile(90)) * time.Microsecond
+		w.P99 = time.Duration(s.win.ValueAtQuantile(99)) * time.Microsecond
+	}
+	s.win, s.old = s.old, s.win
+	s.win.Reset()
+	s.wReq, s.wErr = 0, 0
+	s.mu.Unlock()
+	return w
 }
 
 func (s *stats) quantiles() (p50, p99 time.Duration) {

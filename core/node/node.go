@@ -54,6 +54,8 @@ type Config struct {
 	PluginPins map[string]string
 	// PluginSettings maps a plugin name to its settings.
 	PluginSettings map[string]map[string]string
+	// TelemetryInterval is how often cell signals are published (default 1s).
+	TelemetryInterval time.Duration
 	// Version is reported by status.
 	Version string
 	// Logger is the node's log.
@@ -100,6 +102,9 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.TelemetryInterval <= 0 {
+		cfg.TelemetryInterval = time.Second
 	}
 	if cfg.Settle <= 0 {
 		cfg.Settle = 200 * time.Millisecond
@@ -156,6 +161,8 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 	if err := n.startPlugins(pctx); err != nil {
 		n.log.Error("plugins unavailable; cells keep serving", "err", err)
 	}
+
+	go n.publishCellSignals(pctx, n.cfg.TelemetryInterval)
 
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
