@@ -43,6 +43,10 @@ const (
 	opI32Eqz     = 0x45
 	opI32Sub     = 0x6b
 	opI32LeS     = 0x4c
+	opI32Add     = 0x6a
+	opI32And     = 0x71
+	opLocalGet   = 0x20
+	opLocalTee   = 0x22
 	blockEmpty   = 0x40
 )
 

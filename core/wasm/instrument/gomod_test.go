@@ -131,6 +131,12 @@ func TestGoModuleRunsUnchanged(t *testing.T) {
 	if got := runGo(t, r, wasm, "instrumented"); got != want {
 		t.Errorf("instrumented Go module printed\n%s\nwant\n%s", got, want)
 	}
+	// The merged form, with loop counters added to every function with a
+	// loop, as the node uses it.
+	merged := mustInstrument(t, orig, Options{InterruptGlobal: irq, YieldInterval: 1000, CountdownGlobal: "cd", MaxMemoryPages: 16384})
+	if got := runGo(t, r, merged, "merged"); got != want {
+		t.Errorf("Go module instrumented in merged form printed\n%s\nwant\n%s", got, want)
+	}
 }
 
 // TestGoModuleInterrupted runs the Go module in its spinning mode (an endless

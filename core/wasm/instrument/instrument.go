@@ -55,6 +55,11 @@ type Options struct {
 	//	  i32.const YieldInterval; global.set $countdown
 	//	end
 	//
+	// Loop headers are cheaper still: each function with a loop gets one
+	// extra i32 local counting its iterations, and runs the sequence above
+	// (decrementing by loopPrefilter instead of 1) only every loopPrefilter
+	// iterations — register arithmetic on the hot path, no memory traffic.
+	//
 	// To stop the guest the host sets the interrupt global to 1 and then the
 	// countdown to 0. A decrement racing that store may overwrite the 0, in
 	// which case the guest stops at the next natural yield, at most
@@ -207,6 +212,12 @@ type rewriter struct {
 	tooBig bool // a rewritten section outgrew the 32-bit size field
 
 	locs []int // scratch: loop header positions of the current body
+
+	typeParams []uint32 // parameter count of each type
+	funcTypes  []uint32 // type index of each declared function
+	loopCheck  []byte   // the loop header prefilter, when merged (see loopPrefilter)
+	hdr        []byte   // scratch: a body's rewritten local declarations
+	scratch    []byte   // scratch: a body's loop header sequence
 }
 
 // Instrument returns a rewritten copy of the module. The input is never
@@ -309,6 +320,9 @@ func (r *rewriter) run() error {
 				err = r.errAt("function", q, "function count: %s", lebProblem(c))
 			}
 			r.declaredFuncs = n
+			if err == nil {
+				err = r.functions(c, n, end)
+			}
 			r.out = append(r.out, in[start:end]...)
 		case secMemory:
 			r.needMemory = false
@@ -427,6 +441,12 @@ func (r *rewriter) appendGlobals() {
 		c = appendU32(append(c, opGlobalSet), idx)
 		c = append(c, opEnd)
 		r.check = c
+		// The loop header's full check is the same, but it accounts for the
+		// loopPrefilter iterations its prefilter let pass.
+		lc := appendU32(append([]byte(nil), opGlobalGet), idx)
+		lc = appendS32(append(lc, opI32Const), loopPrefilter)
+		lc = append(lc, c[len(appendU32([]byte{opGlobalGet}, idx))+2:]...) // past "i32.const 1"
+		r.loopCheck = lc
 	} else if n != 0 {
 		r.out = append(r.out, 0x7f, 0x01, opI32Const)
 		r.out = appendS32(r.out, int32(n))
@@ -851,6 +871,86 @@ func (r *rewriter) code(sec, p, end int) error {
 	return nil
 }
 
+// prefilteredBody writes a body with loops when checks are merged: it adds
+// one i32 local, the loop counter, after the function's own locals; the
+// entry gets the full check, and each loop header
+//
+//	local.get $n; i32.const 1; i32.add; local.tee $n
+//	i32.const loopPrefilter-1; i32.and; i32.eqz
+//	if <the countdown check, decrementing by loopPrefilter> end
+func (r *rewriter) prefilteredBody(b []byte, start, expr, fn int) error {
+	groups, p := readU32(b, 0) // validated by locals
+	total := uint64(0)
+	for q := p; q < expr; {
+		var count uint32
+		count, q = readU32(b, q)
+		q = skipValType(b, q)
+		total += uint64(count)
+	}
+	f := fn - int(r.importedFuncs)
+	if f < 0 || f >= len(r.funcTypes) || int(r.funcTypes[f]) >= len(r.typeParams) {
+		return bodyError(fn, start, nil, "function %d has no valid type", fn)
+	}
+	total += uint64(r.typeParams[r.funcTypes[f]])
+	if total+1 > maxLocals {
+		return bodyError(fn, start, errTooLarge, "more than %d locals", maxLocals)
+	}
+	local := uint32(total)
+	r.hdr = appendU32(r.hdr[:0], groups+1)
+	r.hdr = append(r.hdr, b[p:expr]...)
+	r.hdr = append(r.hdr, 0x01, 0x7f) // one i32
+	pre := appendU32(append(r.scratch[:0], opLocalGet), local)
+	pre = append(pre, opI32Const, 0x01, opI32Add)
+	pre = appendU32(append(pre, opLocalTee), local)
+	pre = appendS32(append(pre, opI32Const), loopPrefilter-1)
+	pre = append(pre, opI32And, opI32Eqz, opIf, blockEmpty)
+	pre = append(pre, r.loopCheck...)
+	pre = append(pre, opEnd)
+	r.scratch = pre
+	size := uint64(len(r.hdr)) + uint64(len(b)-expr) + uint64(len(r.check)) + uint64(len(r.locs))*uint64(len(pre))
+	if size > 0xffffffff {
+		return bodyError(fn, start, nil, "instrumented body exceeds 4 GiB")
+	}
+	r.out = appendU32(r.out, uint32(size))
+	r.out = append(r.out, r.hdr...)
+	r.out = append(r.out, r.check...)
+	last := expr
+	for _, l := range r.locs {
+		r.out = append(r.out, b[last:l]...)
+		r.out = append(r.out, pre...)
+		last = l
+	}
+	r.out = append(r.out, b[last:]...)
+	return nil
+}
+
+// functions records the type index of each of the n declared functions,
+// whose vector starts at in[p].
+func (r *rewriter) functions(p int, n uint32, end int) error {
+	in := r.in[:end]
+	if uint64(n) > uint64(end-p) {
+		return r.exceeds("function", p, "%d functions exceed the %d bytes left in the section", n, end-p)
+	}
+	r.funcTypes = make([]uint32, 0, n)
+	for i := uint32(0); i < n; i++ {
+		at := p
+		var t uint32
+		if t, p = readU32(in, p); p < 0 {
+			return r.errAt("function", at, "function %d: type index: %s", i, lebProblem(p))
+		}
+		r.funcTypes = append(r.funcTypes, t)
+	}
+	return nil
+}
+
+// loopPrefilter is how many iterations of a loop pass between full checks
+// when the checks are merged (a power of two): each loop header counts in a
+// local of its function — register arithmetic, no memory traffic — and runs
+// the countdown check, with the countdown decremented by loopPrefilter,
+// once every loopPrefilter iterations. The interrupt then lands within that
+// many iterations of a loop, and the yield bound in checks is unchanged.
+const loopPrefilter = 1024
+
 // bodyError is an error in the body of function fn at in[at].
 func bodyError(fn, at int, kind error, format string, args ...any) *Error {
 	return &Error{Section: "code", Offset: at, Func: fn, kind: kind, Msg: fmt.Sprintf(format, args...)}
@@ -902,6 +1002,9 @@ func (r *rewriter) body(start, end, fn int) error {
 	}
 	if p != len(b) {
 		return bodyError(fn, start+p, nil, "%d unexpected bytes after the end of the body", len(b)-p)
+	}
+	if r.loopCheck != nil && len(r.locs) > 0 {
+		return r.prefilteredBody(b, start, expr, fn)
 	}
 	entry := b[expr] != opLoop // a leading loop's header check covers the entry
 	checks := len(r.locs)

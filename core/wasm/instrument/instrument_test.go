@@ -540,13 +540,22 @@ func TestYieldOn64BitMemory(t *testing.T) {
 }
 
 func TestMergedCountdown(t *testing.T) {
-	// irq is global 0, the countdown global 1; 1000 is 0xe8 0x07 as an s32.
+	// irq is global 0, the countdown global 1; 1000 is 0xe8 0x07 and 1024
+	// 0x80 0x08 as s32s. The function has no params or locals, so the loop
+	// counter is local 0.
 	check := bs(
 		0x23, 0x01, 0x41, 0x01, 0x6b, 0x24, 0x01, // global.get 1; i32.const 1; i32.sub; global.set 1
 		0x23, 0x01, 0x41, 0x00, 0x4c, 0x04, 0x40, // global.get 1; i32.const 0; i32.le_s; if
 		0x41, 0x00, 0x40, 0x00, 0x1a, // i32.const 0; memory.grow 0; drop
 		0x23, 0x00, 0x04, 0x40, 0x00, 0x0b, // global.get 0; if; unreachable; end
 		0x41, 0xe8, 0x07, 0x24, 0x01, 0x0b, // i32.const 1000; global.set 1; end
+	)
+	loopCheck := cat(
+		bs(0x20, 0x00, 0x41, 0x01, 0x6a, 0x22, 0x00), // local.get 0; i32.const 1; i32.add; local.tee 0
+		bs(0x41, 0xff, 0x07, 0x71, 0x45, 0x04, 0x40), // i32.const 1023; i32.and; i32.eqz; if
+		bs(0x23, 0x01, 0x41, 0x80, 0x08, 0x6b),       // global.get 1; i32.const 1024; i32.sub
+		check[5:],                                    // global.set 1 ... as the entry check
+		bs(0x0b),                                     // end
 	)
 	countdown := bs(0x7f, 0x01, 0x41, 0xe8, 0x07, 0x0b)
 	code := [][]byte{bs(0x03, 0x40), bs(0x0c, 0x00, 0x0b, 0x0b)}
@@ -557,10 +566,15 @@ func TestMergedCountdown(t *testing.T) {
 		section(secMemory, vec(bs(0x01, 0x00, 0x00))),
 		section(secGlobal, vec(newGlobal, countdown)),
 		section(secExport, vec(cat(name(irq), bs(0x03), u32(0)), cat(name("cd"), bs(0x03), u32(1)))),
-		section(secCode, vec(funcBody(noLocals, code[0], check, code[1]))),
+		section(secCode, vec(funcBody(vec(bs(0x01, 0x7f)), check, code[0], loopCheck, code[1]))),
 	)
 	if !bytes.Equal(got, want) {
 		t.Errorf("Instrument:\n got %x\nwant %x", got, want)
+	}
+	// Without loops a body keeps its locals and gets the entry check only.
+	got = mustInstrument(t, oneFunc(bs(0x01, 0x0b)), Options{InterruptGlobal: irq, YieldInterval: 1000, CountdownGlobal: "cd"})
+	if !bytes.Contains(got, cat(bs(0x00), check, bs(0x01, 0x0b))) {
+		t.Errorf("loopless body not given just the entry check: %x", got)
 	}
 	for _, bad := range []Options{
 		{CountdownGlobal: "cd", YieldInterval: 10},

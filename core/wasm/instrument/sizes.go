@@ -72,6 +72,9 @@ func (r *rewriter) types(p, end int) error {
 				if code != 0 {
 					return r.vecErr("type", at, n, q, code, end, fmt.Sprintf("type %d: %s", index, what))
 				}
+				if what == "parameters" {
+					r.typeParams = append(r.typeParams, n)
+				}
 				p = q
 				for k := uint32(0); k < n && p >= 0; k++ {
 					p = skipValType(in, p)
