@@ -9,12 +9,14 @@ import (
 	"sort"
 
 	"github.com/celluster/celluster/plugins/host"
+	"github.com/celluster/celluster/plugins/intent"
 	"github.com/celluster/celluster/sdk/plugin"
 )
 
 // builtins maps each first-party plugin's name to the function that serves it.
 var builtins = map[string]func(){
-	"host": func() { plugin.Serve(host.Info, host.New()) },
+	"host":   func() { plugin.Serve(host.Info, host.New()) },
+	"intent": func() { plugin.Serve(intent.Info, intent.New()) },
 }
 
 // Names lists the first-party plugins.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,16 +14,17 @@ import (
 )
 
 type pluginJSON struct {
-	Name      string   `json:"name"`
-	Kind      string   `json:"kind"`
-	Version   string   `json:"version"`
-	API       uint32   `json:"api"`
-	State     string   `json:"state"`
-	PID       int      `json:"pid"`
-	Restarts  int      `json:"restarts"`
-	LastError string   `json:"last_error"`
-	Builtin   bool     `json:"builtin"`
-	Signals   []string `json:"signals"`
+	Name       string   `json:"name"`
+	Kind       string   `json:"kind"`
+	Version    string   `json:"version"`
+	API        uint32   `json:"api"`
+	State      string   `json:"state"`
+	PID        int      `json:"pid"`
+	Restarts   int      `json:"restarts"`
+	LastError  string   `json:"last_error"`
+	Builtin    bool     `json:"builtin"`
+	Signals    []string `json:"signals"`
+	Extensions []string `json:"extensions"`
 }
 
 type signalJSON struct {
@@ -120,7 +122,7 @@ func TestThirdPartyPluginEndToEnd(t *testing.T) {
 	eventually(t, "both plugins to run", func() bool {
 		ps := n.listPlugins()
 		lt = ps["logtail"]
-		return lt.State == "running" && ps["host"].State == "running"
+		return lt.State == "running" && ps["host"].State == "running" && ps["intent"].State == "running"
 	})
 	if lt.Kind != "dev.celluster.telemetry.v1" || lt.API != 1 || lt.PID <= 0 || lt.Builtin || lt.Version == "" {
 		t.Fatalf("logtail plugin: %+v", lt)
@@ -128,6 +130,9 @@ func TestThirdPartyPluginEndToEnd(t *testing.T) {
 	host := n.listPlugins()["host"]
 	if !host.Builtin || !strings.Contains(strings.Join(host.Signals, ","), "host.cpu") {
 		t.Fatalf("built-in host plugin: %+v", host)
+	}
+	if in := n.listPlugins()["intent"]; !in.Builtin || in.Kind != "dev.celluster.intent.v1" || !slices.Contains(in.Extensions, ".intent") {
+		t.Fatalf("built-in intent plugin: %+v", in)
 	}
 	eventually(t, "host.memory to be reported", func() bool {
 		for _, s := range n.listSignals() {
