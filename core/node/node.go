@@ -152,15 +152,17 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 	ing := ingress.New(n.reg, n.log)
 	adm := admin.New(n)
 
-	errc := make(chan error, 3)
-	go func() { errc <- ing.Serve(hl) }()
-	go func() { errc <- adm.Serve(al) }()
-
+	// Plugins start (in the background) before the admin API serves, which
+	// reads the plugin manager.
 	pctx, stopPlugins := context.WithCancel(context.Background())
 	defer stopPlugins()
 	if err := n.startPlugins(pctx); err != nil {
 		n.log.Error("plugins unavailable; cells keep serving", "err", err)
 	}
+
+	errc := make(chan error, 3)
+	go func() { errc <- ing.Serve(hl) }()
+	go func() { errc <- adm.Serve(al) }()
 
 	go n.publishCellSignals(pctx, n.cfg.TelemetryInterval)
 
