@@ -1,17 +1,11 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,7 +29,6 @@ import (
 // A cold iteration takes about a second: run it with -benchtime=5x, as
 // make bench does.
 func BenchmarkRestartFirstRequest(b *testing.B) {
-	bin := testbuild.Binary(b, "./cmd/celcore", raceBinaries)
 	hello := testbuild.Cell(b, "hello")
 	cells := b.TempDir()
 	if err := os.WriteFile(filepath.Join(cells, "hello.wasm"), hello, 0o644); err != nil {
@@ -64,10 +57,11 @@ func BenchmarkRestartFirstRequest(b *testing.B) {
 				b.StopTimer()
 				data := peer.data(b)
 				b.StartTimer()
-				n := startBenchNode(b, bin, cells, data)
+				n := launch(b, cells, data, "--log-level", "info")
 				d := n.firstRequest("/hello")
 				b.StopTimer()
-				compile += n.stop()
+				n.stop()
+				compile += n.compileTime()
 				first += d
 				b.StartTimer()
 			}
@@ -77,105 +71,18 @@ func BenchmarkRestartFirstRequest(b *testing.B) {
 	}
 }
 
-// benchNode is a celcore process started for one benchmark iteration. Unlike
-// the harness's startNode it does not wait for the node to be ready, so the
-// time to the first answer can be taken from the process start.
-type benchNode struct {
-	b     *testing.B
-	cmd   *exec.Cmd
-	start time.Time
-	addr  chan string // the HTTP address, from the "celcore ready" log line
-	done  chan struct{}
-	err   error // cmd.Wait's, once done is closed
-
-	mu      sync.Mutex
-	logs    bytes.Buffer
-	compile time.Duration // from the "spawned cell" log line
-}
-
-// startBenchNode starts celcore on cells and data with its HTTP ingress on
-// a free loopback port, logging JSON at info level.
-func startBenchNode(b *testing.B, bin, cells, data string) *benchNode {
-	b.Helper()
-	n := &benchNode{b: b, addr: make(chan string, 1), done: make(chan struct{})}
-	n.cmd = exec.Command(bin, "--cells", cells, "--data", data, "--http", "127.0.0.1:0",
-		"--log-format", "json", "--log-level", "info")
-	pr, pw := io.Pipe()
-	n.cmd.Stdout = pw
-	n.cmd.Stderr = pw
-	go n.readLogs(pr)
-	n.start = time.Now()
-	if err := n.cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go func() {
-		n.err = n.cmd.Wait()
-		pw.Close()
-		close(n.done)
-	}()
-	b.Cleanup(func() { n.stop() })
-	return n
-}
-
-func (n *benchNode) readLogs(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Bytes()
-		n.mu.Lock()
-		n.logs.Write(line)
-		n.logs.WriteByte('\n')
-		n.mu.Unlock()
-		var rec struct {
-			Msg     string  `json:"msg"`
-			HTTP    string  `json:"http"`
-			Cell    string  `json:"cell"`
-			Compile float64 `json:"compile"` // a time.Duration: nanoseconds
-		}
-		if json.Unmarshal(line, &rec) != nil {
-			continue
-		}
-		switch rec.Msg {
-		case "celcore ready":
-			select {
-			case n.addr <- rec.HTTP:
-			default:
-			}
-		case "spawned cell":
-			n.mu.Lock()
-			n.compile = time.Duration(rec.Compile)
-			n.mu.Unlock()
-		}
-	}
-	_, _ = io.Copy(io.Discard, r)
-}
-
-func (n *benchNode) Logs() string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.logs.String()
-}
-
 // firstRequest polls GET path every millisecond until it answers 200 and
 // returns the time since the process started.
-func (n *benchNode) firstRequest(path string) time.Duration {
-	n.b.Helper()
-	var addr string
-	select {
-	case addr = <-n.addr:
-	case <-n.done:
-		n.b.Fatalf("celcore exited before ready: %v\n%s", n.err, n.Logs())
-	case <-time.After(60 * time.Second):
-		n.b.Fatalf("celcore not ready after 60s:\n%s", n.Logs())
-	}
+func (n *proc) firstRequest(path string) time.Duration {
+	n.t.Helper()
+	n.awaitReady()
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
 	client := &http.Client{Transport: tr, Timeout: 60 * time.Second}
-	url := "http://" + addr + path
 	deadline := n.start.Add(60 * time.Second)
 	last := "no answer"
 	for {
-		resp, err := client.Get(url)
+		resp, err := client.Get(n.base + path)
 		if err == nil {
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -187,30 +94,15 @@ func (n *benchNode) firstRequest(path string) time.Duration {
 			last = err.Error()
 		}
 		if time.Now().After(deadline) {
-			n.b.Fatalf("GET %s did not answer 200 within 60s of the start; last: %s\n%s", path, last, n.Logs())
+			n.t.Fatalf("GET %s did not answer 200 within 60s of the start; last: %s\n%s", path, last, n.Logs())
 		}
 		time.Sleep(time.Millisecond)
 	}
 }
 
-// stop sends SIGTERM, waits for a clean exit and returns the compile time
-// the node logged for its cell.
-func (n *benchNode) stop() time.Duration {
-	select {
-	case <-n.done:
-	default:
-		_ = n.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-n.done:
-			if n.err != nil {
-				n.b.Errorf("celcore exited with %v after SIGTERM, want 0\n%s", n.err, n.Logs())
-			}
-		case <-time.After(60 * time.Second):
-			_ = n.cmd.Process.Kill()
-			<-n.done
-			n.b.Errorf("celcore did not stop within 60s of SIGTERM")
-		}
-	}
+// compileTime is the compile (or cache load) time the node logged for its
+// last spawned cell.
+func (n *proc) compileTime() time.Duration {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.compile

@@ -37,29 +37,42 @@ type proc struct {
 	admin    string
 	http     string
 	base     string
+	ready    chan string // the HTTP address, from the "celcore ready" log line
 
-	mu     sync.Mutex
-	logs   bytes.Buffer
-	exited chan struct{}
-	err    error
-	start  time.Time
+	mu      sync.Mutex
+	logs    bytes.Buffer
+	compile time.Duration // from the last "spawned cell" log line
+	exited  chan struct{}
+	err     error
+	start   time.Time
 }
 
 // startNode runs celcore with args added to the test defaults and waits
-// until it is ready. dirs, when given, reuses a cells and data directory.
+// until it is ready. data, when given, reuses a data directory.
 func startNode(t testing.TB, data string, args ...string) *proc {
 	t.Helper()
 	dir := t.TempDir()
 	if data == "" {
 		data = filepath.Join(dir, "data")
 	}
+	n := launch(t, filepath.Join(dir, "cells"), data, args...)
+	n.awaitReady()
+	return n
+}
+
+// launch starts celcore on cells and data with args added to the test
+// defaults, without waiting for it: n.start is the moment the process
+// started. The node is stopped when the test ends.
+func launch(t testing.TB, cells, data string, args ...string) *proc {
+	t.Helper()
 	n := &proc{
 		t:        t,
-		cellsDir: filepath.Join(dir, "cells"),
+		cellsDir: cells,
 		data:     data,
+		admin:    filepath.Join(data, "admin.sock"),
+		ready:    make(chan string, 1),
 		exited:   make(chan struct{}),
 	}
-	n.admin = filepath.Join(n.data, "admin.sock")
 	bin := testbuild.Binary(t, "./cmd/celcore", raceBinaries)
 	base := []string{"--cells", n.cellsDir, "--data", n.data, "--http", "127.0.0.1:0",
 		"--log-format", "json", "--log-level", "debug", "--settle", "100ms"}
@@ -67,21 +80,7 @@ func startNode(t testing.TB, data string, args ...string) *proc {
 	pr, pw := io.Pipe()
 	n.cmd.Stderr = pw
 	n.cmd.Stdout = pw
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			line := sc.Text()
-			n.mu.Lock()
-			n.logs.WriteString(line + "\n")
-			n.mu.Unlock()
-			var rec map[string]any
-			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "celcore ready" {
-				ready <- fmt.Sprint(rec["http"])
-			}
-		}
-	}()
+	go n.readLogs(pr)
 	n.start = time.Now()
 	if err := n.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -97,15 +96,54 @@ func startNode(t testing.TB, data string, args ...string) *proc {
 			t.Logf("celcore logs:\n%s", n.Logs())
 		}
 	})
+	return n
+}
+
+// readLogs keeps the node's JSON log and picks out the lines tests wait on.
+func (n *proc) readLogs(r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		n.mu.Lock()
+		n.logs.Write(line)
+		n.logs.WriteByte('\n')
+		n.mu.Unlock()
+		var rec struct {
+			Msg     string  `json:"msg"`
+			HTTP    string  `json:"http"`
+			Compile float64 `json:"compile"` // a time.Duration: nanoseconds
+		}
+		if json.Unmarshal(line, &rec) != nil {
+			continue
+		}
+		switch rec.Msg {
+		case "celcore ready":
+			select {
+			case n.ready <- rec.HTTP:
+			default:
+			}
+		case "spawned cell":
+			n.mu.Lock()
+			n.compile = time.Duration(rec.Compile)
+			n.mu.Unlock()
+		}
+	}
+	_, _ = io.Copy(io.Discard, r)
+}
+
+// awaitReady waits for the node's "celcore ready" line and records its
+// HTTP address.
+func (n *proc) awaitReady() {
+	n.t.Helper()
 	select {
-	case n.http = <-ready:
+	case n.http = <-n.ready:
 		n.base = "http://" + n.http
 	case <-n.exited:
-		t.Fatalf("celcore exited before ready: %v\n%s", n.err, n.Logs())
+		n.t.Fatalf("celcore exited before ready: %v\n%s", n.err, n.Logs())
 	case <-time.After(60 * time.Second):
-		t.Fatalf("celcore not ready after 60s:\n%s", n.Logs())
+		n.t.Fatalf("celcore not ready after 60s:\n%s", n.Logs())
 	}
-	return n
 }
 
 // Logs returns everything the node logged so far.

@@ -277,33 +277,38 @@ var ErrNoReplicas = errors.New("command cells keep no replicas: each request run
 // SpawnReplicas adds n warm instances (bounded by the concurrency limit) and
 // returns how many are live.
 func (c *Cell) SpawnReplicas(ctx context.Context, n int) (int, error) {
-	v := c.acquire(ctx)
-	if v == nil {
-		return 0, fmt.Errorf("cell %s is not serving", c.name)
-	}
-	defer v.release()
-	if v.pool == nil {
-		return 0, fmt.Errorf("cell %s: %w", c.name, ErrNoReplicas)
-	}
-	live, err := v.pool.grow(ctx, n, c.limits.Concurrency)
-	if err != nil {
-		return live, fmt.Errorf("cell %s: starting replica: %w", c.name, err)
-	}
-	return live, nil
+	var live int
+	err := c.withPool(ctx, func(p *pool) (err error) {
+		if live, err = p.grow(ctx, n, c.limits.Concurrency); err != nil {
+			return fmt.Errorf("cell %s: starting replica: %w", c.name, err)
+		}
+		return nil
+	})
+	return live, err
 }
 
 // DrainReplicas closes up to n idle instances, keeping at least one warm,
 // and returns how many are live.
 func (c *Cell) DrainReplicas(ctx context.Context, n int) (int, error) {
+	var live int
+	err := c.withPool(ctx, func(p *pool) error {
+		live = p.shrink(n, 1)
+		return nil
+	})
+	return live, err
+}
+
+// withPool runs fn on the serving version's instance pool.
+func (c *Cell) withPool(ctx context.Context, fn func(*pool) error) error {
 	v := c.acquire(ctx)
 	if v == nil {
-		return 0, fmt.Errorf("cell %s is not serving", c.name)
+		return fmt.Errorf("cell %s is not serving", c.name)
 	}
 	defer v.release()
 	if v.pool == nil {
-		return 0, fmt.Errorf("cell %s: %w", c.name, ErrNoReplicas)
+		return fmt.Errorf("cell %s: %w", c.name, ErrNoReplicas)
 	}
-	return v.pool.shrink(n, 1), nil
+	return fn(v.pool)
 }
 
 // TakeWindow returns what the cell did since the previous call (requests,

@@ -116,19 +116,27 @@ func (s *Server) SetRouteWeights(_ context.Context, req *pb.SetRouteWeightsReque
 
 // EmitSignal implements pb.HostServer.
 func (s *Server) EmitSignal(_ context.Context, req *pb.EmitSignalRequest) (*pb.EmitSignalResponse, error) {
-	rs := make([]signals.Reading, 0, len(req.GetSamples()))
 	for _, smp := range req.GetSamples() {
 		if smp.GetSignal() == "" {
 			return nil, status.Error(codes.InvalidArgument, "sample without a signal name")
 		}
-		r := signals.Reading{Name: smp.GetSignal(), Labels: smp.GetLabels(), Value: smp.GetValue(), Source: s.plugin}
+	}
+	s.sig.Put(Readings(s.plugin, req.GetSamples())...)
+	return &pb.EmitSignalResponse{}, nil
+}
+
+// Readings converts samples from a plugin into signal readings attributed
+// to source; a sample without a time is stamped when stored.
+func Readings(source string, samples []*pb.Sample) []signals.Reading {
+	rs := make([]signals.Reading, 0, len(samples))
+	for _, smp := range samples {
+		r := signals.Reading{Name: smp.GetSignal(), Labels: smp.GetLabels(), Value: smp.GetValue(), Source: source}
 		if ns := smp.GetTimeUnixNano(); ns != 0 {
 			r.Time = time.Unix(0, ns)
 		}
 		rs = append(rs, r)
 	}
-	s.sig.Put(rs...)
-	return &pb.EmitSignalResponse{}, nil
+	return rs
 }
 
 // AddJournalNote implements pb.HostServer. Notes go to the node's log until

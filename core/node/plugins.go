@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"time"
 
 	"github.com/celluster/celluster/core/admin"
 	"github.com/celluster/celluster/core/hostapi"
@@ -54,15 +53,7 @@ func (n *Node) startPlugins(ctx context.Context) error {
 
 // onSamples stores a telemetry batch from a plugin.
 func (n *Node) onSamples(plugin string, batch *pb.SampleBatch) {
-	rs := make([]signals.Reading, 0, len(batch.GetSamples()))
-	for _, s := range batch.GetSamples() {
-		r := signals.Reading{Name: s.GetSignal(), Labels: s.GetLabels(), Value: s.GetValue(), Source: plugin}
-		if ns := s.GetTimeUnixNano(); ns != 0 {
-			r.Time = time.Unix(0, ns)
-		}
-		rs = append(rs, r)
-	}
-	n.sig.Put(rs...)
+	n.sig.Put(hostapi.Readings(plugin, batch.GetSamples())...)
 }
 
 // Plugins implements admin.Node.
