@@ -58,16 +58,25 @@ func (*ListCellsRequest) Descriptor() ([]byte, []int) {
 }
 
 type CellState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Sha256        string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	Abi           string                 `protobuf:"bytes,3,opt,name=abi,proto3" json:"abi,omitempty"`
-	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
-	Replicas      uint32                 `protobuf:"varint,5,opt,name=replicas,proto3" json:"replicas,omitempty"`
-	Requests      uint64                 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
-	Errors        uint64                 `protobuf:"varint,7,opt,name=errors,proto3" json:"errors,omitempty"`
-	InFlight      int64                  `protobuf:"varint,8,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
-	Error         string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Sha256   string                 `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Abi      string                 `protobuf:"bytes,3,opt,name=abi,proto3" json:"abi,omitempty"`
+	State    string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"`
+	Replicas uint32                 `protobuf:"varint,5,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Requests uint64                 `protobuf:"varint,6,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors   uint64                 `protobuf:"varint,7,opt,name=errors,proto3" json:"errors,omitempty"`
+	InFlight int64                  `protobuf:"varint,8,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	Error    string                 `protobuf:"bytes,9,opt,name=error,proto3" json:"error,omitempty"`
+	// Warm is how many replicas the cell keeps ready (keep warm).
+	Warm uint32 `protobuf:"varint,10,opt,name=warm,proto3" json:"warm,omitempty"`
+	// Replica bounds the core enforces (keep replicas MIN..MAX).
+	MinReplicas uint32 `protobuf:"varint,11,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
+	MaxReplicas uint32 `protobuf:"varint,12,opt,name=max_replicas,json=maxReplicas,proto3" json:"max_replicas,omitempty"`
+	// Seconds since the cell's last request (since it loaded, if none).
+	IdleSeconds float64 `protobuf:"fixed64,13,opt,name=idle_seconds,json=idleSeconds,proto3" json:"idle_seconds,omitempty"`
+	// Versions routed now, the primary (serving most traffic) first.
+	Versions      []*VersionState `protobuf:"bytes,14,rep,name=versions,proto3" json:"versions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -165,6 +174,140 @@ func (x *CellState) GetError() string {
 	return ""
 }
 
+func (x *CellState) GetWarm() uint32 {
+	if x != nil {
+		return x.Warm
+	}
+	return 0
+}
+
+func (x *CellState) GetMinReplicas() uint32 {
+	if x != nil {
+		return x.MinReplicas
+	}
+	return 0
+}
+
+func (x *CellState) GetMaxReplicas() uint32 {
+	if x != nil {
+		return x.MaxReplicas
+	}
+	return 0
+}
+
+func (x *CellState) GetIdleSeconds() float64 {
+	if x != nil {
+		return x.IdleSeconds
+	}
+	return 0
+}
+
+func (x *CellState) GetVersions() []*VersionState {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+// VersionState is one module version of a cell and the traffic it takes.
+type VersionState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Hex sha256 of the module.
+	Sha256 string `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Route weight: the version's share of new requests is weight/sum.
+	Weight uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	// Requests and errors (5xx) served by this version since it loaded.
+	Requests uint64 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors   uint64 `protobuf:"varint,4,opt,name=errors,proto3" json:"errors,omitempty"`
+	// p99 latency of this version's requests since it loaded, in seconds.
+	P99Seconds float64 `protobuf:"fixed64,5,opt,name=p99_seconds,json=p99Seconds,proto3" json:"p99_seconds,omitempty"`
+	// Live replicas of this version.
+	Replicas uint32 `protobuf:"varint,6,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// Where the module came from, e.g. the file path.
+	Source        string `protobuf:"bytes,7,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VersionState) Reset() {
+	*x = VersionState{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VersionState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VersionState) ProtoMessage() {}
+
+func (x *VersionState) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VersionState.ProtoReflect.Descriptor instead.
+func (*VersionState) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *VersionState) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *VersionState) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *VersionState) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *VersionState) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *VersionState) GetP99Seconds() float64 {
+	if x != nil {
+		return x.P99Seconds
+	}
+	return 0
+}
+
+func (x *VersionState) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *VersionState) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
 type ListCellsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Cells         []*CellState           `protobuf:"bytes,1,rep,name=cells,proto3" json:"cells,omitempty"`
@@ -174,7 +317,7 @@ type ListCellsResponse struct {
 
 func (x *ListCellsResponse) Reset() {
 	*x = ListCellsResponse{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[2]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -186,7 +329,7 @@ func (x *ListCellsResponse) String() string {
 func (*ListCellsResponse) ProtoMessage() {}
 
 func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[2]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -199,7 +342,7 @@ func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsResponse.ProtoReflect.Descriptor instead.
 func (*ListCellsResponse) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{2}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListCellsResponse) GetCells() []*CellState {
@@ -219,7 +362,7 @@ type ReadSignalsRequest struct {
 
 func (x *ReadSignalsRequest) Reset() {
 	*x = ReadSignalsRequest{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[3]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +374,7 @@ func (x *ReadSignalsRequest) String() string {
 func (*ReadSignalsRequest) ProtoMessage() {}
 
 func (x *ReadSignalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[3]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +387,7 @@ func (x *ReadSignalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadSignalsRequest.ProtoReflect.Descriptor instead.
 func (*ReadSignalsRequest) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{3}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReadSignalsRequest) GetNames() []string {
@@ -263,7 +406,7 @@ type ReadSignalsResponse struct {
 
 func (x *ReadSignalsResponse) Reset() {
 	*x = ReadSignalsResponse{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[4]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +418,7 @@ func (x *ReadSignalsResponse) String() string {
 func (*ReadSignalsResponse) ProtoMessage() {}
 
 func (x *ReadSignalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[4]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +431,7 @@ func (x *ReadSignalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadSignalsResponse.ProtoReflect.Descriptor instead.
 func (*ReadSignalsResponse) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{4}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReadSignalsResponse) GetReadings() []*SignalReading {
@@ -312,7 +455,7 @@ type SignalReading struct {
 
 func (x *SignalReading) Reset() {
 	*x = SignalReading{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[5]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +467,7 @@ func (x *SignalReading) String() string {
 func (*SignalReading) ProtoMessage() {}
 
 func (x *SignalReading) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[5]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +480,7 @@ func (x *SignalReading) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalReading.ProtoReflect.Descriptor instead.
 func (*SignalReading) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{5}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SignalReading) GetSignal() string {
@@ -385,7 +528,7 @@ type SpawnReplicasRequest struct {
 
 func (x *SpawnReplicasRequest) Reset() {
 	*x = SpawnReplicasRequest{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[6]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -397,7 +540,7 @@ func (x *SpawnReplicasRequest) String() string {
 func (*SpawnReplicasRequest) ProtoMessage() {}
 
 func (x *SpawnReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[6]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -410,7 +553,7 @@ func (x *SpawnReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpawnReplicasRequest.ProtoReflect.Descriptor instead.
 func (*SpawnReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{6}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SpawnReplicasRequest) GetCell() string {
@@ -437,7 +580,7 @@ type DrainReplicasRequest struct {
 
 func (x *DrainReplicasRequest) Reset() {
 	*x = DrainReplicasRequest{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[7]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -449,7 +592,7 @@ func (x *DrainReplicasRequest) String() string {
 func (*DrainReplicasRequest) ProtoMessage() {}
 
 func (x *DrainReplicasRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[7]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -462,7 +605,7 @@ func (x *DrainReplicasRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainReplicasRequest.ProtoReflect.Descriptor instead.
 func (*DrainReplicasRequest) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{7}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DrainReplicasRequest) GetCell() string {
@@ -489,7 +632,7 @@ type ReplicasResponse struct {
 
 func (x *ReplicasResponse) Reset() {
 	*x = ReplicasResponse{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[8]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -501,7 +644,7 @@ func (x *ReplicasResponse) String() string {
 func (*ReplicasResponse) ProtoMessage() {}
 
 func (x *ReplicasResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[8]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -514,7 +657,7 @@ func (x *ReplicasResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicasResponse.ProtoReflect.Descriptor instead.
 func (*ReplicasResponse) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{8}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReplicasResponse) GetReplicas() uint32 {
@@ -526,7 +669,8 @@ func (x *ReplicasResponse) GetReplicas() uint32 {
 
 type RouteWeight struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Target is a replica set: a module sha256 (a version) or a node name.
+	// Target is a replica set: a module sha256 (a version; a unique prefix of
+	// at least 8 hex digits will do) or a node name.
 	Target        string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
 	Weight        uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -535,7 +679,7 @@ type RouteWeight struct {
 
 func (x *RouteWeight) Reset() {
 	*x = RouteWeight{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[9]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -547,7 +691,7 @@ func (x *RouteWeight) String() string {
 func (*RouteWeight) ProtoMessage() {}
 
 func (x *RouteWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[9]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -560,7 +704,7 @@ func (x *RouteWeight) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteWeight.ProtoReflect.Descriptor instead.
 func (*RouteWeight) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{9}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RouteWeight) GetTarget() string {
@@ -587,7 +731,7 @@ type SetRouteWeightsRequest struct {
 
 func (x *SetRouteWeightsRequest) Reset() {
 	*x = SetRouteWeightsRequest{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[10]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -599,7 +743,7 @@ func (x *SetRouteWeightsRequest) String() string {
 func (*SetRouteWeightsRequest) ProtoMessage() {}
 
 func (x *SetRouteWeightsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[10]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -612,7 +756,7 @@ func (x *SetRouteWeightsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRouteWeightsRequest.ProtoReflect.Descriptor instead.
 func (*SetRouteWeightsRequest) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{10}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetRouteWeightsRequest) GetCell() string {
@@ -637,7 +781,7 @@ type SetRouteWeightsResponse struct {
 
 func (x *SetRouteWeightsResponse) Reset() {
 	*x = SetRouteWeightsResponse{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[11]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +793,7 @@ func (x *SetRouteWeightsResponse) String() string {
 func (*SetRouteWeightsResponse) ProtoMessage() {}
 
 func (x *SetRouteWeightsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[11]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +806,7 @@ func (x *SetRouteWeightsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetRouteWeightsResponse.ProtoReflect.Descriptor instead.
 func (*SetRouteWeightsResponse) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{11}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{12}
 }
 
 type EmitSignalRequest struct {
@@ -674,7 +818,7 @@ type EmitSignalRequest struct {
 
 func (x *EmitSignalRequest) Reset() {
 	*x = EmitSignalRequest{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[12]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +830,7 @@ func (x *EmitSignalRequest) String() string {
 func (*EmitSignalRequest) ProtoMessage() {}
 
 func (x *EmitSignalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[12]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +843,7 @@ func (x *EmitSignalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitSignalRequest.ProtoReflect.Descriptor instead.
 func (*EmitSignalRequest) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{12}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EmitSignalRequest) GetSamples() []*Sample {
@@ -717,7 +861,7 @@ type EmitSignalResponse struct {
 
 func (x *EmitSignalResponse) Reset() {
 	*x = EmitSignalResponse{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[13]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +873,7 @@ func (x *EmitSignalResponse) String() string {
 func (*EmitSignalResponse) ProtoMessage() {}
 
 func (x *EmitSignalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[13]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +886,7 @@ func (x *EmitSignalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmitSignalResponse.ProtoReflect.Descriptor instead.
 func (*EmitSignalResponse) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{13}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{14}
 }
 
 type AddJournalNoteRequest struct {
@@ -755,7 +899,7 @@ type AddJournalNoteRequest struct {
 
 func (x *AddJournalNoteRequest) Reset() {
 	*x = AddJournalNoteRequest{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[14]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +911,7 @@ func (x *AddJournalNoteRequest) String() string {
 func (*AddJournalNoteRequest) ProtoMessage() {}
 
 func (x *AddJournalNoteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[14]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +924,7 @@ func (x *AddJournalNoteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddJournalNoteRequest.ProtoReflect.Descriptor instead.
 func (*AddJournalNoteRequest) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{14}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AddJournalNoteRequest) GetCell() string {
@@ -805,7 +949,7 @@ type AddJournalNoteResponse struct {
 
 func (x *AddJournalNoteResponse) Reset() {
 	*x = AddJournalNoteResponse{}
-	mi := &file_pluginapi_v1_host_proto_msgTypes[15]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +961,7 @@ func (x *AddJournalNoteResponse) String() string {
 func (*AddJournalNoteResponse) ProtoMessage() {}
 
 func (x *AddJournalNoteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_host_proto_msgTypes[15]
+	mi := &file_pluginapi_v1_host_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +974,96 @@ func (x *AddJournalNoteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddJournalNoteResponse.ProtoReflect.Descriptor instead.
 func (*AddJournalNoteResponse) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{15}
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{16}
+}
+
+type RetireVersionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cell  string                 `protobuf:"bytes,1,opt,name=cell,proto3" json:"cell,omitempty"`
+	// Hex sha256 of the version, or a unique prefix of at least 8 digits.
+	Sha256        string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireVersionRequest) Reset() {
+	*x = RetireVersionRequest{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireVersionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireVersionRequest) ProtoMessage() {}
+
+func (x *RetireVersionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireVersionRequest.ProtoReflect.Descriptor instead.
+func (*RetireVersionRequest) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RetireVersionRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *RetireVersionRequest) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+type RetireVersionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetireVersionResponse) Reset() {
+	*x = RetireVersionResponse{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetireVersionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetireVersionResponse) ProtoMessage() {}
+
+func (x *RetireVersionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetireVersionResponse.ProtoReflect.Descriptor instead.
+func (*RetireVersionResponse) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{18}
 }
 
 var File_pluginapi_v1_host_proto protoreflect.FileDescriptor
@@ -838,7 +1071,7 @@ var File_pluginapi_v1_host_proto protoreflect.FileDescriptor
 const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"\x17pluginapi/v1/host.proto\x12\x16celluster.pluginapi.v1\x1a\x1cpluginapi/v1/telemetry.proto\"\x12\n" +
-	"\x10ListCellsRequest\"\xe2\x01\n" +
+	"\x10ListCellsRequest\"\xa1\x03\n" +
 	"\tCellState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x10\n" +
@@ -848,7 +1081,22 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\brequests\x18\x06 \x01(\x04R\brequests\x12\x16\n" +
 	"\x06errors\x18\a \x01(\x04R\x06errors\x12\x1b\n" +
 	"\tin_flight\x18\b \x01(\x03R\binFlight\x12\x14\n" +
-	"\x05error\x18\t \x01(\tR\x05error\"L\n" +
+	"\x05error\x18\t \x01(\tR\x05error\x12\x12\n" +
+	"\x04warm\x18\n" +
+	" \x01(\rR\x04warm\x12!\n" +
+	"\fmin_replicas\x18\v \x01(\rR\vminReplicas\x12!\n" +
+	"\fmax_replicas\x18\f \x01(\rR\vmaxReplicas\x12!\n" +
+	"\fidle_seconds\x18\r \x01(\x01R\vidleSeconds\x12@\n" +
+	"\bversions\x18\x0e \x03(\v2$.celluster.pluginapi.v1.VersionStateR\bversions\"\xc7\x01\n" +
+	"\fVersionState\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
+	"\x06weight\x18\x02 \x01(\rR\x06weight\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x04 \x01(\x04R\x06errors\x12\x1f\n" +
+	"\vp99_seconds\x18\x05 \x01(\x01R\n" +
+	"p99Seconds\x12\x1a\n" +
+	"\breplicas\x18\x06 \x01(\rR\breplicas\x12\x16\n" +
+	"\x06source\x18\a \x01(\tR\x06source\"L\n" +
 	"\x11ListCellsResponse\x127\n" +
 	"\x05cells\x18\x01 \x03(\v2!.celluster.pluginapi.v1.CellStateR\x05cells\"*\n" +
 	"\x12ReadSignalsRequest\x12\x14\n" +
@@ -885,7 +1133,11 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\x15AddJournalNoteRequest\x12\x12\n" +
 	"\x04cell\x18\x01 \x01(\tR\x04cell\x12\x12\n" +
 	"\x04note\x18\x02 \x01(\tR\x04note\"\x18\n" +
-	"\x16AddJournalNoteResponse2\xec\x05\n" +
+	"\x16AddJournalNoteResponse\"B\n" +
+	"\x14RetireVersionRequest\x12\x12\n" +
+	"\x04cell\x18\x01 \x01(\tR\x04cell\x12\x16\n" +
+	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"\x17\n" +
+	"\x15RetireVersionResponse2\xda\x06\n" +
 	"\x04Host\x12`\n" +
 	"\tListCells\x12(.celluster.pluginapi.v1.ListCellsRequest\x1a).celluster.pluginapi.v1.ListCellsResponse\x12f\n" +
 	"\vReadSignals\x12*.celluster.pluginapi.v1.ReadSignalsRequest\x1a+.celluster.pluginapi.v1.ReadSignalsResponse\x12g\n" +
@@ -894,7 +1146,8 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\x0fSetRouteWeights\x12..celluster.pluginapi.v1.SetRouteWeightsRequest\x1a/.celluster.pluginapi.v1.SetRouteWeightsResponse\x12c\n" +
 	"\n" +
 	"EmitSignal\x12).celluster.pluginapi.v1.EmitSignalRequest\x1a*.celluster.pluginapi.v1.EmitSignalResponse\x12o\n" +
-	"\x0eAddJournalNote\x12-.celluster.pluginapi.v1.AddJournalNoteRequest\x1a..celluster.pluginapi.v1.AddJournalNoteResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
+	"\x0eAddJournalNote\x12-.celluster.pluginapi.v1.AddJournalNoteRequest\x1a..celluster.pluginapi.v1.AddJournalNoteResponse\x12l\n" +
+	"\rRetireVersion\x12,.celluster.pluginapi.v1.RetireVersionRequest\x1a-.celluster.pluginapi.v1.RetireVersionResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
 
 var (
 	file_pluginapi_v1_host_proto_rawDescOnce sync.Once
@@ -908,52 +1161,58 @@ func file_pluginapi_v1_host_proto_rawDescGZIP() []byte {
 	return file_pluginapi_v1_host_proto_rawDescData
 }
 
-var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_pluginapi_v1_host_proto_goTypes = []any{
 	(*ListCellsRequest)(nil),        // 0: celluster.pluginapi.v1.ListCellsRequest
 	(*CellState)(nil),               // 1: celluster.pluginapi.v1.CellState
-	(*ListCellsResponse)(nil),       // 2: celluster.pluginapi.v1.ListCellsResponse
-	(*ReadSignalsRequest)(nil),      // 3: celluster.pluginapi.v1.ReadSignalsRequest
-	(*ReadSignalsResponse)(nil),     // 4: celluster.pluginapi.v1.ReadSignalsResponse
-	(*SignalReading)(nil),           // 5: celluster.pluginapi.v1.SignalReading
-	(*SpawnReplicasRequest)(nil),    // 6: celluster.pluginapi.v1.SpawnReplicasRequest
-	(*DrainReplicasRequest)(nil),    // 7: celluster.pluginapi.v1.DrainReplicasRequest
-	(*ReplicasResponse)(nil),        // 8: celluster.pluginapi.v1.ReplicasResponse
-	(*RouteWeight)(nil),             // 9: celluster.pluginapi.v1.RouteWeight
-	(*SetRouteWeightsRequest)(nil),  // 10: celluster.pluginapi.v1.SetRouteWeightsRequest
-	(*SetRouteWeightsResponse)(nil), // 11: celluster.pluginapi.v1.SetRouteWeightsResponse
-	(*EmitSignalRequest)(nil),       // 12: celluster.pluginapi.v1.EmitSignalRequest
-	(*EmitSignalResponse)(nil),      // 13: celluster.pluginapi.v1.EmitSignalResponse
-	(*AddJournalNoteRequest)(nil),   // 14: celluster.pluginapi.v1.AddJournalNoteRequest
-	(*AddJournalNoteResponse)(nil),  // 15: celluster.pluginapi.v1.AddJournalNoteResponse
-	nil,                             // 16: celluster.pluginapi.v1.SignalReading.LabelsEntry
-	(*Sample)(nil),                  // 17: celluster.pluginapi.v1.Sample
+	(*VersionState)(nil),            // 2: celluster.pluginapi.v1.VersionState
+	(*ListCellsResponse)(nil),       // 3: celluster.pluginapi.v1.ListCellsResponse
+	(*ReadSignalsRequest)(nil),      // 4: celluster.pluginapi.v1.ReadSignalsRequest
+	(*ReadSignalsResponse)(nil),     // 5: celluster.pluginapi.v1.ReadSignalsResponse
+	(*SignalReading)(nil),           // 6: celluster.pluginapi.v1.SignalReading
+	(*SpawnReplicasRequest)(nil),    // 7: celluster.pluginapi.v1.SpawnReplicasRequest
+	(*DrainReplicasRequest)(nil),    // 8: celluster.pluginapi.v1.DrainReplicasRequest
+	(*ReplicasResponse)(nil),        // 9: celluster.pluginapi.v1.ReplicasResponse
+	(*RouteWeight)(nil),             // 10: celluster.pluginapi.v1.RouteWeight
+	(*SetRouteWeightsRequest)(nil),  // 11: celluster.pluginapi.v1.SetRouteWeightsRequest
+	(*SetRouteWeightsResponse)(nil), // 12: celluster.pluginapi.v1.SetRouteWeightsResponse
+	(*EmitSignalRequest)(nil),       // 13: celluster.pluginapi.v1.EmitSignalRequest
+	(*EmitSignalResponse)(nil),      // 14: celluster.pluginapi.v1.EmitSignalResponse
+	(*AddJournalNoteRequest)(nil),   // 15: celluster.pluginapi.v1.AddJournalNoteRequest
+	(*AddJournalNoteResponse)(nil),  // 16: celluster.pluginapi.v1.AddJournalNoteResponse
+	(*RetireVersionRequest)(nil),    // 17: celluster.pluginapi.v1.RetireVersionRequest
+	(*RetireVersionResponse)(nil),   // 18: celluster.pluginapi.v1.RetireVersionResponse
+	nil,                             // 19: celluster.pluginapi.v1.SignalReading.LabelsEntry
+	(*Sample)(nil),                  // 20: celluster.pluginapi.v1.Sample
 }
 var file_pluginapi_v1_host_proto_depIdxs = []int32{
-	1,  // 0: celluster.pluginapi.v1.ListCellsResponse.cells:type_name -> celluster.pluginapi.v1.CellState
-	5,  // 1: celluster.pluginapi.v1.ReadSignalsResponse.readings:type_name -> celluster.pluginapi.v1.SignalReading
-	16, // 2: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
-	9,  // 3: celluster.pluginapi.v1.SetRouteWeightsRequest.weights:type_name -> celluster.pluginapi.v1.RouteWeight
-	17, // 4: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
-	0,  // 5: celluster.pluginapi.v1.Host.ListCells:input_type -> celluster.pluginapi.v1.ListCellsRequest
-	3,  // 6: celluster.pluginapi.v1.Host.ReadSignals:input_type -> celluster.pluginapi.v1.ReadSignalsRequest
-	6,  // 7: celluster.pluginapi.v1.Host.SpawnReplicas:input_type -> celluster.pluginapi.v1.SpawnReplicasRequest
-	7,  // 8: celluster.pluginapi.v1.Host.DrainReplicas:input_type -> celluster.pluginapi.v1.DrainReplicasRequest
-	10, // 9: celluster.pluginapi.v1.Host.SetRouteWeights:input_type -> celluster.pluginapi.v1.SetRouteWeightsRequest
-	12, // 10: celluster.pluginapi.v1.Host.EmitSignal:input_type -> celluster.pluginapi.v1.EmitSignalRequest
-	14, // 11: celluster.pluginapi.v1.Host.AddJournalNote:input_type -> celluster.pluginapi.v1.AddJournalNoteRequest
-	2,  // 12: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
-	4,  // 13: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
-	8,  // 14: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	8,  // 15: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	11, // 16: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
-	13, // 17: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
-	15, // 18: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
-	12, // [12:19] is the sub-list for method output_type
-	5,  // [5:12] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	2,  // 0: celluster.pluginapi.v1.CellState.versions:type_name -> celluster.pluginapi.v1.VersionState
+	1,  // 1: celluster.pluginapi.v1.ListCellsResponse.cells:type_name -> celluster.pluginapi.v1.CellState
+	6,  // 2: celluster.pluginapi.v1.ReadSignalsResponse.readings:type_name -> celluster.pluginapi.v1.SignalReading
+	19, // 3: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
+	10, // 4: celluster.pluginapi.v1.SetRouteWeightsRequest.weights:type_name -> celluster.pluginapi.v1.RouteWeight
+	20, // 5: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
+	0,  // 6: celluster.pluginapi.v1.Host.ListCells:input_type -> celluster.pluginapi.v1.ListCellsRequest
+	4,  // 7: celluster.pluginapi.v1.Host.ReadSignals:input_type -> celluster.pluginapi.v1.ReadSignalsRequest
+	7,  // 8: celluster.pluginapi.v1.Host.SpawnReplicas:input_type -> celluster.pluginapi.v1.SpawnReplicasRequest
+	8,  // 9: celluster.pluginapi.v1.Host.DrainReplicas:input_type -> celluster.pluginapi.v1.DrainReplicasRequest
+	11, // 10: celluster.pluginapi.v1.Host.SetRouteWeights:input_type -> celluster.pluginapi.v1.SetRouteWeightsRequest
+	13, // 11: celluster.pluginapi.v1.Host.EmitSignal:input_type -> celluster.pluginapi.v1.EmitSignalRequest
+	15, // 12: celluster.pluginapi.v1.Host.AddJournalNote:input_type -> celluster.pluginapi.v1.AddJournalNoteRequest
+	17, // 13: celluster.pluginapi.v1.Host.RetireVersion:input_type -> celluster.pluginapi.v1.RetireVersionRequest
+	3,  // 14: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
+	5,  // 15: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
+	9,  // 16: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	9,  // 17: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	12, // 18: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
+	14, // 19: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
+	16, // 20: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
+	18, // 21: celluster.pluginapi.v1.Host.RetireVersion:output_type -> celluster.pluginapi.v1.RetireVersionResponse
+	14, // [14:22] is the sub-list for method output_type
+	6,  // [6:14] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_pluginapi_v1_host_proto_init() }
@@ -968,7 +1227,7 @@ func file_pluginapi_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginapi_v1_host_proto_rawDesc), len(file_pluginapi_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

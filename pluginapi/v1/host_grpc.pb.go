@@ -26,6 +26,7 @@ const (
 	Host_SetRouteWeights_FullMethodName = "/celluster.pluginapi.v1.Host/SetRouteWeights"
 	Host_EmitSignal_FullMethodName      = "/celluster.pluginapi.v1.Host/EmitSignal"
 	Host_AddJournalNote_FullMethodName  = "/celluster.pluginapi.v1.Host/AddJournalNote"
+	Host_RetireVersion_FullMethodName   = "/celluster.pluginapi.v1.Host/RetireVersion"
 )
 
 // HostClient is the client API for Host service.
@@ -50,6 +51,9 @@ type HostClient interface {
 	EmitSignal(ctx context.Context, in *EmitSignalRequest, opts ...grpc.CallOption) (*EmitSignalResponse, error)
 	// AddJournalNote appends a note to the decision journal.
 	AddJournalNote(ctx context.Context, in *AddJournalNoteRequest, opts ...grpc.CallOption) (*AddJournalNoteResponse, error)
+	// RetireVersion takes a version of a cell out of routing and drains it;
+	// the last routed version cannot be retired.
+	RetireVersion(ctx context.Context, in *RetireVersionRequest, opts ...grpc.CallOption) (*RetireVersionResponse, error)
 }
 
 type hostClient struct {
@@ -130,6 +134,16 @@ func (c *hostClient) AddJournalNote(ctx context.Context, in *AddJournalNoteReque
 	return out, nil
 }
 
+func (c *hostClient) RetireVersion(ctx context.Context, in *RetireVersionRequest, opts ...grpc.CallOption) (*RetireVersionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RetireVersionResponse)
+	err := c.cc.Invoke(ctx, Host_RetireVersion_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -152,6 +166,9 @@ type HostServer interface {
 	EmitSignal(context.Context, *EmitSignalRequest) (*EmitSignalResponse, error)
 	// AddJournalNote appends a note to the decision journal.
 	AddJournalNote(context.Context, *AddJournalNoteRequest) (*AddJournalNoteResponse, error)
+	// RetireVersion takes a version of a cell out of routing and drains it;
+	// the last routed version cannot be retired.
+	RetireVersion(context.Context, *RetireVersionRequest) (*RetireVersionResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -182,6 +199,9 @@ func (UnimplementedHostServer) EmitSignal(context.Context, *EmitSignalRequest) (
 }
 func (UnimplementedHostServer) AddJournalNote(context.Context, *AddJournalNoteRequest) (*AddJournalNoteResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddJournalNote not implemented")
+}
+func (UnimplementedHostServer) RetireVersion(context.Context, *RetireVersionRequest) (*RetireVersionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RetireVersion not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -330,6 +350,24 @@ func _Host_AddJournalNote_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_RetireVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RetireVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).RetireVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_RetireVersion_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).RetireVersion(ctx, req.(*RetireVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -364,6 +402,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AddJournalNote",
 			Handler:    _Host_AddJournalNote_Handler,
+		},
+		{
+			MethodName: "RetireVersion",
+			Handler:    _Host_RetireVersion_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

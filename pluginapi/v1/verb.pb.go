@@ -33,6 +33,9 @@ const (
 	Outcome_OUTCOME_REFUSED Outcome = 3
 	// The verb failed.
 	Outcome_OUTCOME_FAILED Outcome = 4
+	// The verb undid its own change because it broke the cell's objectives
+	// (e.g. an upgrade whose new version failed).
+	Outcome_OUTCOME_ROLLED_BACK Outcome = 5
 )
 
 // Enum value maps for Outcome.
@@ -43,6 +46,7 @@ var (
 		2: "OUTCOME_NOOP",
 		3: "OUTCOME_REFUSED",
 		4: "OUTCOME_FAILED",
+		5: "OUTCOME_ROLLED_BACK",
 	}
 	Outcome_value = map[string]int32{
 		"OUTCOME_UNSPECIFIED": 0,
@@ -50,6 +54,7 @@ var (
 		"OUTCOME_NOOP":        2,
 		"OUTCOME_REFUSED":     3,
 		"OUTCOME_FAILED":      4,
+		"OUTCOME_ROLLED_BACK": 5,
 	}
 )
 
@@ -439,13 +444,14 @@ const file_pluginapi_v1_verb_proto_rawDesc = "" +
 	"\atrigger\x18\x04 \x01(\v2\x1f.celluster.pluginapi.v1.TriggerR\atrigger\"c\n" +
 	"\fVerbResponse\x129\n" +
 	"\aoutcome\x18\x01 \x01(\x0e2\x1f.celluster.pluginapi.v1.OutcomeR\aoutcome\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage*o\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage*\x88\x01\n" +
 	"\aOutcome\x12\x17\n" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fOUTCOME_DONE\x10\x01\x12\x10\n" +
 	"\fOUTCOME_NOOP\x10\x02\x12\x13\n" +
 	"\x0fOUTCOME_REFUSED\x10\x03\x12\x12\n" +
-	"\x0eOUTCOME_FAILED\x10\x042\xb2\x01\n" +
+	"\x0eOUTCOME_FAILED\x10\x04\x12\x17\n" +
+	"\x13OUTCOME_ROLLED_BACK\x10\x052\xb2\x01\n" +
 	"\x04Verb\x12T\n" +
 	"\x05Verbs\x12$.celluster.pluginapi.v1.VerbsRequest\x1a%.celluster.pluginapi.v1.VerbsResponse\x12T\n" +
 	"\aExecute\x12#.celluster.pluginapi.v1.VerbRequest\x1a$.celluster.pluginapi.v1.VerbResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"

@@ -207,11 +207,12 @@ var (
 		Warning: pb.Severity_SEVERITY_WARNING,
 	}
 	outcomes = map[Outcome]pb.Outcome{
-		0:       pb.Outcome_OUTCOME_UNSPECIFIED,
-		Done:    pb.Outcome_OUTCOME_DONE,
-		Noop:    pb.Outcome_OUTCOME_NOOP,
-		Refused: pb.Outcome_OUTCOME_REFUSED,
-		Failed:  pb.Outcome_OUTCOME_FAILED,
+		0:          pb.Outcome_OUTCOME_UNSPECIFIED,
+		Done:       pb.Outcome_OUTCOME_DONE,
+		Noop:       pb.Outcome_OUTCOME_NOOP,
+		Refused:    pb.Outcome_OUTCOME_REFUSED,
+		Failed:     pb.Outcome_OUTCOME_FAILED,
+		RolledBack: pb.Outcome_OUTCOME_ROLLED_BACK,
 	}
 
 	abisFromPB           = reverse(abis)
@@ -471,30 +472,71 @@ func verbResultFromPB(r *pb.VerbResponse) (VerbResult, error) {
 
 func cellStateToPB(c *conv, s CellState) *pb.CellState {
 	return &pb.CellState{
-		Name:     s.Name,
-		Sha256:   s.SHA256,
-		Abi:      s.ABI,
-		State:    s.State,
-		Replicas: c.u32("replicas", s.Replicas),
-		Requests: s.Requests,
-		Errors:   s.Errors,
-		InFlight: s.InFlight,
-		Error:    s.Error,
+		Name:        s.Name,
+		Sha256:      s.SHA256,
+		Abi:         s.ABI,
+		State:       s.State,
+		Replicas:    c.u32("replicas", s.Replicas),
+		Requests:    s.Requests,
+		Errors:      s.Errors,
+		InFlight:    s.InFlight,
+		Error:       s.Error,
+		Warm:        c.u32("warm", s.Warm),
+		MinReplicas: c.u32("min replicas", s.MinReplicas),
+		MaxReplicas: c.u32("max replicas", s.MaxReplicas),
+		IdleSeconds: s.Idle.Seconds(),
+		Versions: convertSlice(s.Versions, func(v VersionState) *pb.VersionState {
+			return &pb.VersionState{
+				Sha256:     v.SHA256,
+				Weight:     v.Weight,
+				Requests:   v.Requests,
+				Errors:     v.Errors,
+				P99Seconds: v.P99.Seconds(),
+				Replicas:   c.u32("version replicas", v.Replicas),
+				Source:     v.Source,
+			}
+		}),
 	}
 }
 
 func cellStateFromPB(s *pb.CellState) CellState {
 	return CellState{
-		Name:     s.GetName(),
-		SHA256:   s.GetSha256(),
-		ABI:      s.GetAbi(),
-		State:    s.GetState(),
-		Error:    s.GetError(),
-		Replicas: int(s.GetReplicas()),
-		Requests: s.GetRequests(),
-		Errors:   s.GetErrors(),
-		InFlight: s.GetInFlight(),
+		Name:        s.GetName(),
+		SHA256:      s.GetSha256(),
+		ABI:         s.GetAbi(),
+		State:       s.GetState(),
+		Error:       s.GetError(),
+		Replicas:    int(s.GetReplicas()),
+		Requests:    s.GetRequests(),
+		Errors:      s.GetErrors(),
+		InFlight:    s.GetInFlight(),
+		Warm:        int(s.GetWarm()),
+		MinReplicas: int(s.GetMinReplicas()),
+		MaxReplicas: int(s.GetMaxReplicas()),
+		Idle:        secondsToDuration(s.GetIdleSeconds()),
+		Versions: convertSlice(s.GetVersions(), func(v *pb.VersionState) VersionState {
+			return VersionState{
+				SHA256:   v.GetSha256(),
+				Weight:   v.GetWeight(),
+				Requests: v.GetRequests(),
+				Errors:   v.GetErrors(),
+				P99:      secondsToDuration(v.GetP99Seconds()),
+				Replicas: int(v.GetReplicas()),
+				Source:   v.GetSource(),
+			}
+		}),
 	}
+}
+
+// secondsToDuration converts seconds, saturating and mapping NaN to 0.
+func secondsToDuration(s float64) time.Duration {
+	switch {
+	case s != s || s <= 0:
+		return 0
+	case s >= float64(math.MaxInt64)/1e9:
+		return math.MaxInt64
+	}
+	return time.Duration(s * 1e9)
 }
 
 func readingToPB(r Reading) *pb.SignalReading {

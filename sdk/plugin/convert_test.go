@@ -266,9 +266,11 @@ func TestVerbRoundTrip(t *testing.T) {
 }
 
 func TestHostTypesRoundTrip(t *testing.T) {
-	cs := CellState{Name: "hello", SHA256: "ab", ABI: "reactor", State: "ready", Error: "e", Replicas: 3, Requests: 10, Errors: 1, InFlight: -2}
+	cs := CellState{Name: "hello", SHA256: "ab", ABI: "reactor", State: "ready", Error: "e", Replicas: 3, Requests: 10, Errors: 1, InFlight: -2,
+		Warm: 1, MinReplicas: 1, MaxReplicas: 8, Idle: 1500 * time.Millisecond,
+		Versions: []VersionState{{SHA256: "ab", Weight: 90, Requests: 9, Errors: 1, P99: 20 * time.Millisecond, Replicas: 2, Source: "a.wasm"}, {SHA256: "cd", Weight: 10}}}
 	c := &conv{}
-	if got := cellStateFromPB(cellStateToPB(c, cs)); got != cs || c.err != nil {
+	if got := cellStateFromPB(cellStateToPB(c, cs)); !reflect.DeepEqual(got, cs) || c.err != nil {
 		t.Errorf("cell state round trip: got %+v (%v), want %+v", got, c.err, cs)
 	}
 	cellStateToPB(c, CellState{Replicas: -1})

@@ -219,6 +219,17 @@ func (p hostProxy) AddJournalNote(ctx context.Context, cell, note string) error 
 	})
 }
 
+func (p hostProxy) RetireVersion(ctx context.Context, cell, sha256 string) error {
+	h, err := p.conn("RetireVersion")
+	if err != nil {
+		return err
+	}
+	return h.call(ctx, "RetireVersion", func(ctx context.Context) error {
+		_, err := h.client.RetireVersion(ctx, &pb.RetireVersionRequest{Cell: cell, Sha256: sha256})
+		return err
+	})
+}
+
 // samplesToPB converts samples, stamping those with a zero Time with now.
 func samplesToPB(samples []Sample, now time.Time) []*pb.Sample {
 	return convertSlice(samples, func(s Sample) *pb.Sample {
@@ -302,6 +313,13 @@ func (s *hostServer) AddJournalNote(ctx context.Context, req *pb.AddJournalNoteR
 		return nil, toStatus(err)
 	}
 	return &pb.AddJournalNoteResponse{}, nil
+}
+
+func (s *hostServer) RetireVersion(ctx context.Context, req *pb.RetireVersionRequest) (*pb.RetireVersionResponse, error) {
+	if err := s.h.RetireVersion(ctx, req.GetCell(), req.GetSha256()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.RetireVersionResponse{}, nil
 }
 
 // toStatus turns an error into a gRPC status error: status errors (also

@@ -72,6 +72,11 @@ func (f *fakeHost) EmitSignal(ctx context.Context, samples ...Sample) error {
 	return errors.New("plain failure")
 }
 
+func (f *fakeHost) RetireVersion(ctx context.Context, cell, sha256 string) error {
+	f.rec("RetireVersion")
+	return nil
+}
+
 func (f *fakeHost) AddJournalNote(ctx context.Context, cell, note string) error {
 	f.rec("AddJournalNote")
 	if f.block {

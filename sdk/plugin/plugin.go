@@ -78,6 +78,10 @@ type Host interface {
 	EmitSignal(ctx context.Context, samples ...Sample) error
 	// AddJournalNote appends a note about a cell to the decision journal.
 	AddJournalNote(ctx context.Context, cell, note string) error
+	// RetireVersion takes a version of a cell (its sha256, or a unique
+	// prefix of at least 8 hex digits) out of routing and drains it. The
+	// last routed version cannot be retired.
+	RetireVersion(ctx context.Context, cell, sha256 string) error
 }
 
 // CellState is one cell as the host reports it.
@@ -98,6 +102,30 @@ type CellState struct {
 	Requests, Errors uint64
 	// InFlight is the number of requests being served now.
 	InFlight int64
+	// Warm is how many replicas the cell keeps ready.
+	Warm int
+	// MinReplicas and MaxReplicas are the bounds the core enforces.
+	MinReplicas, MaxReplicas int
+	// Idle is the time since the cell's last request.
+	Idle time.Duration
+	// Versions are the versions routed now, the primary first.
+	Versions []VersionState
+}
+
+// VersionState is one module version of a cell and the traffic it takes.
+type VersionState struct {
+	// SHA256 is the module's hex digest.
+	SHA256 string
+	// Weight is the version's route weight (its share is weight/sum).
+	Weight uint32
+	// Requests and Errors count what the version served since it loaded.
+	Requests, Errors uint64
+	// P99 is the version's p99 latency since it loaded.
+	P99 time.Duration
+	// Replicas is the number of live replicas of the version.
+	Replicas int
+	// Source is where the module came from, e.g. its file.
+	Source string
 }
 
 // Reading is the latest value of a signal as the host knows it.
@@ -116,7 +144,8 @@ type Reading struct {
 
 // RouteWeight is the share of a cell's traffic one target receives.
 type RouteWeight struct {
-	// Target is a replica set: a module sha256 (a version) or a node name.
+	// Target is a replica set: a module sha256 (a version; a unique prefix
+	// of at least 8 hex digits will do) or a node name.
 	Target string
 	// Weight is relative to the other targets' weights.
 	Weight uint32

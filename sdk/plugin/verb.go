@@ -34,9 +34,13 @@ const (
 	Refused
 	// Failed means the verb failed.
 	Failed
+	// RolledBack means the verb undid its own change because it broke the
+	// cell's objectives (e.g. an upgrade whose new version failed).
+	RolledBack
 )
 
-// String returns "done", "noop", "refused", "failed" or "Outcome(N)".
+// String returns "done", "noop", "refused", "failed", "rolled-back" or
+// "Outcome(N)".
 func (o Outcome) String() string {
 	switch o {
 	case Done:
@@ -47,6 +51,8 @@ func (o Outcome) String() string {
 		return "refused"
 	case Failed:
 		return "failed"
+	case RolledBack:
+		return "rolled-back"
 	}
 	return "Outcome(" + strconv.Itoa(int(o)) + ")"
 }

@@ -54,6 +54,8 @@ type HostCall struct {
 	Samples []plugin.Sample
 	// Note is the note of AddJournalNote.
 	Note string
+	// Version is the version of RetireVersion.
+	Version string
 }
 
 var _ plugin.Host = (*RecordingHost)(nil)
@@ -167,6 +169,12 @@ func (h *RecordingHost) SetRouteWeights(ctx context.Context, cell string, weight
 // EmitSignal implements plugin.Host.
 func (h *RecordingHost) EmitSignal(ctx context.Context, samples ...plugin.Sample) error {
 	h.record(HostCall{Method: "EmitSignal", Samples: slices.Clone(samples)})
+	return h.Err
+}
+
+// RetireVersion implements plugin.Host.
+func (h *RecordingHost) RetireVersion(ctx context.Context, cell, sha256 string) error {
+	h.record(HostCall{Method: "RetireVersion", Cell: cell, Version: sha256})
 	return h.Err
 }
 

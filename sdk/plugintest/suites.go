@@ -407,6 +407,8 @@ func execute(client pb.VerbClient, req plugin.VerbRequest) (plugin.VerbResult, e
 		res.Outcome = plugin.Refused
 	case pb.Outcome_OUTCOME_FAILED:
 		res.Outcome = plugin.Failed
+	case pb.Outcome_OUTCOME_ROLLED_BACK:
+		res.Outcome = plugin.RolledBack
 	default:
 		return res, fmt.Errorf("response has outcome %v", resp.GetOutcome())
 	}
