@@ -35,6 +35,7 @@ $(BIN)/cells/%.wasm: FORCE
 		echo "GOOS=wasip1 GOARCH=wasm go build -o $@ ./examples/cells/$*"; \
 		GOOS=wasip1 GOARCH=wasm $(GO) build -o $@.tmp ./examples/cells/$*; \
 	fi && mv $@.tmp $@
+	@if [ -f examples/cells/$*/$*.intent ]; then cp examples/cells/$*/$*.intent $(BIN)/cells/$*.intent; fi
 
 run: build
 	$(BIN)/celcore --cells $(BIN)/cells
@@ -52,6 +53,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./core/cgi
 	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) ./core/wasm/instrument
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/intent
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./core/journal
+	$(GO) test -run '^$$' -fuzz '^FuzzSection$$' -fuzztime $(FUZZTIME) ./core/intents
 
 # Benchmarks print as a table, each beside its peers (raw output in bin/bench.txt).
 bench:
