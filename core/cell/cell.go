@@ -28,102 +28,397 @@ const (
 	StateDraining State = "draining"
 )
 
-// Cell is one named workload served by the node.
+// Cell is one named workload served by the node. It routes requests to one
+// or more versions (module builds) by weight; each reactor version keeps a
+// pool of replicas.
 type Cell struct {
-	name   string
-	eng    *wasm.Engine
-	log    *slog.Logger
-	limits Limits
+	name string
+	eng  *wasm.Engine
+	log  *slog.Logger
 
-	slots  chan struct{} // concurrency limiter
-	cur    atomic.Pointer[version]
+	lim    atomic.Pointer[Limits]
+	pol    atomic.Pointer[Policy]
+	slots  atomic.Pointer[chan struct{}] // concurrency limiter
+	table  atomic.Pointer[routeTable]
+	rr     atomic.Uint64
 	stats  *stats
 	loaded chan struct{} // closed once the first load attempt ends
 	once   sync.Once
+	born   time.Time
+
+	rmu sync.Mutex // serialises route table changes
 
 	mu       sync.Mutex
 	state    State
 	err      string
-	errSHA   string
 	updated  time.Time
 	upgrades int
 }
 
+// Policy is what the cell's intent asks of its replicas; the cell enforces
+// it on every replica change, whoever asks.
+type Policy struct {
+	// Min and Max bound live replicas (Max 0: the concurrency limit).
+	Min, Max int
+	// Warm is how many replicas a woken cell starts with and spawn keeps.
+	Warm int
+	// DecayIdle lets the cell go below Min, to zero, once it has been idle
+	// this long (0: never).
+	DecayIdle time.Duration
+}
+
+// ErrUnknownVersion is returned when a version named by sha is not routed.
+var ErrUnknownVersion = errors.New("unknown version")
+
 func newCell(name string, eng *wasm.Engine, log *slog.Logger, limits Limits) *Cell {
 	limits = limits.WithDefaults()
-	return &Cell{
+	c := &Cell{
 		name:    name,
 		eng:     eng,
 		log:     log.With("cell", name),
-		limits:  limits,
-		slots:   make(chan struct{}, limits.Concurrency),
 		stats:   newStats(),
 		state:   StateLoading,
 		updated: time.Now(),
+		born:    time.Now(),
 		loaded:  make(chan struct{}),
 	}
+	c.lim.Store(&limits)
+	slots := make(chan struct{}, limits.Concurrency)
+	c.slots.Store(&slots)
+	c.pol.Store(&Policy{Min: 1, Max: limits.Concurrency, Warm: limits.Warm})
+	return c
 }
 
 // Name returns the cell's name.
 func (c *Cell) Name() string { return c.name }
 
-// Load compiles src and makes it the serving version: the first load spawns
-// the cell, a later one with different content upgrades it. The new version
-// is warmed before it takes traffic; on any error the previous version keeps
-// serving and the error stays visible in Info until a later load succeeds.
+// Limits returns the cell's limits.
+func (c *Cell) Limits() Limits { return *c.lim.Load() }
+
+// SetLimits changes the cell's limits; zero fields take the defaults. The
+// request time, concurrency and queue limits apply to the next request; a
+// new memory limit applies to the next module loaded, so reload reports
+// whether the caller should load the module again.
+func (c *Cell) SetLimits(l Limits) (reload bool, err error) {
+	if err := l.Validate(); err != nil {
+		return false, fmt.Errorf("cell %s: %w", c.name, err)
+	}
+	l = l.WithDefaults()
+	old := c.lim.Swap(&l)
+	if old.Concurrency != l.Concurrency {
+		slots := make(chan struct{}, l.Concurrency)
+		c.slots.Store(&slots)
+		// Keep the replica bounds within the new limit.
+		pol := c.Policy()
+		pol.Max = min(pol.Max, l.Concurrency)
+		pol.Min = min(pol.Min, pol.Max)
+		pol.Warm = min(pol.Warm, pol.Max)
+		c.pol.Store(&pol)
+	}
+	if t := c.table.Load(); t != nil {
+		for _, r := range t.routes {
+			if r.v.memory != l.Memory {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// Policy returns the cell's replica policy.
+func (c *Cell) Policy() Policy { return *c.pol.Load() }
+
+// SetPolicy sets the cell's replica policy; Max is capped by the
+// concurrency limit.
+func (c *Cell) SetPolicy(p Policy) error {
+	conc := c.Limits().Concurrency
+	if p.Max <= 0 || p.Max > conc {
+		p.Max = conc
+	}
+	if p.Min < 0 || p.Min > p.Max {
+		return fmt.Errorf("cell %s: replica bounds %d..%d are not a range within the concurrency limit %d", c.name, p.Min, p.Max, conc)
+	}
+	p.Warm = min(max(p.Warm, 0), p.Max)
+	c.pol.Store(&p)
+	if t := c.table.Load(); t != nil {
+		for _, r := range t.routes {
+			if r.v.pool != nil {
+				r.v.pool.setWake(max(p.Warm, p.Min))
+			}
+		}
+	}
+	return nil
+}
+
+// Idle returns how long the cell has gone without a request (since it was
+// created, if it never had one).
+func (c *Cell) Idle() time.Duration {
+	last := c.born
+	if ns := c.stats.lastReq.Load(); ns != 0 {
+		last = time.Unix(0, ns)
+	}
+	return time.Since(last)
+}
+
+// Load compiles src and makes it the only serving version: the first load
+// spawns the cell, a later one with different content replaces the versions
+// routed (warm first, then swapped in one step). On any error the previous
+// versions keep serving and the error stays visible in Info until a later
+// load succeeds.
 func (c *Cell) Load(ctx context.Context, src []byte, source string) error {
-	err := c.load(ctx, src, source)
+	_, _, err := c.load(ctx, src, source, false)
+	return c.finish(err)
+}
+
+// Stage compiles src and warms it as a new version routed with weight 0
+// beside the current ones, for an upgrade to shift traffic onto; the first
+// version of a cell is routed at once. It returns the version's sha256 and
+// whether it was staged beside others (false: it is the cell's first
+// version, or that module is already routed).
+func (c *Cell) Stage(ctx context.Context, src []byte, source string) (sha string, staged bool, err error) {
+	sha, staged, err = c.load(ctx, src, source, true)
+	return sha, staged, c.finish(err)
+}
+
+// finish records the outcome of a load.
+func (c *Cell) finish(err error) error {
 	defer c.once.Do(func() { close(c.loaded) })
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.updated = time.Now()
 	if err != nil {
 		c.err = err.Error()
-		if c.cur.Load() == nil {
+		if c.table.Load() == nil {
 			c.state = StateFailed
 		}
 		return err
 	}
-	c.err, c.errSHA = "", ""
+	c.err = ""
 	c.state = StateServing
 	return nil
 }
 
-func (c *Cell) load(ctx context.Context, src []byte, source string) error {
-	mod, err := c.eng.Compile(ctx, src, wasm.CompileOptions{MemoryLimit: c.limits.Memory})
+// NoteError records an error about the cell (e.g. a rolled back upgrade or
+// a rejected intent) shown in Info until the next successful load.
+func (c *Cell) NoteError(msg string) {
+	c.mu.Lock()
+	c.err = msg
+	c.updated = time.Now()
+	c.mu.Unlock()
+}
+
+// ClearError forgets a noted error.
+func (c *Cell) ClearError() {
+	c.mu.Lock()
+	c.err = ""
+	c.mu.Unlock()
+}
+
+func (c *Cell) load(ctx context.Context, src []byte, source string, stage bool) (string, bool, error) {
+	lim := c.Limits()
+	mod, err := c.eng.Compile(ctx, src, wasm.CompileOptions{MemoryLimit: lim.Memory})
 	if err != nil {
-		return fmt.Errorf("%s: %w", source, err)
+		return "", false, fmt.Errorf("%s: %w", source, err)
 	}
-	old := c.cur.Load()
-	if old != nil && old.mod.SHA256 == mod.SHA256 {
-		mod.Release()
-		return nil
+	c.rmu.Lock()
+	old := c.table.Load()
+	if old != nil {
+		for i, r := range old.routes {
+			if r.v.mod.SHA256 == mod.SHA256 && r.v.memory == lim.Memory {
+				mod.Release()
+				var retired []route
+				if !stage && len(old.routes) > 1 {
+					retired = c.promoteLocked(old, i)
+				}
+				c.rmu.Unlock()
+				retireAll(retired)
+				return r.v.mod.SHA256, false, nil
+			}
+		}
 	}
+	c.rmu.Unlock()
+
 	var p *pool
 	if mod.ABI == wasm.ABIReactor {
-		p = newPool(mod, wasm.InstanceConfig{Cell: c.name, Logger: c.log, InitTimeout: c.limits.RequestTimeout}, c.limits.Warm)
-		warm := c.limits.Warm
-		if old != nil && old.pool != nil {
-			// Take over the load the old version carries, not just the minimum.
-			warm = max(warm, min(old.pool.size(), c.limits.Concurrency))
+		pol := c.Policy()
+		warm := max(pol.Warm, pol.Min)
+		if old != nil {
+			if pv := old.primary(); pv != nil && pv.pool != nil {
+				// Take over the load the old version carries, not just the minimum.
+				warm = max(warm, min(pv.pool.size(), pol.Max))
+			}
 		}
+		p = newPool(mod, wasm.InstanceConfig{Cell: c.name, Logger: c.log, InitTimeout: lim.RequestTimeout}, warm, max(pol.Warm, pol.Min), &c.stats.queued)
 		if err := p.fill(ctx, warm); err != nil {
 			p.close()
 			mod.Release()
-			return fmt.Errorf("%s: starting instance: %w", source, err)
+			return "", false, fmt.Errorf("%s: starting instance: %w", source, err)
 		}
 	}
-	v := newVersion(mod, p, source)
-	c.cur.Store(v)
+	v := newVersion(mod, p, source, lim.Memory)
+
+	c.rmu.Lock()
+	old = c.table.Load()
 	if old != nil {
+		// Another load of the same module may have won while this one
+		// warmed: keep the one routed.
+		for i, r := range old.routes {
+			if r.v.mod.SHA256 == mod.SHA256 && r.v.memory == lim.Memory {
+				var retired []route
+				if !stage && len(old.routes) > 1 {
+					retired = c.promoteLocked(old, i)
+				}
+				c.rmu.Unlock()
+				retireAll(retired)
+				retireAll([]route{{v: v}})
+				return r.v.mod.SHA256, false, nil
+			}
+			if r.v.mod.SHA256 == mod.SHA256 {
+				// The same module under a new memory limit is not a new
+				// version: replace it in one step.
+				stage = false
+			}
+		}
+	}
+	if stage && old != nil && len(old.routes) > 0 {
+		routes := append(append([]route(nil), old.routes...), route{v: v, weight: 0})
+		c.table.Store(newRouteTable(routes))
+		c.rmu.Unlock()
+		c.log.Info("staged version", "sha256", mod.SHA256[:12], "abi", mod.ABI.String(), "beside", old.primary().mod.SHA256[:12])
+		return mod.SHA256, true, nil
+	}
+	c.table.Store(newRouteTable([]route{{v: v, weight: 100}}))
+	c.rmu.Unlock()
+	if old != nil && len(old.routes) > 0 {
 		c.mu.Lock()
 		c.upgrades++
 		c.mu.Unlock()
-		c.log.Info("upgraded cell", "from", old.mod.SHA256[:12], "to", mod.SHA256[:12], "abi", mod.ABI.String())
-		go old.retire(context.Background())
+		c.log.Info("upgraded cell", "from", old.primary().mod.SHA256[:12], "to", mod.SHA256[:12], "abi", mod.ABI.String())
+		retireAll(old.routes)
 	} else {
 		c.log.Info("spawned cell", "sha256", mod.SHA256[:12], "abi", mod.ABI.String(), "compile", mod.CompileTime.Round(time.Millisecond))
 	}
+	return mod.SHA256, false, nil
+}
+
+// promoteLocked routes everything to t's i-th version and returns the
+// others, to be retired once c.rmu is released.
+func (c *Cell) promoteLocked(t *routeTable, i int) []route {
+	keep := t.routes[i]
+	keep.weight = 100
+	c.table.Store(newRouteTable([]route{keep}))
+	var out []route
+	for j, r := range t.routes {
+		if j != i {
+			out = append(out, r)
+		}
+	}
+	if len(out) > 0 {
+		c.mu.Lock()
+		c.upgrades++
+		c.mu.Unlock()
+		c.log.Info("promoted version", "sha256", keep.v.mod.SHA256[:12])
+	}
+	return out
+}
+
+// retireAll retires versions in the background.
+func retireAll(routes []route) {
+	for _, r := range routes {
+		go r.v.retire(context.Background())
+	}
+}
+
+// SetWeights sets the route weights of the versions named (by sha256 or a
+// unique prefix of at least 8 hex digits); versions not named keep theirs.
+// At least one version must keep a weight above zero.
+func (c *Cell) SetWeights(weights map[string]uint32) error {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	t := c.table.Load()
+	if t == nil || len(t.routes) == 0 {
+		return fmt.Errorf("cell %s is not serving", c.name)
+	}
+	routes := append([]route(nil), t.routes...)
+	named := make(map[int]string, len(weights))
+	for target, w := range weights {
+		i, err := t.find(target)
+		if err != nil {
+			return fmt.Errorf("cell %s: %w", c.name, err)
+		}
+		if prev, dup := named[i]; dup {
+			return fmt.Errorf("cell %s: %q and %q name the same version", c.name, prev, target)
+		}
+		named[i] = target
+		routes[i].weight = w
+	}
+	nt := newRouteTable(routes)
+	if nt.total == 0 {
+		return fmt.Errorf("cell %s: weights would route no traffic to any version", c.name)
+	}
+	c.table.Store(nt)
+	c.log.Info("route weights set", "weights", nt.String())
+	return nil
+}
+
+// Promote routes all traffic to the named version and retires the others:
+// the end of an upgrade.
+func (c *Cell) Promote(sha string) error {
+	c.rmu.Lock()
+	t := c.table.Load()
+	if t == nil {
+		c.rmu.Unlock()
+		return fmt.Errorf("cell %s is not serving", c.name)
+	}
+	i, err := t.find(sha)
+	if err != nil {
+		c.rmu.Unlock()
+		return fmt.Errorf("cell %s: %w", c.name, err)
+	}
+	retired := c.promoteLocked(t, i)
+	c.rmu.Unlock()
+	retireAll(retired)
+	return nil
+}
+
+// RetireVersion takes a version out of routing and drains it in the
+// background. The last version, or the last one with weight, cannot be
+// retired. Retiring the last version older than the one left counts as a
+// completed upgrade in Info.
+func (c *Cell) RetireVersion(sha string) error {
+	c.rmu.Lock()
+	t := c.table.Load()
+	if t == nil {
+		c.rmu.Unlock()
+		return fmt.Errorf("cell %s is not serving", c.name)
+	}
+	i, err := t.find(sha)
+	if err != nil {
+		c.rmu.Unlock()
+		return fmt.Errorf("cell %s: %w", c.name, err)
+	}
+	if len(t.routes) == 1 {
+		c.rmu.Unlock()
+		return fmt.Errorf("cell %s: version %s is the only one; load another first", c.name, t.routes[i].v.mod.SHA256[:12])
+	}
+	routes := append(append([]route(nil), t.routes[:i]...), t.routes[i+1:]...)
+	nt := newRouteTable(routes)
+	if nt.total == 0 {
+		c.rmu.Unlock()
+		return fmt.Errorf("cell %s: retiring %s would leave no version with traffic; set weights first", c.name, t.routes[i].v.mod.SHA256[:12])
+	}
+	c.table.Store(nt)
+	c.rmu.Unlock()
+	v := t.routes[i].v
+	if len(nt.routes) == 1 && nt.routes[0].v.loaded.After(v.loaded) {
+		// The last older version went: an upgrade completed. (A rollback
+		// retires the newer one and counts nothing.)
+		c.mu.Lock()
+		c.upgrades++
+		c.mu.Unlock()
+	}
+	c.log.Info("retired version", "sha256", v.mod.SHA256[:12])
+	go v.retire(context.Background())
 	return nil
 }
 
@@ -136,7 +431,7 @@ func (c *Cell) Reject(err error) {
 	defer c.mu.Unlock()
 	c.err = err.Error()
 	c.updated = time.Now()
-	if c.cur.Load() == nil {
+	if c.table.Load() == nil {
 		c.state = StateFailed
 	}
 }
@@ -147,19 +442,29 @@ func (c *Cell) drain(ctx context.Context) {
 	c.mu.Lock()
 	c.state = StateDraining
 	c.mu.Unlock()
-	if v := c.cur.Swap(nil); v != nil {
-		v.retire(ctx)
+	c.rmu.Lock()
+	t := c.table.Swap(nil)
+	c.rmu.Unlock()
+	if t == nil {
+		return
 	}
+	var wg sync.WaitGroup
+	for _, r := range t.routes {
+		wg.Add(1)
+		go func() { defer wg.Done(); r.v.retire(ctx) }()
+	}
+	wg.Wait()
 }
 
-// acquire returns the serving version with a reference held, or nil. A
-// cell still loading its first module is waited for, bounded by ctx and the
-// request time limit, so requests racing a node's start are served.
+// acquire returns a version for one request, chosen by route weight, with
+// a reference held, or nil. A cell still loading its first module is
+// waited for, bounded by ctx and the request time limit, so requests racing
+// a node's start are served.
 func (c *Cell) acquire(ctx context.Context) *version {
 	select {
 	case <-c.loaded:
 	default:
-		t := time.NewTimer(c.limits.RequestTimeout)
+		t := time.NewTimer(c.Limits().RequestTimeout)
 		select {
 		case <-c.loaded:
 		case <-t.C:
@@ -168,15 +473,16 @@ func (c *Cell) acquire(ctx context.Context) *version {
 		t.Stop()
 	}
 	for {
-		v := c.cur.Load()
-		if v == nil {
+		t := c.table.Load()
+		if t == nil || len(t.routes) == 0 {
 			return nil
 		}
+		v := t.pick(c.rr.Add(1))
 		if v.tryAcquire() {
 			return v
 		}
-		// v was retired between Load and tryAcquire; its successor (or
-		// nil) is already stored.
+		// v was retired between Load and tryAcquire; the table that
+		// replaced it is already stored.
 	}
 }
 
@@ -188,31 +494,30 @@ var (
 )
 
 // enter takes a concurrency slot, queueing for at most QueueTimeout behind
-// at most QueueLength others.
-func (c *Cell) enter(ctx context.Context) error {
+// at most QueueLength others. It returns the limiter to leave.
+func (c *Cell) enter(ctx context.Context, lim *Limits) (chan struct{}, error) {
+	slots := *c.slots.Load()
 	select {
-	case c.slots <- struct{}{}:
-		return nil
+	case slots <- struct{}{}:
+		return slots, nil
 	default:
 	}
-	if c.stats.queued.Add(1) > int64(c.limits.QueueLength) {
+	if c.stats.queued.Add(1) > int64(lim.QueueLength) {
 		c.stats.queued.Add(-1)
-		return errQueueFull
+		return nil, errQueueFull
 	}
 	defer c.stats.queued.Add(-1)
-	t := time.NewTimer(c.limits.QueueTimeout)
+	t := time.NewTimer(lim.QueueTimeout)
 	defer t.Stop()
 	select {
-	case c.slots <- struct{}{}:
-		return nil
+	case slots <- struct{}{}:
+		return slots, nil
 	case <-t.C:
-		return errQueueTimeout
+		return nil, errQueueTimeout
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, ctx.Err()
 	}
 }
-
-func (c *Cell) leave() { <-c.slots }
 
 // Info is a snapshot of a cell for status listings.
 type Info struct {
@@ -233,7 +538,23 @@ type Info struct {
 	Upgrades int
 	Updated  time.Time
 	LastUsed time.Time
+	Idle     time.Duration
 	Limits   Limits
+	Policy   Policy
+	// Versions are the versions routed, the primary first.
+	Versions []VersionInfo
+}
+
+// VersionInfo is one routed version of a cell.
+type VersionInfo struct {
+	SHA256   string
+	Source   string
+	Weight   uint32
+	Replicas int
+	Requests uint64
+	Errors   uint64
+	P99      time.Duration
+	Loaded   time.Time
 }
 
 // Info returns the cell's current snapshot.
@@ -245,17 +566,24 @@ func (c *Cell) Info() Info {
 		Error:    c.err,
 		Updated:  c.updated,
 		Upgrades: c.upgrades,
-		Limits:   c.limits,
+		Limits:   c.Limits(),
+		Policy:   c.Policy(),
 	}
 	c.mu.Unlock()
-	if v := c.cur.Load(); v != nil {
-		in.SHA256 = v.mod.SHA256
-		in.ABI = v.mod.ABI.String()
-		in.Size = v.mod.Size
-		in.Source = v.source
-		if v.pool != nil {
-			in.Replicas = v.pool.size()
-		} else {
+	if t := c.table.Load(); t != nil && len(t.routes) > 0 {
+		p := t.primary()
+		in.SHA256 = p.mod.SHA256
+		in.ABI = p.mod.ABI.String()
+		in.Size = p.mod.Size
+		in.Source = p.source
+		in.Versions = append(in.Versions, versionInfo(p, t))
+		for _, r := range t.routes {
+			in.Replicas += r.v.replicas()
+			if r.v != p {
+				in.Versions = append(in.Versions, versionInfo(r.v, t))
+			}
+		}
+		if p.pool == nil {
 			in.Replicas = int(c.stats.inflight.Load())
 		}
 	}
@@ -267,19 +595,32 @@ func (c *Cell) Info() Info {
 	if ns := c.stats.lastReq.Load(); ns != 0 {
 		in.LastUsed = time.Unix(0, ns)
 	}
+	in.Idle = c.Idle()
 	return in
+}
+
+func versionInfo(v *version, t *routeTable) VersionInfo {
+	vi := VersionInfo{SHA256: v.mod.SHA256, Source: v.source, Replicas: v.replicas(), Loaded: v.loaded,
+		Requests: v.stats.requests.Load(), Errors: v.stats.errors.Load()}
+	for _, r := range t.routes {
+		if r.v == v {
+			vi.Weight = r.weight
+		}
+	}
+	_, vi.P99 = v.stats.quantiles()
+	return vi
 }
 
 // ErrNoReplicas is returned when scaling a cell whose module is a command:
 // it runs a fresh instance per request and keeps none.
 var ErrNoReplicas = errors.New("command cells keep no replicas: each request runs a fresh instance")
 
-// SpawnReplicas adds n warm instances (bounded by the concurrency limit) and
-// returns how many are live.
+// SpawnReplicas adds up to n replicas to the primary version, never beyond
+// the policy's maximum, and returns how many are live.
 func (c *Cell) SpawnReplicas(ctx context.Context, n int) (int, error) {
 	var live int
 	err := c.withPool(ctx, func(p *pool) (err error) {
-		if live, err = p.grow(ctx, n, c.limits.Concurrency); err != nil {
+		if live, err = p.grow(ctx, n, c.Policy().Max); err != nil {
 			return fmt.Errorf("cell %s: starting replica: %w", c.name, err)
 		}
 		return nil
@@ -287,22 +628,38 @@ func (c *Cell) SpawnReplicas(ctx context.Context, n int) (int, error) {
 	return live, err
 }
 
-// DrainReplicas closes up to n idle instances, keeping at least one warm,
-// and returns how many are live.
+// DrainReplicas closes up to n replicas of the primary version, never below
+// the policy's minimum, except that a cell idle for its DecayIdle time may
+// go to zero (its compiled module is kept; the next request wakes it). It
+// returns how many are live.
 func (c *Cell) DrainReplicas(ctx context.Context, n int) (int, error) {
 	var live int
 	err := c.withPool(ctx, func(p *pool) error {
-		live = p.shrink(n, 1)
+		live = p.shrink(n, c.Floor())
 		return nil
 	})
 	return live, err
 }
 
-// withPool runs fn on the serving version's instance pool.
+// Floor is the fewest replicas the cell may have now: its minimum, or zero
+// once it has been idle for its DecayIdle time.
+func (c *Cell) Floor() int {
+	pol := c.Policy()
+	if pol.DecayIdle > 0 && c.Idle() >= pol.DecayIdle && c.stats.inflight.Load() == 0 {
+		return 0
+	}
+	return pol.Min
+}
+
+// withPool runs fn on the primary version's replica pool.
 func (c *Cell) withPool(ctx context.Context, fn func(*pool) error) error {
-	v := c.acquire(ctx)
-	if v == nil {
+	t := c.table.Load()
+	if t == nil || len(t.routes) == 0 {
 		return fmt.Errorf("cell %s is not serving", c.name)
+	}
+	v := t.primary()
+	if !v.tryAcquire() {
+		return fmt.Errorf("cell %s: its version changed; try again", c.name)
 	}
 	defer v.release()
 	if v.pool == nil {
@@ -315,3 +672,28 @@ func (c *Cell) withPool(ctx context.Context, fn func(*pool) error) error {
 // errors, latency quantiles) and starts a new window. One caller should own
 // the windows (the node's telemetry tick).
 func (c *Cell) TakeWindow() Window { return c.stats.takeWindow() }
+
+// VersionWindow is one version's window, from TakeVersionWindows.
+type VersionWindow struct {
+	SHA256 string
+	Window
+}
+
+// TakeVersionWindows returns each routed version's window when more than
+// one version is routed (none otherwise) and starts new ones.
+func (c *Cell) TakeVersionWindows() []VersionWindow {
+	t := c.table.Load()
+	if t == nil {
+		return nil
+	}
+	out := make([]VersionWindow, 0, len(t.routes))
+	for _, r := range t.routes {
+		// Every window is taken, so the first one after a Stage starts
+		// from the previous tick, not from the version's load.
+		out = append(out, VersionWindow{SHA256: r.v.mod.SHA256, Window: r.v.stats.takeWindow()})
+	}
+	if len(out) < 2 {
+		return nil
+	}
+	return out
+}

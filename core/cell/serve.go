@@ -23,26 +23,32 @@ var envPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // /<name>; it sees the full path.
 func (c *Cell) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	status := c.serve(w, r)
+	status, v := c.serve(w, r)
 	if status != 0 {
-		c.stats.record(time.Since(start), status)
+		d := time.Since(start)
+		c.stats.record(d, status)
+		if v != nil {
+			v.stats.record(d, status)
+		}
 	}
 }
 
 // serve returns the status written, or 0 when the client went away before
-// an answer.
-func (c *Cell) serve(w http.ResponseWriter, r *http.Request) int {
+// an answer, and the version that answered, if any.
+func (c *Cell) serve(w http.ResponseWriter, r *http.Request) (int, *version) {
 	ctx := r.Context()
-	if err := c.enter(ctx); err != nil {
+	lim := c.lim.Load()
+	slots, err := c.enter(ctx, lim)
+	if err != nil {
 		if ctx.Err() != nil {
-			return 0
+			return 0, nil
 		}
 		c.log.Warn("request refused: over concurrency limit", "path", r.URL.Path, "reason", err,
-			"concurrency", c.limits.Concurrency, "queue", c.limits.QueueLength)
+			"concurrency", lim.Concurrency, "queue", lim.QueueLength)
 		w.Header().Set("Retry-After", "1")
-		return c.fail(w, http.StatusServiceUnavailable, "cell %s is over its concurrency limit of %d (%v)", c.name, c.limits.Concurrency, err)
+		return c.fail(w, http.StatusServiceUnavailable, "cell %s is over its concurrency limit of %d (%v)", c.name, lim.Concurrency, err), nil
 	}
-	defer c.leave()
+	defer func() { <-slots }()
 	c.stats.inflight.Add(1)
 	defer c.stats.inflight.Add(-1)
 
@@ -54,25 +60,25 @@ func (c *Cell) serve(w http.ResponseWriter, r *http.Request) int {
 		if msg == "" {
 			msg = "no version loaded"
 		}
-		return c.fail(w, http.StatusServiceUnavailable, "cell %s is not serving: %s", c.name, msg)
+		return c.fail(w, http.StatusServiceUnavailable, "cell %s is not serving: %s", c.name, msg), nil
 	}
 	defer v.release()
 
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, c.limits.MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, lim.MaxBody))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return c.fail(w, http.StatusRequestEntityTooLarge, "cell %s accepts bodies up to %d bytes", c.name, c.limits.MaxBody)
+			return c.fail(w, http.StatusRequestEntityTooLarge, "cell %s accepts bodies up to %d bytes", c.name, lim.MaxBody), v
 		}
-		return c.fail(w, http.StatusBadRequest, "reading request body: %v", err)
+		return c.fail(w, http.StatusBadRequest, "reading request body: %v", err), v
 	}
 	if v.pool != nil {
-		return c.serveReactor(ctx, w, r, v, body)
+		return c.serveReactor(ctx, w, r, v, lim, body), v
 	}
-	return c.serveCommand(ctx, w, r, v, body)
+	return c.serveCommand(ctx, w, r, v, lim, body), v
 }
 
-func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, body []byte) int {
+func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) int {
 	req := cellabi.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: body}
 	n := 0
 	for _, vs := range r.Header {
@@ -88,15 +94,22 @@ func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.
 	env := cellabi.AppendRequest((*bp)[:0], &req)
 	defer func() { *bp = env[:0]; envPool.Put(bp) }()
 
-	inst, err := v.pool.get(ctx)
-	if err != nil {
+	inst, err := v.pool.get(ctx, lim.QueueTimeout)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return 0
+	case errors.Is(err, errQueueTimeout):
+		w.Header().Set("Retry-After", "1")
+		return c.fail(w, http.StatusServiceUnavailable, "cell %s: no replica free within %s (%d live)", c.name, lim.QueueTimeout, v.replicas())
+	default:
 		c.log.Error("cannot start instance", "err", err)
 		return c.fail(w, http.StatusInternalServerError, "cell %s: cannot start an instance: %v", c.name, err)
 	}
-	out, err := inst.Handle(ctx, c.limits.RequestTimeout, env)
+	out, err := inst.Handle(ctx, lim.RequestTimeout, env)
 	if err != nil {
 		v.pool.put(inst, false)
-		return c.callFailed(w, r, err)
+		return c.callFailed(w, r, lim, err)
 	}
 	resp, err := cellabi.DecodeResponse(out)
 	if err != nil {
@@ -115,7 +128,7 @@ func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.
 	return resp.Status
 }
 
-func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, body []byte) int {
+func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) int {
 	pathInfo := strings.TrimPrefix(r.URL.Path, "/"+c.name)
 	var out limitedBuffer
 	out.limit = wasm.MaxResponse
@@ -124,10 +137,10 @@ func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.
 		Env:            cgi.Env(r, c.name, pathInfo),
 		Stdin:          bytes.NewReader(body),
 		Stdout:         &out,
-		Timeout:        c.limits.RequestTimeout,
+		Timeout:        lim.RequestTimeout,
 	})
 	if err != nil {
-		return c.callFailed(w, r, err)
+		return c.callFailed(w, r, lim, err)
 	}
 	if out.overflow {
 		c.log.Error("command output too large", "path", r.URL.Path, "limit", out.limit)
@@ -150,11 +163,11 @@ func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.
 
 // callFailed answers a call that did not complete: 504 past the time limit,
 // 500 for a trap, exit or memory exhaustion, nothing when the client left.
-func (c *Cell) callFailed(w http.ResponseWriter, r *http.Request, err error) int {
+func (c *Cell) callFailed(w http.ResponseWriter, r *http.Request, lim *Limits, err error) int {
 	switch {
 	case errors.Is(err, wasm.ErrTimeout):
-		c.log.Warn("request stopped at its time limit; instance replaced", "path", r.URL.Path, "limit", c.limits.RequestTimeout)
-		return c.fail(w, http.StatusGatewayTimeout, "cell %s: request exceeded its time limit of %s", c.name, c.limits.RequestTimeout)
+		c.log.Warn("request stopped at its time limit; instance replaced", "path", r.URL.Path, "limit", lim.RequestTimeout)
+		return c.fail(w, http.StatusGatewayTimeout, "cell %s: request exceeded its time limit of %s", c.name, lim.RequestTimeout)
 	case errors.Is(err, wasm.ErrCanceled):
 		c.log.Debug("request canceled by client; instance replaced", "path", r.URL.Path)
 		return 0

@@ -17,12 +17,13 @@ type stats struct {
 	queued   atomic.Int64
 	lastReq  atomic.Int64 // unix nanos
 
-	mu   sync.Mutex
-	hist *hdrhistogram.Histogram // since the cell was created
-	win  *hdrhistogram.Histogram // since the last TakeWindow
-	old  *hdrhistogram.Histogram // the previous window, reused
-	wReq uint64                  // requests counted in win
-	wErr uint64
+	mu    sync.Mutex
+	hist  *hdrhistogram.Histogram // since the cell was created
+	win   *hdrhistogram.Histogram // since the last TakeWindow
+	old   *hdrhistogram.Histogram // the previous window, reused
+	wReq  uint64                  // requests counted in win
+	wErr  uint64
+	wBusy time.Duration // time spent serving the window's requests
 }
 
 func newHist() *hdrhistogram.Histogram {
@@ -48,6 +49,7 @@ func (s *stats) record(d time.Duration, status int) {
 	_ = s.hist.RecordValue(us) // values beyond the range are dropped
 	_ = s.win.RecordValue(us)
 	s.wReq++
+	s.wBusy += d
 	if status >= 500 {
 		s.wErr++
 	}
@@ -61,12 +63,14 @@ type Window struct {
 	// P50, P90 and P99 are latency quantiles of the window's requests; zero
 	// when there were none.
 	P50, P90, P99 time.Duration
+	// Busy is the time spent serving the window's requests, summed.
+	Busy time.Duration
 }
 
 // takeWindow returns the window and starts a new one.
 func (s *stats) takeWindow() Window {
 	s.mu.Lock()
-	w := Window{Requests: s.wReq, Errors: s.wErr}
+	w := Window{Requests: s.wReq, Errors: s.wErr, Busy: s.wBusy}
 	if s.win.TotalCount() > 0 {
 		w.P50 = time.Duration(s.win.ValueAtQuantile(50)) * time.Microsecond
 		w.P90 = time.Duration(s.win.ValueAtQuantile(90)) * time.Microsecond
@@ -74,7 +78,7 @@ func (s *stats) takeWindow() Window {
 	}
 	s.win, s.old = s.old, s.win
 	s.win.Reset()
-	s.wReq, s.wErr = 0, 0
+	s.wReq, s.wErr, s.wBusy = 0, 0, 0
 	s.mu.Unlock()
 	return w
 }

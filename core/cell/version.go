@@ -2,7 +2,9 @@ package cell
 
 import (
 	"context"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/celluster/celluster/core/wasm"
@@ -15,6 +17,8 @@ type version struct {
 	pool   *pool // nil for command modules
 	loaded time.Time
 	source string
+	memory uint64 // the memory limit it was compiled with
+	stats  *stats // what this version served
 
 	mu      sync.Mutex
 	refs    int
@@ -22,8 +26,9 @@ type version struct {
 	drained chan struct{}
 }
 
-func newVersion(mod *wasm.Module, pool *pool, source string) *version {
-	return &version{mod: mod, pool: pool, loaded: time.Now(), source: source, drained: make(chan struct{})}
+func newVersion(mod *wasm.Module, pool *pool, source string, memory uint64) *version {
+	return &version{mod: mod, pool: pool, loaded: time.Now(), source: source, memory: memory,
+		stats: newStats(), drained: make(chan struct{})}
 }
 
 func (v *version) tryAcquire() bool {
@@ -50,6 +55,10 @@ func (v *version) release() {
 // for those that hold it, then closes its instances and module.
 func (v *version) retire(ctx context.Context) {
 	v.mu.Lock()
+	if v.retired {
+		v.mu.Unlock()
+		return
+	}
 	v.retired = true
 	done := v.refs == 0
 	v.mu.Unlock()
@@ -66,20 +75,40 @@ func (v *version) retire(ctx context.Context) {
 	v.mod.Release()
 }
 
-// pool keeps warm instances of a reactor module, one per in-flight request.
-type pool struct {
-	mod  *wasm.Module
-	cfg  wasm.InstanceConfig
-	warm int
-
-	mu     sync.Mutex
-	idle   []*wasm.Reactor
-	live   int
-	closed bool
+// replicas reports the version's live instances.
+func (v *version) replicas() int {
+	if v.pool == nil {
+		return 0
+	}
+	return v.pool.size()
 }
 
-func newPool(mod *wasm.Module, cfg wasm.InstanceConfig, warm int) *pool {
-	return &pool{mod: mod, cfg: cfg, warm: warm}
+// errPoolClosed is returned by get on a retired version's pool.
+var errPoolClosed = errors.New("version retired")
+
+// pool keeps a reactor module's replicas: live instances, each serving one
+// request at a time. The target is how many the pool keeps; a request finding
+// no idle instance waits for one (it does not start a new one), so the
+// number of replicas bounds the cell's parallelism and a backlog shows as
+// queue and latency, which the reflex rules answer with clone. A pool at
+// zero wakes on the first request: it starts an instance for it and raises
+// its target to the wake count.
+type pool struct {
+	mod    *wasm.Module
+	cfg    wasm.InstanceConfig
+	queued *atomic.Int64 // the cell's waiting-requests gauge
+
+	mu      sync.Mutex
+	target  int
+	wake    int
+	idle    []*wasm.Reactor
+	live    int
+	closed  bool
+	waiters []chan *wasm.Reactor
+}
+
+func newPool(mod *wasm.Module, cfg wasm.InstanceConfig, target, wake int, queued *atomic.Int64) *pool {
+	return &pool{mod: mod, cfg: cfg, target: target, wake: max(wake, 1), queued: queued}
 }
 
 // fill instantiates instances until n are live.
@@ -103,43 +132,118 @@ func (p *pool) fill(ctx context.Context, n int) error {
 	}
 }
 
-// get returns an idle instance or a new one.
-func (p *pool) get(ctx context.Context) (*wasm.Reactor, error) {
+// get returns an idle instance; with none idle it starts one while the pool
+// is below its target (or empty: a wake), else waits up to wait for one to
+// be returned.
+func (p *pool) get(ctx context.Context, wait time.Duration) (*wasm.Reactor, error) {
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil, errPoolClosed
+	}
 	if n := len(p.idle); n > 0 {
 		r := p.idle[n-1]
 		p.idle = p.idle[:n-1]
 		p.mu.Unlock()
 		return r, nil
 	}
+	if p.live < p.target || p.live == 0 {
+		if p.target == 0 {
+			p.target = p.wake
+		}
+		p.live++
+		p.mu.Unlock()
+		r, err := p.mod.NewReactor(ctx, p.cfg)
+		if err != nil {
+			p.mu.Lock()
+			p.live--
+			p.mu.Unlock()
+			return nil, err
+		}
+		return r, nil
+	}
+	ch := make(chan *wasm.Reactor, 1)
+	p.waiters = append(p.waiters, ch)
+	p.mu.Unlock()
+
+	p.queued.Add(1)
+	defer p.queued.Add(-1)
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	var cause error
+	select {
+	case r := <-ch:
+		if r == nil {
+			return nil, errPoolClosed
+		}
+		return r, nil
+	case <-t.C:
+		cause = errQueueTimeout
+	case <-ctx.Done():
+		cause = ctx.Err()
+	}
+	p.mu.Lock()
+	for i, w := range p.waiters {
+		if w == ch {
+			p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+			p.mu.Unlock()
+			return nil, cause
+		}
+	}
+	p.mu.Unlock()
+	// An instance was handed over as we gave up: give it back.
+	if r := <-ch; r != nil {
+		p.put(r, true)
+	}
+	return nil, cause
+}
+
+// put returns an instance. A healthy one goes to the longest waiting
+// request, else back to idle (or is closed when the pool is above its
+// target); a broken one is closed and replaced when needed.
+func (p *pool) put(r *wasm.Reactor, healthy bool) {
+	p.mu.Lock()
+	if healthy && !p.closed {
+		if len(p.waiters) > 0 {
+			ch := p.waiters[0]
+			p.waiters = p.waiters[1:]
+			p.mu.Unlock()
+			ch <- r
+			return
+		}
+		if p.live <= p.target {
+			p.idle = append(p.idle, r)
+			p.mu.Unlock()
+			return
+		}
+	}
+	p.live--
+	refill := !p.closed && (p.live < p.target || (p.live == 0 && len(p.waiters) > 0))
+	p.mu.Unlock()
+	_ = r.Close(context.Background())
+	if refill {
+		go p.replace()
+	}
+}
+
+// replace starts one instance for the pool after one was discarded.
+func (p *pool) replace() {
+	p.mu.Lock()
+	if p.closed || (p.live >= p.target && !(p.live == 0 && len(p.waiters) > 0)) {
+		p.mu.Unlock()
+		return
+	}
 	p.live++
 	p.mu.Unlock()
-	r, err := p.mod.NewReactor(ctx, p.cfg)
+	r, err := p.mod.NewReactor(context.Background(), p.cfg)
 	if err != nil {
 		p.mu.Lock()
 		p.live--
 		p.mu.Unlock()
-		return nil, err
-	}
-	return r, nil
-}
-
-// put returns an instance; a broken one (healthy false) is closed and, when
-// the pool falls below its warm count, replaced in the background.
-func (p *pool) put(r *wasm.Reactor, healthy bool) {
-	p.mu.Lock()
-	if healthy && !p.closed {
-		p.idle = append(p.idle, r)
-		p.mu.Unlock()
+		p.cfg.Logger.Error("cannot replace instance", "err", err)
 		return
 	}
-	p.live--
-	refill := !p.closed && p.live < p.warm
-	p.mu.Unlock()
-	_ = r.Close(context.Background())
-	if refill {
-		go func() { _ = p.fill(context.Background(), p.warm) }()
-	}
+	p.put(r, true)
 }
 
 // size reports live instances (idle and busy).
@@ -155,29 +259,34 @@ func (p *pool) close() {
 	idle := p.idle
 	p.idle = nil
 	p.live -= len(idle)
+	waiters := p.waiters
+	p.waiters = nil
 	p.mu.Unlock()
+	for _, w := range waiters {
+		w <- nil
+	}
 	for _, r := range idle {
 		_ = r.Close(context.Background())
 	}
 }
 
-// grow raises the warm count by n (bounded by max) and instantiates up to it.
-func (p *pool) grow(ctx context.Context, n, max int) (int, error) {
+// grow raises the target by n (bounded by limit) and instantiates up to it.
+func (p *pool) grow(ctx context.Context, n, limit int) (int, error) {
 	p.mu.Lock()
-	p.warm = min(p.live+n, max)
-	target := p.warm
+	p.target = min(max(p.live, p.target)+n, limit)
+	target := p.target
 	p.mu.Unlock()
 	err := p.fill(ctx, target)
 	return p.size(), err
 }
 
-// shrink lowers the warm count by n (not below floor) and closes idle
-// instances down to it; busy instances stay until the pool is retired.
+// shrink lowers the target by n (not below floor) and closes idle instances
+// down to it; busy ones are closed as their requests finish.
 func (p *pool) shrink(n, floor int) int {
 	p.mu.Lock()
-	p.warm = max(p.live-n, floor, 0)
+	p.target = max(p.live-n, floor, 0)
 	var victims []*wasm.Reactor
-	for p.live > p.warm && len(p.idle) > 0 {
+	for p.live > p.target && len(p.idle) > 0 {
 		victims = append(victims, p.idle[len(p.idle)-1])
 		p.idle = p.idle[:len(p.idle)-1]
 		p.live--
@@ -188,4 +297,11 @@ func (p *pool) shrink(n, floor int) int {
 		_ = r.Close(context.Background())
 	}
 	return live
+}
+
+// setWake sets how many instances a pool at zero starts when woken.
+func (p *pool) setWake(n int) {
+	p.mu.Lock()
+	p.wake = max(n, 1)
+	p.mu.Unlock()
 }
