@@ -10,6 +10,7 @@ import (
 
 	"github.com/celluster/celluster/plugins/host"
 	"github.com/celluster/celluster/plugins/intent"
+	"github.com/celluster/celluster/plugins/verbs"
 	"github.com/celluster/celluster/sdk/plugin"
 )
 
@@ -17,6 +18,7 @@ import (
 var builtins = map[string]func(){
 	"host":   func() { plugin.Serve(host.Info, host.New()) },
 	"intent": func() { plugin.Serve(intent.Info, intent.New()) },
+	"verbs":  func() { plugin.Serve(verbs.Info, verbs.New()) },
 }
 
 // Names lists the first-party plugins.

@@ -146,7 +146,12 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // let load build up on v1
 	n.drop("hello", v2)
-	eventually(t, "traffic on v2", func() bool { return sawV2.Load() >= 200 })
+	// The upgrade verb shifts traffic in steps (10%, 50%, 100%), watching
+	// the new version at each, then retires v1.
+	eventually(t, "the upgrade to finish", func() bool {
+		c := n.listCells()["hello"]
+		return c.Upgrades == 1 && sawV2.Load() >= 200
+	})
 	stop.Store(true)
 	wg.Wait()
 	if len(failures) > 0 {

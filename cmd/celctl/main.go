@@ -46,7 +46,8 @@ func newRootCmd(out io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the node")
 	root.SetOut(out)
-	root.AddCommand(statusCmd(o), cellsCmd(o), pluginsCmd(o), signalsCmd(o))
+	root.AddCommand(statusCmd(o), cellsCmd(o), pluginsCmd(o), signalsCmd(o),
+		journalCmd(o), whyCmd(o), intentCmd(o), verbCmd(o), embedIntentCmd(o))
 	return root
 }
 
@@ -138,23 +139,25 @@ func cellsCmd(o *options) *cobra.Command {
 					out := make([]map[string]any, 0, len(resp.GetCells()))
 					for _, c := range resp.GetCells() {
 						m := map[string]any{
-							"name":       c.GetName(),
-							"sha256":     c.GetSha256(),
-							"abi":        c.GetAbi(),
-							"state":      c.GetState(),
-							"error":      c.GetError(),
-							"source":     c.GetSource(),
-							"replicas":   c.GetReplicas(),
-							"in_flight":  c.GetInFlight(),
-							"queued":     c.GetQueued(),
-							"requests":   c.GetRequests(),
-							"errors":     c.GetErrors(),
-							"p50_ms":     c.GetP50Ms(),
-							"p99_ms":     c.GetP99Ms(),
-							"size_bytes": c.GetSizeBytes(),
-							"upgrades":   c.GetUpgrades(),
-							"updated":    c.GetUpdated().AsTime(),
-							"limits":     limitsJSON(c.GetLimits()),
+							"name":           c.GetName(),
+							"sha256":         c.GetSha256(),
+							"abi":            c.GetAbi(),
+							"state":          c.GetState(),
+							"error":          c.GetError(),
+							"source":         c.GetSource(),
+							"replicas":       c.GetReplicas(),
+							"in_flight":      c.GetInFlight(),
+							"queued":         c.GetQueued(),
+							"requests":       c.GetRequests(),
+							"errors":         c.GetErrors(),
+							"p50_ms":         c.GetP50Ms(),
+							"p99_ms":         c.GetP99Ms(),
+							"size_bytes":     c.GetSizeBytes(),
+							"upgrades":       c.GetUpgrades(),
+							"updated":        c.GetUpdated().AsTime(),
+							"limits":         limitsJSON(c.GetLimits()),
+							"replica_bounds": map[string]any{"min": c.GetMinReplicas(), "max": c.GetMaxReplicas(), "warm": c.GetWarm()},
+							"versions":       versionsJSON(c.GetVersions()),
 						}
 						if c.GetLastUsed() != nil {
 							m["last_used"] = c.GetLastUsed().AsTime()
@@ -165,13 +168,23 @@ func cellsCmd(o *options) *cobra.Command {
 				}
 				tw := tabwriter.NewWriter(o.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "NAME\tSTATE\tABI\tSHA256\tREPLICAS\tREQUESTS\tERRORS\tP50\tP99\tERROR")
+				// A cell mid-upgrade lists its versions and weights in the
+				// SHA256 column: "3f2a9c01ab12=10,9e8d7c6b5a41=90".
 				for _, c := range resp.GetCells() {
-					sha := c.GetSha256()
-					if len(sha) > 12 {
-						sha = sha[:12]
+					sha := short(c.GetSha256())
+					if vs := c.GetVersions(); len(vs) > 1 {
+						parts := make([]string, len(vs))
+						for i, v := range vs {
+							parts[i] = fmt.Sprintf("%s=%d", short(v.GetSha256()), v.GetWeight())
+						}
+						sha = strings.Join(parts, ",")
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%.2fms\t%.2fms\t%s\n",
-						c.GetName(), c.GetState(), dash(c.GetAbi()), dash(sha), c.GetReplicas(), c.GetRequests(),
+					replicas := fmt.Sprintf("%d", c.GetReplicas())
+					if c.GetMaxReplicas() > 0 {
+						replicas = fmt.Sprintf("%d (%d..%d)", c.GetReplicas(), c.GetMinReplicas(), c.GetMaxReplicas())
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.2fms\t%.2fms\t%s\n",
+						c.GetName(), c.GetState(), dash(c.GetAbi()), dash(sha), replicas, c.GetRequests(),
 						c.GetErrors(), c.GetP50Ms(), c.GetP99Ms(), oneLine(c.GetError()))
 				}
 				return tw.Flush()

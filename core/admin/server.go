@@ -12,11 +12,15 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/celluster/celluster/core/admin/adminpb"
 	"github.com/celluster/celluster/core/cell"
+	"github.com/celluster/celluster/core/journal"
+	"github.com/celluster/celluster/core/reflex"
 	"github.com/celluster/celluster/core/signals"
 )
 
@@ -49,6 +53,21 @@ type Node interface {
 	Plugins() []PluginStatus
 	Signals() []signals.Reading
 	SignalDesc(name string) (signals.Desc, bool)
+	Journal(cell string, limit int) []journal.Entry
+	Intent(cell string) (Intent, bool)
+	Verb(ctx context.Context, verb, cell string, args []string) (journal.Entry, error)
+}
+
+// Intent is the intent a cell runs on, as applied, and its rules' state.
+type Intent struct {
+	Cell, Origin, Source, Text, Parser string
+	Applied                            time.Time
+	Min, Max, Warm                     int
+	DecayIdle                          time.Duration
+	UpgradeArgs                        []string
+	Rules                              []reflex.RuleStatus
+	// Error is the last rejected intent's diagnostics.
+	Error string
 }
 
 // Server is the admin gRPC server.
@@ -157,6 +176,14 @@ func (s *Server) ListCells(context.Context, *adminpb.ListCellsRequest) (*adminpb
 			Upgrades:  int32(c.Upgrades),
 			Updated:   timestamppb.New(c.Updated),
 			Limits:    limitsPB(c.Limits),
+
+			MinReplicas: int32(c.Policy.Min),
+			MaxReplicas: int32(c.Policy.Max),
+			Warm:        int32(c.Policy.Warm),
+		}
+		for _, v := range c.Versions {
+			pc.Versions = append(pc.Versions, &adminpb.Version{Sha256: v.SHA256, Source: v.Source, Weight: v.Weight,
+				Replicas: int32(v.Replicas), Requests: v.Requests, Errors: v.Errors, P99Ms: ms(v.P99)})
 		}
 		if !c.LastUsed.IsZero() {
 			pc.LastUsed = timestamppb.New(c.LastUsed)
@@ -207,4 +234,69 @@ func (s *Server) ListSignals(context.Context, *adminpb.ListSignalsRequest) (*adm
 		resp.Signals = append(resp.Signals, sig)
 	}
 	return resp, nil
+}
+
+// Journal implements adminpb.AdminServer.
+func (s *Server) Journal(_ context.Context, req *adminpb.JournalRequest) (*adminpb.JournalResponse, error) {
+	es := s.node.Journal(req.GetCell(), int(req.GetLimit()))
+	resp := &adminpb.JournalResponse{Entries: make([]*adminpb.JournalEntry, 0, len(es))}
+	for _, e := range es {
+		resp.Entries = append(resp.Entries, EntryPB(e))
+	}
+	return resp, nil
+}
+
+// EntryPB converts a journal entry for the admin API.
+func EntryPB(e journal.Entry) *adminpb.JournalEntry {
+	out := &adminpb.JournalEntry{
+		Seq: e.Seq, Time: timestamppb.New(e.Time), Cell: e.Cell, Verb: e.Verb, Args: e.Args,
+		Rule: e.Rule, Origin: e.Origin, Condition: e.Condition, Manual: e.Manual,
+		Outcome: e.Outcome, Message: e.Message, Duration: durationpb.New(e.Duration), Plugin: e.Plugin,
+		Explanation: journal.Explain(e),
+	}
+	for _, v := range e.Values {
+		out.Values = append(out.Values, &adminpb.SignalValue{Signal: v.Signal, Labels: v.Labels, Value: v.Value, Time: timestamppb.New(v.Time)})
+	}
+	return out
+}
+
+// Intent implements adminpb.AdminServer.
+func (s *Server) Intent(_ context.Context, req *adminpb.IntentRequest) (*adminpb.IntentResponse, error) {
+	in, ok := s.node.Intent(req.GetCell())
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "no intent known for cell %q (is the cell loaded? see celctl cells)", req.GetCell())
+	}
+	resp := &adminpb.IntentResponse{
+		Cell: in.Cell, Origin: in.Origin, Source: in.Source, Text: in.Text, Parser: in.Parser,
+		MinReplicas: int32(in.Min), MaxReplicas: int32(in.Max), Warm: int32(in.Warm),
+		DecayAfterIdle: durationpb.New(in.DecayIdle), UpgradeArgs: in.UpgradeArgs, Error: in.Error,
+	}
+	if !in.Applied.IsZero() {
+		resp.Applied = timestamppb.New(in.Applied)
+	}
+	for _, r := range in.Rules {
+		pr := &adminpb.Rule{Name: r.Rule.Name, Text: r.Rule.String(), Origin: r.Rule.Origin, Holding: r.Holding, LastValue: r.LastValue}
+		for _, t := range []struct {
+			at  time.Time
+			dst **timestamppb.Timestamp
+		}{{r.Since, &pr.Since}, {r.LastFired, &pr.LastFired}, {r.QuietUntil, &pr.QuietUntil}, {r.LastSeen, &pr.LastSeen}} {
+			if !t.at.IsZero() {
+				*t.dst = timestamppb.New(t.at)
+			}
+		}
+		resp.Rules = append(resp.Rules, pr)
+	}
+	return resp, nil
+}
+
+// Verb implements adminpb.AdminServer.
+func (s *Server) Verb(ctx context.Context, req *adminpb.VerbRequest) (*adminpb.JournalEntry, error) {
+	if req.GetVerb() == "" || req.GetCell() == "" {
+		return nil, status.Error(codes.InvalidArgument, "a verb and a cell are required")
+	}
+	e, err := s.node.Verb(ctx, req.GetVerb(), req.GetCell(), req.GetArgs())
+	if err != nil {
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return EntryPB(e), nil
 }

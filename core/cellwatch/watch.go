@@ -25,6 +25,10 @@ import (
 // Ext is the extension of cell modules.
 const Ext = ".wasm"
 
+// IntentExt is the extension of intent files; a change to <name>.intent is
+// reported as an event for cell <name>.
+const IntentExt = ".intent"
+
 // Op says what happened to a cell file.
 type Op int
 
@@ -67,13 +71,19 @@ func New(dir string, settle time.Duration, log *slog.Logger) *Watcher {
 }
 
 // CellName returns the cell a file name belongs to, or "" when the file is
-// not a cell module (wrong extension, hidden, or a directory name).
+// neither a cell module nor an intent (wrong extension, hidden, or a
+// directory name).
 func CellName(file string) string {
 	base := filepath.Base(file)
-	if strings.HasPrefix(base, ".") || !strings.HasSuffix(base, Ext) {
+	if strings.HasPrefix(base, ".") {
 		return ""
 	}
-	return strings.TrimSuffix(base, Ext)
+	for _, ext := range []string{Ext, IntentExt} {
+		if strings.HasSuffix(base, ext) && len(base) > len(ext) {
+			return strings.TrimSuffix(base, ext)
+		}
+	}
+	return ""
 }
 
 // Run reports every module already in the directory as Changed, then every

@@ -23,13 +23,19 @@ type Server struct {
 	plugin string
 	reg    *cell.Registry
 	sig    *signals.Store
+	notes  Notes
 	log    *slog.Logger
 }
 
+// Notes records a plugin's notes about a cell in the decision journal.
+type Notes interface {
+	Note(ctx context.Context, plugin, cell, note string) error
+}
+
 // New returns the host service as seen by the named plugin; what it emits
-// is attributed to it.
-func New(plugin string, reg *cell.Registry, sig *signals.Store, log *slog.Logger) *Server {
-	return &Server{plugin: plugin, reg: reg, sig: sig, log: log.With("plugin", plugin)}
+// is attributed to it. notes may be nil: notes then go to the log.
+func New(plugin string, reg *cell.Registry, sig *signals.Store, notes Notes, log *slog.Logger) *Server {
+	return &Server{plugin: plugin, reg: reg, sig: sig, notes: notes, log: log.With("plugin", plugin)}
 }
 
 var _ pb.HostServer = (*Server)(nil)
@@ -39,11 +45,20 @@ func (s *Server) ListCells(context.Context, *pb.ListCellsRequest) (*pb.ListCells
 	infos := s.reg.List()
 	resp := &pb.ListCellsResponse{Cells: make([]*pb.CellState, 0, len(infos))}
 	for _, c := range infos {
-		resp.Cells = append(resp.Cells, &pb.CellState{
+		cs := &pb.CellState{
 			Name: c.Name, Sha256: c.SHA256, Abi: c.ABI, State: string(c.State),
 			Replicas: uint32(c.Replicas), Requests: c.Requests, Errors: c.Errors,
 			InFlight: c.InFlight, Error: c.Error,
-		})
+			Warm: uint32(c.Policy.Warm), MinReplicas: uint32(c.Policy.Min), MaxReplicas: uint32(c.Policy.Max),
+			IdleSeconds: c.Idle.Seconds(),
+		}
+		for _, v := range c.Versions {
+			cs.Versions = append(cs.Versions, &pb.VersionState{
+				Sha256: v.SHA256, Weight: v.Weight, Requests: v.Requests, Errors: v.Errors,
+				P99Seconds: v.P99.Seconds(), Replicas: uint32(v.Replicas), Source: v.Source,
+			})
+		}
+		resp.Cells = append(resp.Cells, cs)
 	}
 	return resp, nil
 }
@@ -105,13 +120,40 @@ func (s *Server) DrainReplicas(ctx context.Context, req *pb.DrainReplicasRequest
 	return &pb.ReplicasResponse{Replicas: uint32(n)}, nil
 }
 
-// SetRouteWeights implements pb.HostServer. A node routes each cell to its
-// one serving version; weighted routing arrives with the reroute verb.
+// SetRouteWeights implements pb.HostServer: targets are versions (sha256
+// or a unique prefix of at least 8 hex digits); node targets arrive with the
+// fabric.
 func (s *Server) SetRouteWeights(_ context.Context, req *pb.SetRouteWeightsRequest) (*pb.SetRouteWeightsResponse, error) {
-	if _, err := s.cell(req.GetCell()); err != nil {
+	c, err := s.cell(req.GetCell())
+	if err != nil {
 		return nil, err
 	}
-	return nil, status.Errorf(codes.Unimplemented, "cell %s: weighted routing is not available on this node yet; each cell serves from its one current version", req.GetCell())
+	ws := make(map[string]uint32, len(req.GetWeights()))
+	for _, w := range req.GetWeights() {
+		ws[w.GetTarget()] = w.GetWeight()
+	}
+	if err := c.SetWeights(ws); err != nil {
+		if errors.Is(err, cell.ErrUnknownVersion) {
+			return nil, status.Error(codes.NotFound, err.Error())
+		}
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	return &pb.SetRouteWeightsResponse{}, nil
+}
+
+// RetireVersion implements pb.HostServer.
+func (s *Server) RetireVersion(_ context.Context, req *pb.RetireVersionRequest) (*pb.RetireVersionResponse, error) {
+	c, err := s.cell(req.GetCell())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.RetireVersion(req.GetSha256()); err != nil {
+		if errors.Is(err, cell.ErrUnknownVersion) {
+			return nil, status.Error(codes.NotFound, err.Error())
+		}
+		return nil, status.Error(codes.FailedPrecondition, err.Error())
+	}
+	return &pb.RetireVersionResponse{}, nil
 }
 
 // EmitSignal implements pb.HostServer.
@@ -139,9 +181,14 @@ func Readings(source string, samples []*pb.Sample) []signals.Reading {
 	return rs
 }
 
-// AddJournalNote implements pb.HostServer. Notes go to the node's log until
-// the decision journal exists.
-func (s *Server) AddJournalNote(_ context.Context, req *pb.AddJournalNoteRequest) (*pb.AddJournalNoteResponse, error) {
-	s.log.Info("journal note", "cell", req.GetCell(), "note", req.GetNote())
+// AddJournalNote implements pb.HostServer.
+func (s *Server) AddJournalNote(ctx context.Context, req *pb.AddJournalNoteRequest) (*pb.AddJournalNoteResponse, error) {
+	if s.notes == nil {
+		s.log.Info("journal note", "cell", req.GetCell(), "note", req.GetNote())
+		return &pb.AddJournalNoteResponse{}, nil
+	}
+	if err := s.notes.Note(ctx, s.plugin, req.GetCell(), req.GetNote()); err != nil {
+		return nil, status.Errorf(codes.Internal, "journal: %v", err)
+	}
 	return &pb.AddJournalNoteResponse{}, nil
 }

@@ -34,7 +34,8 @@ func TestHostService(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := signals.NewStore()
-	h := New("probe", reg, store, log)
+	notes := &noteRecorder{}
+	h := New("probe", reg, store, notes, log)
 
 	cells, err := h.ListCells(ctx, &pb.ListCellsRequest{})
 	if err != nil || len(cells.GetCells()) != 1 || cells.GetCells()[0].GetName() != "app" || cells.GetCells()[0].GetReplicas() != 1 {
@@ -51,8 +52,34 @@ func TestHostService(t *testing.T) {
 	if _, err := h.SpawnReplicas(ctx, &pb.SpawnReplicasRequest{Cell: "nope", Count: 1}); status.Code(err) != codes.NotFound {
 		t.Fatalf("unknown cell: %v", err)
 	}
-	if _, err := h.SetRouteWeights(ctx, &pb.SetRouteWeightsRequest{Cell: "app"}); status.Code(err) != codes.Unimplemented {
+	// Weighted routing: a second version staged beside the first.
+	v2, err := os.ReadFile("../cell/testdata/v2.wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha2, staged, err := reg.Lookup("app").Stage(ctx, v2, "app.wasm")
+	if err != nil || !staged {
+		t.Fatalf("Stage = %v, %v", staged, err)
+	}
+	sha1 := reg.Lookup("app").Info().SHA256
+	if _, err := h.SetRouteWeights(ctx, &pb.SetRouteWeightsRequest{Cell: "app", Weights: []*pb.RouteWeight{{Target: sha2[:12], Weight: 100}, {Target: sha1, Weight: 0}}}); err != nil {
 		t.Fatalf("SetRouteWeights: %v", err)
+	}
+	cells, _ = h.ListCells(ctx, &pb.ListCellsRequest{})
+	if vs := cells.GetCells()[0].GetVersions(); len(vs) != 2 || vs[0].GetSha256() != sha2 || vs[0].GetWeight() != 100 {
+		t.Fatalf("versions after SetRouteWeights = %v", vs)
+	}
+	if _, err := h.SetRouteWeights(ctx, &pb.SetRouteWeightsRequest{Cell: "app", Weights: []*pb.RouteWeight{{Target: "deadbeefdeadbeef", Weight: 1}}}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unknown version: %v", err)
+	}
+	if _, err := h.SetRouteWeights(ctx, &pb.SetRouteWeightsRequest{Cell: "app", Weights: []*pb.RouteWeight{{Target: sha2, Weight: 0}}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("all-zero weights: %v", err)
+	}
+	if _, err := h.RetireVersion(ctx, &pb.RetireVersionRequest{Cell: "app", Sha256: sha1[:8]}); err != nil {
+		t.Fatalf("RetireVersion: %v", err)
+	}
+	if _, err := h.RetireVersion(ctx, &pb.RetireVersionRequest{Cell: "app", Sha256: sha2}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("retiring the last version: %v", err)
 	}
 	if _, err := h.EmitSignal(ctx, &pb.EmitSignalRequest{Samples: []*pb.Sample{{Signal: "probe.value", Value: 42, Labels: map[string]string{"cell": "app"}}}}); err != nil {
 		t.Fatal(err)
@@ -67,4 +94,14 @@ func TestHostService(t *testing.T) {
 	if _, err := h.AddJournalNote(ctx, &pb.AddJournalNoteRequest{Cell: "app", Note: "hi"}); err != nil {
 		t.Fatal(err)
 	}
+	if notes.got != "probe/app/hi" {
+		t.Fatalf("journal note = %q, want probe/app/hi", notes.got)
+	}
+}
+
+type noteRecorder struct{ got string }
+
+func (r *noteRecorder) Note(_ context.Context, plugin, cell, note string) error {
+	r.got = plugin + "/" + cell + "/" + note
+	return nil
 }

@@ -13,14 +13,18 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/celluster/celluster/core/admin"
 	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/cellwatch"
+	"github.com/celluster/celluster/core/dispatch"
 	"github.com/celluster/celluster/core/ingress"
+	"github.com/celluster/celluster/core/journal"
 	"github.com/celluster/celluster/core/pluginhost"
+	"github.com/celluster/celluster/core/reflex"
 	"github.com/celluster/celluster/core/signals"
 	"github.com/celluster/celluster/core/wasm"
 )
@@ -56,6 +60,9 @@ type Config struct {
 	PluginSettings map[string]map[string]string
 	// TelemetryInterval is how often cell signals are published (default 1s).
 	TelemetryInterval time.Duration
+	// UpgradeStepTime is how long each traffic step of an upgrade is
+	// watched (the upgrade verb's default when zero).
+	UpgradeStepTime time.Duration
 	// Version is reported by status.
 	Version string
 	// Logger is the node's log.
@@ -72,6 +79,14 @@ type Node struct {
 	sig      *signals.Store
 	plugins  *pluginhost.Manager
 	httpAddr string
+
+	journal      *journal.Journal
+	engine       *reflex.Engine
+	disp         *dispatch.Dispatcher
+	pluginsReady chan struct{}   // closed once the plugins have started (or failed to)
+	ctx          context.Context // the watcher's; loads and intent parsing use it
+	imu          sync.Mutex
+	intents      map[string]*intentState
 
 	mu      sync.Mutex
 	busy    map[string]bool
@@ -134,6 +149,9 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 		sig:     signals.NewStore(),
 		busy:    map[string]bool{},
 		next:    map[string]cellwatch.Event{},
+		intents: map[string]*intentState{},
+
+		pluginsReady: make(chan struct{}),
 	}, nil
 }
 
@@ -149,6 +167,12 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		hl.Close()
 		return err
 	}
+	if err := n.setupReflex(); err != nil {
+		hl.Close()
+		al.Close()
+		return err
+	}
+	defer n.journal.Close()
 	ing := ingress.New(n.reg, n.log)
 	adm := admin.New(n)
 
@@ -168,6 +192,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 
 	wctx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
+	n.ctx = wctx
 	w := cellwatch.New(n.cfg.CellsDir, n.cfg.Settle, n.log)
 	go func() { errc <- w.Run(wctx, n.submit) }()
 
@@ -189,10 +214,11 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		n.log.Warn("drain incomplete", "err", err)
 	}
 	adm.Stop()
+	n.loading.Wait()
+	n.disp.Close(dctx)
 	if n.plugins != nil {
 		n.plugins.Close()
 	}
-	n.loading.Wait()
 	n.reg.Close(dctx)
 	n.log.Info("stopped")
 	return runErr
@@ -211,7 +237,7 @@ func (n *Node) submit(ev cellwatch.Event) {
 		return
 	}
 	n.busy[ev.Cell] = true
-	if ev.Op == cellwatch.Changed {
+	if ev.Op == cellwatch.Changed && strings.HasSuffix(ev.Path, cellwatch.Ext) {
 		if err := n.reg.Declare(ev.Cell); err != nil {
 			n.log.Error("rejected cell file", "path", ev.Path, "err", err)
 		}
@@ -237,31 +263,79 @@ func (n *Node) process(ev cellwatch.Event) {
 	}
 }
 
+// apply brings one cell in line with the cells directory: its module
+// (first load, or an upgrade staged and handed to the upgrade verb) and its
+// intent (file, embedded section or defaults). Any event for a cell leads
+// here, so events that coalesce lose nothing.
 func (n *Node) apply(ev cellwatch.Event) {
-	ctx := context.Background()
-	if ev.Op == cellwatch.Removed {
-		dctx, cancel := context.WithTimeout(ctx, n.cfg.DrainTimeout)
-		defer cancel()
-		n.reg.Remove(dctx, ev.Cell)
-		return
-	}
+	ctx := n.ctx
 	if err := cell.ValidName(ev.Cell); err != nil {
 		return // reported by submit
 	}
-	src, err := readModule(ev.Path)
+	path := filepath.Join(n.cfg.CellsDir, ev.Cell+cellwatch.Ext)
+	src, err := readModule(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			dctx, cancel := context.WithTimeout(ctx, n.cfg.DrainTimeout)
-			defer cancel()
-			n.reg.Remove(dctx, ev.Cell)
+			n.removeCell(ev.Cell)
 			return
 		}
 		n.reg.Reject(ev.Cell, err)
-		n.log.Error("rejected cell file", "cell", ev.Cell, "path", ev.Path, "err", err)
+		n.log.Error("rejected cell file", "cell", ev.Cell, "path", path, "err", err)
 		return
 	}
-	if err := n.reg.Load(ctx, ev.Cell, src, ev.Path); err != nil {
-		n.log.Error("rejected cell module; previous version, if any, keeps serving", "cell", ev.Cell, "path", ev.Path, "err", err)
+	c := n.reg.Lookup(ev.Cell)
+	if c == nil {
+		if err := n.reg.Declare(ev.Cell); err != nil {
+			return
+		}
+		c = n.reg.Lookup(ev.Cell)
+	}
+	if c.Info().SHA256 == "" {
+		if err := c.Load(ctx, src, path); err != nil {
+			n.log.Error("rejected cell module", "cell", ev.Cell, "path", path, "err", err)
+			return
+		}
+	} else {
+		n.upgrade(ctx, c, src, path)
+	}
+	n.applyIntent(ctx, c, path, src)
+}
+
+// upgrade stages a changed module beside the serving one and dispatches the
+// upgrade verb, which shifts traffic and rolls back if the new version
+// breaks the cell's objectives.
+func (n *Node) upgrade(ctx context.Context, c *cell.Cell, src []byte, path string) {
+	sha, staged, err := c.Stage(ctx, src, path)
+	if err != nil {
+		n.log.Error("rejected cell module; the serving version keeps serving", "cell", c.Name(), "path", path, "err", err)
+		return
+	}
+	if !staged {
+		return
+	}
+	args := []string{sha}
+	n.imu.Lock()
+	if st := n.intents[c.Name()]; st != nil && st.applied != nil {
+		args = append(args, st.applied.UpgradeArgs...)
+	}
+	n.imu.Unlock()
+	if n.cfg.UpgradeStepTime > 0 {
+		args = append(args, "step-time="+n.cfg.UpgradeStepTime.String())
+	}
+	n.disp.Submit(dispatch.Request{Cell: c.Name(), Verb: "upgrade", Args: args, Rule: "module-changed",
+		Origin: "module " + filepath.Base(path) + " replaced (sha256 " + sha[:12] + ")"})
+}
+
+// removeCell drains a cell whose module was removed and journals it.
+func (n *Node) removeCell(name string) {
+	dctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
+	defer cancel()
+	if n.reg.Remove(dctx, name) {
+		n.forgetIntent(name)
+		if _, err := n.journal.Append(journal.Entry{Cell: name, Verb: "decay", Args: []string{"all"}, Rule: "module-removed",
+			Origin: "module " + name + cellwatch.Ext + " removed", Outcome: journal.Done, Message: "cell drained and removed"}); err != nil {
+			n.log.Error("journal", "err", err)
+		}
 	}
 }
 
@@ -296,8 +370,19 @@ func (n *Node) Status() admin.Status {
 	}
 }
 
-// Cells implements admin.Node.
-func (n *Node) Cells() []cell.Info { return n.reg.List() }
+// Cells implements admin.Node; a rejected intent shows in the cell's error.
+func (n *Node) Cells() []cell.Info {
+	infos := n.reg.List()
+	for i := range infos {
+		if ie := n.intentErr(infos[i].Name); ie != "" {
+			if infos[i].Error != "" {
+				infos[i].Error += "; "
+			}
+			infos[i].Error += "intent rejected (the previous one stays in force): " + ie
+		}
+	}
+	return infos
+}
 
 func wazeroVersion() string {
 	if bi, ok := debug.ReadBuildInfo(); ok {

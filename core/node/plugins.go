@@ -17,6 +17,12 @@ import (
 // background; cells serve whether or not any plugin runs. Telemetry batches
 // land in the signal store.
 func (n *Node) startPlugins(ctx context.Context) error {
+	started := false
+	defer func() {
+		if !started {
+			close(n.pluginsReady)
+		}
+	}()
 	var builtins []pluginhost.Spec
 	if len(n.cfg.Builtins) > 0 {
 		exe, err := os.Executable()
@@ -33,13 +39,15 @@ func (n *Node) startPlugins(ctx context.Context) error {
 		Pins:     n.cfg.PluginPins,
 		Settings: n.cfg.PluginSettings,
 		HostFor: func(plugin string) pluginhost.HostService {
-			return hostapi.New(plugin, n.reg, n.sig, n.log)
+			return hostapi.New(plugin, n.reg, n.sig, n, n.log)
 		},
 		Node:   n.cfg.Name,
 		Logger: n.log,
 	})
 	n.plugins.Subscribe(n.onSamples)
+	started = true
 	go func() {
+		defer close(n.pluginsReady)
 		if err := n.plugins.Start(ctx); err != nil {
 			n.log.Error("plugins did not start", "err", err)
 			return

@@ -16,9 +16,13 @@ var cellSignals = []signals.Desc{
 	{Name: "rps", Unit: "1/s", Kind: "rate", Help: "requests finished per second over the last tick"},
 	{Name: "errors.rate", Unit: "percent", Kind: "gauge", Help: "share of the last tick's requests answered 5xx"},
 	{Name: "inflight", Unit: "1", Kind: "gauge", Help: "requests running now"},
-	{Name: "queue", Unit: "1", Kind: "gauge", Help: "requests waiting for a concurrency slot now"},
-	{Name: "replicas", Unit: "1", Kind: "gauge", Help: "live instances"},
-	{Name: "idle", Unit: "seconds", Kind: "gauge", Help: "time since the cell last finished a request (or was loaded)"},
+	{Name: "queue", Unit: "1", Kind: "gauge", Help: "requests waiting for a concurrency slot or a free replica now"},
+	{Name: "replicas", Unit: "1", Kind: "gauge", Help: "live replicas (reactor instances), all versions"},
+	{Name: "idle", Unit: "seconds", Kind: "gauge", Help: "time since the cell last finished a request (or was created)"},
+	{Name: "cpu", Unit: "percent", Kind: "gauge", Help: "share of the replicas' time spent serving requests over the last tick"},
+	{Name: "version.errors.rate", Unit: "percent", Kind: "gauge", Help: "per version (label version), while more than one is routed: share of the last tick's requests answered 5xx"},
+	{Name: "version.latency.p99", Unit: "seconds", Kind: "gauge", Help: "per version, while more than one is routed: 99th percentile latency over the last tick"},
+	{Name: "version.rps", Unit: "1/s", Kind: "rate", Help: "per version, while more than one is routed: requests per second over the last tick"},
 }
 
 // publishCellSignals samples every cell each interval and publishes its
@@ -66,11 +70,27 @@ func (n *Node) sampleCells(now time.Time, dt time.Duration) {
 		add("inflight", float64(in.InFlight))
 		add("queue", float64(in.Queued))
 		add("replicas", float64(in.Replicas))
-		last := in.LastUsed
-		if last.IsZero() {
-			last = in.Updated
+		add("idle", in.Idle.Seconds())
+		busy := 0.0
+		if dt > 0 {
+			busy = 100 * w.Busy.Seconds() / (dt.Seconds() * float64(max(in.Replicas, 1)))
 		}
-		add("idle", now.Sub(last).Seconds())
+		add("cpu", min(busy, 100))
+		for _, vw := range c.TakeVersionWindows() {
+			vl := map[string]string{"cell": in.Name, "version": vw.SHA256[:12]}
+			vadd := func(name string, v float64) {
+				rs = append(rs, signals.Reading{Name: name, Labels: vl, Value: v, Time: now, Source: "core"})
+			}
+			vrate := 0.0
+			if vw.Requests > 0 {
+				vrate = 100 * float64(vw.Errors) / float64(vw.Requests)
+			}
+			vadd("version.errors.rate", vrate)
+			vadd("version.latency.p99", vw.P99.Seconds())
+			if dt > 0 {
+				vadd("version.rps", float64(vw.Requests)/dt.Seconds())
+			}
+		}
 	}
 	if len(rs) > 0 {
 		n.sig.Put(rs...)

@@ -394,14 +394,20 @@ type Cell struct {
 	Queued   int64  `protobuf:"varint,9,opt,name=queued,proto3" json:"queued,omitempty"`
 	Requests uint64 `protobuf:"varint,10,opt,name=requests,proto3" json:"requests,omitempty"`
 	// Requests answered with a 5xx status.
-	Errors        uint64                 `protobuf:"varint,11,opt,name=errors,proto3" json:"errors,omitempty"`
-	P50Ms         float64                `protobuf:"fixed64,12,opt,name=p50_ms,json=p50Ms,proto3" json:"p50_ms,omitempty"`
-	P99Ms         float64                `protobuf:"fixed64,13,opt,name=p99_ms,json=p99Ms,proto3" json:"p99_ms,omitempty"`
-	SizeBytes     int64                  `protobuf:"varint,14,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	Upgrades      int32                  `protobuf:"varint,15,opt,name=upgrades,proto3" json:"upgrades,omitempty"`
-	Updated       *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=updated,proto3" json:"updated,omitempty"`
-	LastUsed      *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=last_used,json=lastUsed,proto3" json:"last_used,omitempty"`
-	Limits        *Limits                `protobuf:"bytes,18,opt,name=limits,proto3" json:"limits,omitempty"`
+	Errors    uint64                 `protobuf:"varint,11,opt,name=errors,proto3" json:"errors,omitempty"`
+	P50Ms     float64                `protobuf:"fixed64,12,opt,name=p50_ms,json=p50Ms,proto3" json:"p50_ms,omitempty"`
+	P99Ms     float64                `protobuf:"fixed64,13,opt,name=p99_ms,json=p99Ms,proto3" json:"p99_ms,omitempty"`
+	SizeBytes int64                  `protobuf:"varint,14,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Upgrades  int32                  `protobuf:"varint,15,opt,name=upgrades,proto3" json:"upgrades,omitempty"`
+	Updated   *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=updated,proto3" json:"updated,omitempty"`
+	LastUsed  *timestamppb.Timestamp `protobuf:"bytes,17,opt,name=last_used,json=lastUsed,proto3" json:"last_used,omitempty"`
+	Limits    *Limits                `protobuf:"bytes,18,opt,name=limits,proto3" json:"limits,omitempty"`
+	// Replica bounds and warm count from the intent.
+	MinReplicas int32 `protobuf:"varint,19,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
+	MaxReplicas int32 `protobuf:"varint,20,opt,name=max_replicas,json=maxReplicas,proto3" json:"max_replicas,omitempty"`
+	Warm        int32 `protobuf:"varint,21,opt,name=warm,proto3" json:"warm,omitempty"`
+	// Versions routed, the primary first.
+	Versions      []*Version `protobuf:"bytes,22,rep,name=versions,proto3" json:"versions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -562,6 +568,126 @@ func (x *Cell) GetLimits() *Limits {
 	return nil
 }
 
+func (x *Cell) GetMinReplicas() int32 {
+	if x != nil {
+		return x.MinReplicas
+	}
+	return 0
+}
+
+func (x *Cell) GetMaxReplicas() int32 {
+	if x != nil {
+		return x.MaxReplicas
+	}
+	return 0
+}
+
+func (x *Cell) GetWarm() int32 {
+	if x != nil {
+		return x.Warm
+	}
+	return 0
+}
+
+func (x *Cell) GetVersions() []*Version {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+type Version struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sha256        string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Weight        uint32                 `protobuf:"varint,3,opt,name=weight,proto3" json:"weight,omitempty"`
+	Replicas      int32                  `protobuf:"varint,4,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	Requests      uint64                 `protobuf:"varint,5,opt,name=requests,proto3" json:"requests,omitempty"`
+	Errors        uint64                 `protobuf:"varint,6,opt,name=errors,proto3" json:"errors,omitempty"`
+	P99Ms         float64                `protobuf:"fixed64,7,opt,name=p99_ms,json=p99Ms,proto3" json:"p99_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Version) Reset() {
+	*x = Version{}
+	mi := &file_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Version) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Version) ProtoMessage() {}
+
+func (x *Version) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Version.ProtoReflect.Descriptor instead.
+func (*Version) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Version) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *Version) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Version) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *Version) GetReplicas() int32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *Version) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *Version) GetErrors() uint64 {
+	if x != nil {
+		return x.Errors
+	}
+	return 0
+}
+
+func (x *Version) GetP99Ms() float64 {
+	if x != nil {
+		return x.P99Ms
+	}
+	return 0
+}
+
 type ListPluginsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -570,7 +696,7 @@ type ListPluginsRequest struct {
 
 func (x *ListPluginsRequest) Reset() {
 	*x = ListPluginsRequest{}
-	mi := &file_admin_proto_msgTypes[6]
+	mi := &file_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -582,7 +708,7 @@ func (x *ListPluginsRequest) String() string {
 func (*ListPluginsRequest) ProtoMessage() {}
 
 func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[6]
+	mi := &file_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -595,7 +721,7 @@ func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsRequest.ProtoReflect.Descriptor instead.
 func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_proto_rawDescGZIP(), []int{7}
 }
 
 type ListPluginsResponse struct {
@@ -607,7 +733,7 @@ type ListPluginsResponse struct {
 
 func (x *ListPluginsResponse) Reset() {
 	*x = ListPluginsResponse{}
-	mi := &file_admin_proto_msgTypes[7]
+	mi := &file_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -619,7 +745,7 @@ func (x *ListPluginsResponse) String() string {
 func (*ListPluginsResponse) ProtoMessage() {}
 
 func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[7]
+	mi := &file_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -632,7 +758,7 @@ func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsResponse.ProtoReflect.Descriptor instead.
 func (*ListPluginsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListPluginsResponse) GetPlugins() []*Plugin {
@@ -668,7 +794,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +806,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +819,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Plugin) GetName() string {
@@ -802,7 +928,7 @@ type ListSignalsRequest struct {
 
 func (x *ListSignalsRequest) Reset() {
 	*x = ListSignalsRequest{}
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +940,7 @@ func (x *ListSignalsRequest) String() string {
 func (*ListSignalsRequest) ProtoMessage() {}
 
 func (x *ListSignalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +953,7 @@ func (x *ListSignalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSignalsRequest.ProtoReflect.Descriptor instead.
 func (*ListSignalsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type ListSignalsResponse struct {
@@ -839,7 +965,7 @@ type ListSignalsResponse struct {
 
 func (x *ListSignalsResponse) Reset() {
 	*x = ListSignalsResponse{}
-	mi := &file_admin_proto_msgTypes[10]
+	mi := &file_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -851,7 +977,7 @@ func (x *ListSignalsResponse) String() string {
 func (*ListSignalsResponse) ProtoMessage() {}
 
 func (x *ListSignalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[10]
+	mi := &file_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -864,7 +990,7 @@ func (x *ListSignalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSignalsResponse.ProtoReflect.Descriptor instead.
 func (*ListSignalsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListSignalsResponse) GetSignals() []*Signal {
@@ -889,7 +1015,7 @@ type Signal struct {
 
 func (x *Signal) Reset() {
 	*x = Signal{}
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1027,7 @@ func (x *Signal) String() string {
 func (*Signal) ProtoMessage() {}
 
 func (x *Signal) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1040,7 @@ func (x *Signal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Signal.ProtoReflect.Descriptor instead.
 func (*Signal) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Signal) GetName() string {
@@ -959,6 +1085,689 @@ func (x *Signal) GetTime() *timestamppb.Timestamp {
 	return nil
 }
 
+type JournalRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Cell filters by cell; empty means all.
+	Cell string `protobuf:"bytes,1,opt,name=cell,proto3" json:"cell,omitempty"`
+	// Limit keeps the newest entries; 0 means all kept.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JournalRequest) Reset() {
+	*x = JournalRequest{}
+	mi := &file_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JournalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JournalRequest) ProtoMessage() {}
+
+func (x *JournalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JournalRequest.ProtoReflect.Descriptor instead.
+func (*JournalRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *JournalRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *JournalRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type JournalResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*JournalEntry        `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JournalResponse) Reset() {
+	*x = JournalResponse{}
+	mi := &file_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JournalResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JournalResponse) ProtoMessage() {}
+
+func (x *JournalResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JournalResponse.ProtoReflect.Descriptor instead.
+func (*JournalResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *JournalResponse) GetEntries() []*JournalEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type SignalValue struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Signal        string                 `protobuf:"bytes,1,opt,name=signal,proto3" json:"signal,omitempty"`
+	Labels        map[string]string      `protobuf:"bytes,2,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Value         float64                `protobuf:"fixed64,3,opt,name=value,proto3" json:"value,omitempty"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignalValue) Reset() {
+	*x = SignalValue{}
+	mi := &file_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignalValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignalValue) ProtoMessage() {}
+
+func (x *SignalValue) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignalValue.ProtoReflect.Descriptor instead.
+func (*SignalValue) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *SignalValue) GetSignal() string {
+	if x != nil {
+		return x.Signal
+	}
+	return ""
+}
+
+func (x *SignalValue) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
+func (x *SignalValue) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
+}
+
+func (x *SignalValue) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+// JournalEntry is one decision of the node.
+type JournalEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Seq   uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	Cell  string                 `protobuf:"bytes,3,opt,name=cell,proto3" json:"cell,omitempty"`
+	Verb  string                 `protobuf:"bytes,4,opt,name=verb,proto3" json:"verb,omitempty"`
+	Args  []string               `protobuf:"bytes,5,rep,name=args,proto3" json:"args,omitempty"`
+	// The rule's name, "manual" or "note".
+	Rule string `protobuf:"bytes,6,opt,name=rule,proto3" json:"rule,omitempty"`
+	// What the rule came from, in words.
+	Origin    string         `protobuf:"bytes,7,opt,name=origin,proto3" json:"origin,omitempty"`
+	Condition string         `protobuf:"bytes,8,opt,name=condition,proto3" json:"condition,omitempty"`
+	Manual    bool           `protobuf:"varint,9,opt,name=manual,proto3" json:"manual,omitempty"`
+	Values    []*SignalValue `protobuf:"bytes,10,rep,name=values,proto3" json:"values,omitempty"`
+	// done, noop, refused, failed, rolled-back, superseded, coalesced or note.
+	Outcome  string               `protobuf:"bytes,11,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Message  string               `protobuf:"bytes,12,opt,name=message,proto3" json:"message,omitempty"`
+	Duration *durationpb.Duration `protobuf:"bytes,13,opt,name=duration,proto3" json:"duration,omitempty"`
+	Plugin   string               `protobuf:"bytes,14,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	// The entry in words.
+	Explanation   string `protobuf:"bytes,15,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JournalEntry) Reset() {
+	*x = JournalEntry{}
+	mi := &file_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JournalEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JournalEntry) ProtoMessage() {}
+
+func (x *JournalEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JournalEntry.ProtoReflect.Descriptor instead.
+func (*JournalEntry) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *JournalEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *JournalEntry) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *JournalEntry) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *JournalEntry) GetVerb() string {
+	if x != nil {
+		return x.Verb
+	}
+	return ""
+}
+
+func (x *JournalEntry) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *JournalEntry) GetRule() string {
+	if x != nil {
+		return x.Rule
+	}
+	return ""
+}
+
+func (x *JournalEntry) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *JournalEntry) GetCondition() string {
+	if x != nil {
+		return x.Condition
+	}
+	return ""
+}
+
+func (x *JournalEntry) GetManual() bool {
+	if x != nil {
+		return x.Manual
+	}
+	return false
+}
+
+func (x *JournalEntry) GetValues() []*SignalValue {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *JournalEntry) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *JournalEntry) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *JournalEntry) GetDuration() *durationpb.Duration {
+	if x != nil {
+		return x.Duration
+	}
+	return nil
+}
+
+func (x *JournalEntry) GetPlugin() string {
+	if x != nil {
+		return x.Plugin
+	}
+	return ""
+}
+
+func (x *JournalEntry) GetExplanation() string {
+	if x != nil {
+		return x.Explanation
+	}
+	return ""
+}
+
+type IntentRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Cell          string                 `protobuf:"bytes,1,opt,name=cell,proto3" json:"cell,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntentRequest) Reset() {
+	*x = IntentRequest{}
+	mi := &file_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntentRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntentRequest) ProtoMessage() {}
+
+func (x *IntentRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntentRequest.ProtoReflect.Descriptor instead.
+func (*IntentRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *IntentRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+type Rule struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The rule as the engine runs it, e.g. "when latency.p99 > 0.02 for 2s then clone 1 cooldown 5s".
+	Text          string                 `protobuf:"bytes,2,opt,name=text,proto3" json:"text,omitempty"`
+	Origin        string                 `protobuf:"bytes,3,opt,name=origin,proto3" json:"origin,omitempty"`
+	Holding       bool                   `protobuf:"varint,4,opt,name=holding,proto3" json:"holding,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	LastFired     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_fired,json=lastFired,proto3" json:"last_fired,omitempty"`
+	QuietUntil    *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=quiet_until,json=quietUntil,proto3" json:"quiet_until,omitempty"`
+	LastValue     float64                `protobuf:"fixed64,8,opt,name=last_value,json=lastValue,proto3" json:"last_value,omitempty"`
+	LastSeen      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rule) Reset() {
+	*x = Rule{}
+	mi := &file_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rule) ProtoMessage() {}
+
+func (x *Rule) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rule.ProtoReflect.Descriptor instead.
+func (*Rule) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Rule) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Rule) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *Rule) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *Rule) GetHolding() bool {
+	if x != nil {
+		return x.Holding
+	}
+	return false
+}
+
+func (x *Rule) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Rule) GetLastFired() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFired
+	}
+	return nil
+}
+
+func (x *Rule) GetQuietUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.QuietUntil
+	}
+	return nil
+}
+
+func (x *Rule) GetLastValue() float64 {
+	if x != nil {
+		return x.LastValue
+	}
+	return 0
+}
+
+func (x *Rule) GetLastSeen() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSeen
+	}
+	return nil
+}
+
+type IntentResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cell  string                 `protobuf:"bytes,1,opt,name=cell,proto3" json:"cell,omitempty"`
+	// "file", "module" or "default".
+	Origin string `protobuf:"bytes,2,opt,name=origin,proto3" json:"origin,omitempty"`
+	// Where it was read from.
+	Source         string                 `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	Text           string                 `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	Parser         string                 `protobuf:"bytes,5,opt,name=parser,proto3" json:"parser,omitempty"`
+	Applied        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=applied,proto3" json:"applied,omitempty"`
+	MinReplicas    int32                  `protobuf:"varint,7,opt,name=min_replicas,json=minReplicas,proto3" json:"min_replicas,omitempty"`
+	MaxReplicas    int32                  `protobuf:"varint,8,opt,name=max_replicas,json=maxReplicas,proto3" json:"max_replicas,omitempty"`
+	Warm           int32                  `protobuf:"varint,9,opt,name=warm,proto3" json:"warm,omitempty"`
+	DecayAfterIdle *durationpb.Duration   `protobuf:"bytes,10,opt,name=decay_after_idle,json=decayAfterIdle,proto3" json:"decay_after_idle,omitempty"`
+	UpgradeArgs    []string               `protobuf:"bytes,11,rep,name=upgrade_args,json=upgradeArgs,proto3" json:"upgrade_args,omitempty"`
+	Rules          []*Rule                `protobuf:"bytes,12,rep,name=rules,proto3" json:"rules,omitempty"`
+	// The last rejected intent's diagnostics; the intent shown stays in force.
+	Error         string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IntentResponse) Reset() {
+	*x = IntentResponse{}
+	mi := &file_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IntentResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IntentResponse) ProtoMessage() {}
+
+func (x *IntentResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IntentResponse.ProtoReflect.Descriptor instead.
+func (*IntentResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *IntentResponse) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *IntentResponse) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *IntentResponse) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *IntentResponse) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
+func (x *IntentResponse) GetParser() string {
+	if x != nil {
+		return x.Parser
+	}
+	return ""
+}
+
+func (x *IntentResponse) GetApplied() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Applied
+	}
+	return nil
+}
+
+func (x *IntentResponse) GetMinReplicas() int32 {
+	if x != nil {
+		return x.MinReplicas
+	}
+	return 0
+}
+
+func (x *IntentResponse) GetMaxReplicas() int32 {
+	if x != nil {
+		return x.MaxReplicas
+	}
+	return 0
+}
+
+func (x *IntentResponse) GetWarm() int32 {
+	if x != nil {
+		return x.Warm
+	}
+	return 0
+}
+
+func (x *IntentResponse) GetDecayAfterIdle() *durationpb.Duration {
+	if x != nil {
+		return x.DecayAfterIdle
+	}
+	return nil
+}
+
+func (x *IntentResponse) GetUpgradeArgs() []string {
+	if x != nil {
+		return x.UpgradeArgs
+	}
+	return nil
+}
+
+func (x *IntentResponse) GetRules() []*Rule {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *IntentResponse) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+type VerbRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Verb          string                 `protobuf:"bytes,1,opt,name=verb,proto3" json:"verb,omitempty"`
+	Cell          string                 `protobuf:"bytes,2,opt,name=cell,proto3" json:"cell,omitempty"`
+	Args          []string               `protobuf:"bytes,3,rep,name=args,proto3" json:"args,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerbRequest) Reset() {
+	*x = VerbRequest{}
+	mi := &file_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerbRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerbRequest) ProtoMessage() {}
+
+func (x *VerbRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerbRequest.ProtoReflect.Descriptor instead.
+func (*VerbRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *VerbRequest) GetVerb() string {
+	if x != nil {
+		return x.Verb
+	}
+	return ""
+}
+
+func (x *VerbRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *VerbRequest) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
 var File_admin_proto protoreflect.FileDescriptor
 
 const file_admin_proto_rawDesc = "" +
@@ -990,7 +1799,7 @@ const file_admin_proto_rawDesc = "" +
 	"\x04warm\x18\a \x01(\x05R\x04warm\"\x12\n" +
 	"\x10ListCellsRequest\"C\n" +
 	"\x11ListCellsResponse\x12.\n" +
-	"\x05cells\x18\x01 \x03(\v2\x18.celluster.admin.v1.CellR\x05cells\"\x99\x04\n" +
+	"\x05cells\x18\x01 \x03(\v2\x18.celluster.admin.v1.CellR\x05cells\"\xac\x05\n" +
 	"\x04Cell\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x10\n" +
@@ -1011,7 +1820,19 @@ const file_admin_proto_rawDesc = "" +
 	"\bupgrades\x18\x0f \x01(\x05R\bupgrades\x124\n" +
 	"\aupdated\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x127\n" +
 	"\tlast_used\x18\x11 \x01(\v2\x1a.google.protobuf.TimestampR\blastUsed\x122\n" +
-	"\x06limits\x18\x12 \x01(\v2\x1a.celluster.admin.v1.LimitsR\x06limits\"\x14\n" +
+	"\x06limits\x18\x12 \x01(\v2\x1a.celluster.admin.v1.LimitsR\x06limits\x12!\n" +
+	"\fmin_replicas\x18\x13 \x01(\x05R\vminReplicas\x12!\n" +
+	"\fmax_replicas\x18\x14 \x01(\x05R\vmaxReplicas\x12\x12\n" +
+	"\x04warm\x18\x15 \x01(\x05R\x04warm\x127\n" +
+	"\bversions\x18\x16 \x03(\v2\x1b.celluster.admin.v1.VersionR\bversions\"\xb8\x01\n" +
+	"\aVersion\x12\x16\n" +
+	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
+	"\x06weight\x18\x03 \x01(\rR\x06weight\x12\x1a\n" +
+	"\breplicas\x18\x04 \x01(\x05R\breplicas\x12\x1a\n" +
+	"\brequests\x18\x05 \x01(\x04R\brequests\x12\x16\n" +
+	"\x06errors\x18\x06 \x01(\x04R\x06errors\x12\x15\n" +
+	"\x06p99_ms\x18\a \x01(\x01R\x05p99Ms\"\x14\n" +
 	"\x12ListPluginsRequest\"K\n" +
 	"\x13ListPluginsResponse\x124\n" +
 	"\aplugins\x18\x01 \x03(\v2\x1a.celluster.admin.v1.PluginR\aplugins\"\xd5\x02\n" +
@@ -1046,12 +1867,79 @@ const file_admin_proto_rawDesc = "" +
 	"\x04time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xf2\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\":\n" +
+	"\x0eJournalRequest\x12\x12\n" +
+	"\x04cell\x18\x01 \x01(\tR\x04cell\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"M\n" +
+	"\x0fJournalResponse\x12:\n" +
+	"\aentries\x18\x01 \x03(\v2 .celluster.admin.v1.JournalEntryR\aentries\"\xeb\x01\n" +
+	"\vSignalValue\x12\x16\n" +
+	"\x06signal\x18\x01 \x01(\tR\x06signal\x12C\n" +
+	"\x06labels\x18\x02 \x03(\v2+.celluster.admin.v1.SignalValue.LabelsEntryR\x06labels\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\x01R\x05value\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x03\n" +
+	"\fJournalEntry\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04cell\x18\x03 \x01(\tR\x04cell\x12\x12\n" +
+	"\x04verb\x18\x04 \x01(\tR\x04verb\x12\x12\n" +
+	"\x04args\x18\x05 \x03(\tR\x04args\x12\x12\n" +
+	"\x04rule\x18\x06 \x01(\tR\x04rule\x12\x16\n" +
+	"\x06origin\x18\a \x01(\tR\x06origin\x12\x1c\n" +
+	"\tcondition\x18\b \x01(\tR\tcondition\x12\x16\n" +
+	"\x06manual\x18\t \x01(\bR\x06manual\x127\n" +
+	"\x06values\x18\n" +
+	" \x03(\v2\x1f.celluster.admin.v1.SignalValueR\x06values\x12\x18\n" +
+	"\aoutcome\x18\v \x01(\tR\aoutcome\x12\x18\n" +
+	"\amessage\x18\f \x01(\tR\amessage\x125\n" +
+	"\bduration\x18\r \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x16\n" +
+	"\x06plugin\x18\x0e \x01(\tR\x06plugin\x12 \n" +
+	"\vexplanation\x18\x0f \x01(\tR\vexplanation\"#\n" +
+	"\rIntentRequest\x12\x12\n" +
+	"\x04cell\x18\x01 \x01(\tR\x04cell\"\xe2\x02\n" +
+	"\x04Rule\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04text\x18\x02 \x01(\tR\x04text\x12\x16\n" +
+	"\x06origin\x18\x03 \x01(\tR\x06origin\x12\x18\n" +
+	"\aholding\x18\x04 \x01(\bR\aholding\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x129\n" +
+	"\n" +
+	"last_fired\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tlastFired\x12;\n" +
+	"\vquiet_until\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"quietUntil\x12\x1d\n" +
+	"\n" +
+	"last_value\x18\b \x01(\x01R\tlastValue\x127\n" +
+	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xbe\x03\n" +
+	"\x0eIntentResponse\x12\x12\n" +
+	"\x04cell\x18\x01 \x01(\tR\x04cell\x12\x16\n" +
+	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\x12\x12\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\x12\x16\n" +
+	"\x06parser\x18\x05 \x01(\tR\x06parser\x124\n" +
+	"\aapplied\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\aapplied\x12!\n" +
+	"\fmin_replicas\x18\a \x01(\x05R\vminReplicas\x12!\n" +
+	"\fmax_replicas\x18\b \x01(\x05R\vmaxReplicas\x12\x12\n" +
+	"\x04warm\x18\t \x01(\x05R\x04warm\x12C\n" +
+	"\x10decay_after_idle\x18\n" +
+	" \x01(\v2\x19.google.protobuf.DurationR\x0edecayAfterIdle\x12!\n" +
+	"\fupgrade_args\x18\v \x03(\tR\vupgradeArgs\x12.\n" +
+	"\x05rules\x18\f \x03(\v2\x18.celluster.admin.v1.RuleR\x05rules\x12\x14\n" +
+	"\x05error\x18\r \x01(\tR\x05error\"I\n" +
+	"\vVerbRequest\x12\x12\n" +
+	"\x04verb\x18\x01 \x01(\tR\x04verb\x12\x12\n" +
+	"\x04cell\x18\x02 \x01(\tR\x04cell\x12\x12\n" +
+	"\x04args\x18\x03 \x03(\tR\x04args2\xe2\x04\n" +
 	"\x05Admin\x12O\n" +
 	"\x06Status\x12!.celluster.admin.v1.StatusRequest\x1a\".celluster.admin.v1.StatusResponse\x12X\n" +
 	"\tListCells\x12$.celluster.admin.v1.ListCellsRequest\x1a%.celluster.admin.v1.ListCellsResponse\x12^\n" +
 	"\vListPlugins\x12&.celluster.admin.v1.ListPluginsRequest\x1a'.celluster.admin.v1.ListPluginsResponse\x12^\n" +
-	"\vListSignals\x12&.celluster.admin.v1.ListSignalsRequest\x1a'.celluster.admin.v1.ListSignalsResponseB3Z1github.com/celluster/celluster/core/admin/adminpbb\x06proto3"
+	"\vListSignals\x12&.celluster.admin.v1.ListSignalsRequest\x1a'.celluster.admin.v1.ListSignalsResponse\x12R\n" +
+	"\aJournal\x12\".celluster.admin.v1.JournalRequest\x1a#.celluster.admin.v1.JournalResponse\x12O\n" +
+	"\x06Intent\x12!.celluster.admin.v1.IntentRequest\x1a\".celluster.admin.v1.IntentResponse\x12I\n" +
+	"\x04Verb\x12\x1f.celluster.admin.v1.VerbRequest\x1a .celluster.admin.v1.JournalEntryB3Z1github.com/celluster/celluster/core/admin/adminpbb\x06proto3"
 
 var (
 	file_admin_proto_rawDescOnce sync.Once
@@ -1065,7 +1953,7 @@ func file_admin_proto_rawDescGZIP() []byte {
 	return file_admin_proto_rawDescData
 }
 
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_admin_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: celluster.admin.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: celluster.admin.v1.StatusResponse
@@ -1073,42 +1961,72 @@ var file_admin_proto_goTypes = []any{
 	(*ListCellsRequest)(nil),      // 3: celluster.admin.v1.ListCellsRequest
 	(*ListCellsResponse)(nil),     // 4: celluster.admin.v1.ListCellsResponse
 	(*Cell)(nil),                  // 5: celluster.admin.v1.Cell
-	(*ListPluginsRequest)(nil),    // 6: celluster.admin.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),   // 7: celluster.admin.v1.ListPluginsResponse
-	(*Plugin)(nil),                // 8: celluster.admin.v1.Plugin
-	(*ListSignalsRequest)(nil),    // 9: celluster.admin.v1.ListSignalsRequest
-	(*ListSignalsResponse)(nil),   // 10: celluster.admin.v1.ListSignalsResponse
-	(*Signal)(nil),                // 11: celluster.admin.v1.Signal
-	nil,                           // 12: celluster.admin.v1.Signal.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*Version)(nil),               // 6: celluster.admin.v1.Version
+	(*ListPluginsRequest)(nil),    // 7: celluster.admin.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),   // 8: celluster.admin.v1.ListPluginsResponse
+	(*Plugin)(nil),                // 9: celluster.admin.v1.Plugin
+	(*ListSignalsRequest)(nil),    // 10: celluster.admin.v1.ListSignalsRequest
+	(*ListSignalsResponse)(nil),   // 11: celluster.admin.v1.ListSignalsResponse
+	(*Signal)(nil),                // 12: celluster.admin.v1.Signal
+	(*JournalRequest)(nil),        // 13: celluster.admin.v1.JournalRequest
+	(*JournalResponse)(nil),       // 14: celluster.admin.v1.JournalResponse
+	(*SignalValue)(nil),           // 15: celluster.admin.v1.SignalValue
+	(*JournalEntry)(nil),          // 16: celluster.admin.v1.JournalEntry
+	(*IntentRequest)(nil),         // 17: celluster.admin.v1.IntentRequest
+	(*Rule)(nil),                  // 18: celluster.admin.v1.Rule
+	(*IntentResponse)(nil),        // 19: celluster.admin.v1.IntentResponse
+	(*VerbRequest)(nil),           // 20: celluster.admin.v1.VerbRequest
+	nil,                           // 21: celluster.admin.v1.Signal.LabelsEntry
+	nil,                           // 22: celluster.admin.v1.SignalValue.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
 }
 var file_admin_proto_depIdxs = []int32{
-	13, // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
+	23, // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
 	2,  // 1: celluster.admin.v1.StatusResponse.default_limits:type_name -> celluster.admin.v1.Limits
-	14, // 2: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
-	14, // 3: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
+	24, // 2: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
+	24, // 3: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
 	5,  // 4: celluster.admin.v1.ListCellsResponse.cells:type_name -> celluster.admin.v1.Cell
-	13, // 5: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
-	13, // 6: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
+	23, // 5: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
+	23, // 6: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
 	2,  // 7: celluster.admin.v1.Cell.limits:type_name -> celluster.admin.v1.Limits
-	8,  // 8: celluster.admin.v1.ListPluginsResponse.plugins:type_name -> celluster.admin.v1.Plugin
-	11, // 9: celluster.admin.v1.ListSignalsResponse.signals:type_name -> celluster.admin.v1.Signal
-	12, // 10: celluster.admin.v1.Signal.labels:type_name -> celluster.admin.v1.Signal.LabelsEntry
-	13, // 11: celluster.admin.v1.Signal.time:type_name -> google.protobuf.Timestamp
-	0,  // 12: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
-	3,  // 13: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
-	6,  // 14: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
-	9,  // 15: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
-	1,  // 16: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
-	4,  // 17: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
-	7,  // 18: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
-	10, // 19: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
-	16, // [16:20] is the sub-list for method output_type
-	12, // [12:16] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	6,  // 8: celluster.admin.v1.Cell.versions:type_name -> celluster.admin.v1.Version
+	9,  // 9: celluster.admin.v1.ListPluginsResponse.plugins:type_name -> celluster.admin.v1.Plugin
+	12, // 10: celluster.admin.v1.ListSignalsResponse.signals:type_name -> celluster.admin.v1.Signal
+	21, // 11: celluster.admin.v1.Signal.labels:type_name -> celluster.admin.v1.Signal.LabelsEntry
+	23, // 12: celluster.admin.v1.Signal.time:type_name -> google.protobuf.Timestamp
+	16, // 13: celluster.admin.v1.JournalResponse.entries:type_name -> celluster.admin.v1.JournalEntry
+	22, // 14: celluster.admin.v1.SignalValue.labels:type_name -> celluster.admin.v1.SignalValue.LabelsEntry
+	23, // 15: celluster.admin.v1.SignalValue.time:type_name -> google.protobuf.Timestamp
+	23, // 16: celluster.admin.v1.JournalEntry.time:type_name -> google.protobuf.Timestamp
+	15, // 17: celluster.admin.v1.JournalEntry.values:type_name -> celluster.admin.v1.SignalValue
+	24, // 18: celluster.admin.v1.JournalEntry.duration:type_name -> google.protobuf.Duration
+	23, // 19: celluster.admin.v1.Rule.since:type_name -> google.protobuf.Timestamp
+	23, // 20: celluster.admin.v1.Rule.last_fired:type_name -> google.protobuf.Timestamp
+	23, // 21: celluster.admin.v1.Rule.quiet_until:type_name -> google.protobuf.Timestamp
+	23, // 22: celluster.admin.v1.Rule.last_seen:type_name -> google.protobuf.Timestamp
+	23, // 23: celluster.admin.v1.IntentResponse.applied:type_name -> google.protobuf.Timestamp
+	24, // 24: celluster.admin.v1.IntentResponse.decay_after_idle:type_name -> google.protobuf.Duration
+	18, // 25: celluster.admin.v1.IntentResponse.rules:type_name -> celluster.admin.v1.Rule
+	0,  // 26: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
+	3,  // 27: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
+	7,  // 28: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
+	10, // 29: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
+	13, // 30: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
+	17, // 31: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
+	20, // 32: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
+	1,  // 33: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
+	4,  // 34: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
+	8,  // 35: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
+	11, // 36: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
+	14, // 37: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
+	19, // 38: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
+	16, // 39: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
+	33, // [33:40] is the sub-list for method output_type
+	26, // [26:33] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -1122,7 +2040,7 @@ func file_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,9 @@ const (
 	Admin_ListCells_FullMethodName   = "/celluster.admin.v1.Admin/ListCells"
 	Admin_ListPlugins_FullMethodName = "/celluster.admin.v1.Admin/ListPlugins"
 	Admin_ListSignals_FullMethodName = "/celluster.admin.v1.Admin/ListSignals"
+	Admin_Journal_FullMethodName     = "/celluster.admin.v1.Admin/Journal"
+	Admin_Intent_FullMethodName      = "/celluster.admin.v1.Admin/Intent"
+	Admin_Verb_FullMethodName        = "/celluster.admin.v1.Admin/Verb"
 )
 
 // AdminClient is the client API for Admin service.
@@ -42,6 +45,13 @@ type AdminClient interface {
 	ListPlugins(ctx context.Context, in *ListPluginsRequest, opts ...grpc.CallOption) (*ListPluginsResponse, error)
 	// ListSignals lists every live signal with its source and latest value.
 	ListSignals(ctx context.Context, in *ListSignalsRequest, opts ...grpc.CallOption) (*ListSignalsResponse, error)
+	// Journal returns decision journal entries, oldest first.
+	Journal(ctx context.Context, in *JournalRequest, opts ...grpc.CallOption) (*JournalResponse, error)
+	// Intent returns the intent a cell runs on and its compiled rules.
+	Intent(ctx context.Context, in *IntentRequest, opts ...grpc.CallOption) (*IntentResponse, error)
+	// Verb runs a verb by hand through the dispatch loop and returns its
+	// journal entry.
+	Verb(ctx context.Context, in *VerbRequest, opts ...grpc.CallOption) (*JournalEntry, error)
 }
 
 type adminClient struct {
@@ -92,6 +102,36 @@ func (c *adminClient) ListSignals(ctx context.Context, in *ListSignalsRequest, o
 	return out, nil
 }
 
+func (c *adminClient) Journal(ctx context.Context, in *JournalRequest, opts ...grpc.CallOption) (*JournalResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JournalResponse)
+	err := c.cc.Invoke(ctx, Admin_Journal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Intent(ctx context.Context, in *IntentRequest, opts ...grpc.CallOption) (*IntentResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IntentResponse)
+	err := c.cc.Invoke(ctx, Admin_Intent_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Verb(ctx context.Context, in *VerbRequest, opts ...grpc.CallOption) (*JournalEntry, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(JournalEntry)
+	err := c.cc.Invoke(ctx, Admin_Verb_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -106,6 +146,13 @@ type AdminServer interface {
 	ListPlugins(context.Context, *ListPluginsRequest) (*ListPluginsResponse, error)
 	// ListSignals lists every live signal with its source and latest value.
 	ListSignals(context.Context, *ListSignalsRequest) (*ListSignalsResponse, error)
+	// Journal returns decision journal entries, oldest first.
+	Journal(context.Context, *JournalRequest) (*JournalResponse, error)
+	// Intent returns the intent a cell runs on and its compiled rules.
+	Intent(context.Context, *IntentRequest) (*IntentResponse, error)
+	// Verb runs a verb by hand through the dispatch loop and returns its
+	// journal entry.
+	Verb(context.Context, *VerbRequest) (*JournalEntry, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -127,6 +174,15 @@ func (UnimplementedAdminServer) ListPlugins(context.Context, *ListPluginsRequest
 }
 func (UnimplementedAdminServer) ListSignals(context.Context, *ListSignalsRequest) (*ListSignalsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListSignals not implemented")
+}
+func (UnimplementedAdminServer) Journal(context.Context, *JournalRequest) (*JournalResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Journal not implemented")
+}
+func (UnimplementedAdminServer) Intent(context.Context, *IntentRequest) (*IntentResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Intent not implemented")
+}
+func (UnimplementedAdminServer) Verb(context.Context, *VerbRequest) (*JournalEntry, error) {
+	return nil, status.Error(codes.Unimplemented, "method Verb not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -221,6 +277,60 @@ func _Admin_ListSignals_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Journal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(JournalRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Journal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Journal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Journal(ctx, req.(*JournalRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Intent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IntentRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Intent(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Intent_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Intent(ctx, req.(*IntentRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Verb_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerbRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Verb(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Verb_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Verb(ctx, req.(*VerbRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -243,6 +353,18 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListSignals",
 			Handler:    _Admin_ListSignals_Handler,
+		},
+		{
+			MethodName: "Journal",
+			Handler:    _Admin_Journal_Handler,
+		},
+		{
+			MethodName: "Intent",
+			Handler:    _Admin_Intent_Handler,
+		},
+		{
+			MethodName: "Verb",
+			Handler:    _Admin_Verb_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,110 @@
+package verbs
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/celluster/celluster/sdk/plugin"
+)
+
+// commandABI is the ABI of cells that run a fresh instance per request.
+const commandABI = "command"
+
+// spawn brings the cell's live replicas up to max(Warm, MinReplicas),
+// capped at MaxReplicas.
+func spawn(ctx context.Context, host plugin.Host, c plugin.CellState, args []string) plugin.VerbResult {
+	if len(args) > 0 {
+		return badArg(spawnForm, args[0], "spawn takes no arguments")
+	}
+	if c.ABI == commandABI {
+		return noop("command cell: each request runs a fresh instance, so it keeps no replicas")
+	}
+	bounds := fmt.Sprintf("warm %d, min %d", c.Warm, c.MinReplicas)
+	want := max(c.Warm, c.MinReplicas)
+	if c.MaxReplicas > 0 {
+		want = min(want, c.MaxReplicas)
+	}
+	if c.Replicas >= want {
+		return noop("already %d live, %s", c.Replicas, bounds)
+	}
+	n, err := host.SpawnReplicas(ctx, c.Name, want-c.Replicas)
+	if err != nil {
+		return failed("spawning %s for cell %s (%d live): %v", plural(want-c.Replicas, "replica"), c.Name, c.Replicas, err)
+	}
+	if n <= c.Replicas {
+		return noop("the host spawned none: %d live, %s", n, bounds)
+	}
+	return done("spawned %s: %d -> %d live (%s)", plural(n-c.Replicas, "replica"), c.Replicas, n, bounds)
+}
+
+// clone adds N replicas (default 1), no more than MaxReplicas allows.
+func clone(ctx context.Context, host plugin.Host, c plugin.CellState, args []string) plugin.VerbResult {
+	n := 1
+	switch {
+	case len(args) > 0 && args[0] == "on":
+		return badArg(cloneForm, "on", "placement onto other nodes (clone [N] on NODE) is not available yet")
+	case len(args) > 1:
+		return badArg(cloneForm, args[1], "too many arguments")
+	case len(args) == 1:
+		var err error
+		if n, err = parseCount(args[0]); err != nil {
+			return badArg(cloneForm, args[0], "%v", err)
+		}
+	}
+	if c.ABI == commandABI {
+		return noop("command cell: each request runs a fresh instance, so it keeps no replicas")
+	}
+	bound := "no max"
+	ask := n
+	if c.MaxReplicas > 0 {
+		bound = fmt.Sprintf("max %d", c.MaxReplicas)
+		if c.Replicas >= c.MaxReplicas {
+			return noop("at max replicas %d (%d live)", c.MaxReplicas, c.Replicas)
+		}
+		ask = min(n, c.MaxReplicas-c.Replicas)
+	}
+	after, err := host.SpawnReplicas(ctx, c.Name, ask)
+	if err != nil {
+		return failed("spawning %s for cell %s (%d live): %v", plural(ask, "replica"), c.Name, c.Replicas, err)
+	}
+	got := after - c.Replicas
+	switch {
+	case got <= 0:
+		return noop("the host spawned none: %d live (%s)", after, bound)
+	case got < n:
+		return done("spawned %d of %s: %d -> %d live (%s)", got, plural(n, "replica"), c.Replicas, after, bound)
+	}
+	return done("spawned %s: %d -> %d live (%s)", plural(got, "replica"), c.Replicas, after, bound)
+}
+
+// decay drains N replicas (default 1) or all of them; the host decides how
+// far down the cell may go.
+func decay(ctx context.Context, host plugin.Host, c plugin.CellState, args []string) plugin.VerbResult {
+	n := 1
+	switch {
+	case len(args) > 1:
+		return badArg(decayForm, args[1], "too many arguments")
+	case len(args) == 1 && args[0] == "all":
+		n = c.Replicas
+	case len(args) == 1:
+		var err error
+		if n, err = parseCount(args[0]); err != nil {
+			return badArg(decayForm, args[0], "%v", err)
+		}
+	}
+	if c.Replicas == 0 {
+		return noop("nothing to drain: 0 live")
+	}
+	after, err := host.DrainReplicas(ctx, c.Name, n)
+	if err != nil {
+		return failed("draining %s of cell %s (%d live): %v", plural(n, "replica"), c.Name, c.Replicas, err)
+	}
+	got := c.Replicas - after
+	switch {
+	case got <= 0:
+		return noop("nothing to drain: %d live, min %d", after, c.MinReplicas)
+	case got < n:
+		return done("drained %d of %s: %d -> %d live (min %d)", got, plural(n, "replica"), c.Replicas, after, c.MinReplicas)
+	}
+	return done("drained %s: %d -> %d live", plural(got, "replica"), c.Replicas, after)
+}
