@@ -199,3 +199,77 @@ func BenchmarkServe(b *testing.B) {
 		})
 	}
 }
+
+// serveOnce runs one request through the cell in process and fails the
+// benchmark on anything but 200.
+func serveOnce(b *testing.B, c *Cell, path string) {
+	rec := httptest.NewRecorder()
+	c.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	if rec.Code != 200 {
+		b.Fatalf("GET %s: %d %s", path, rec.Code, rec.Body)
+	}
+}
+
+// BenchmarkReplicaFirstRequest: a load step, as the clone verb answers it —
+// the time from asking the cell for one more replica of the Go hello cell to
+// that new replica having served its first request (aim ≤ 20 ms). Peer in
+// the same run: a request to an already warm replica.
+func BenchmarkReplicaFirstRequest(b *testing.B) {
+	reg := benchRegistry(b, Limits{Concurrency: 64}, "hello")
+	c := reg.Lookup("hello")
+	if err := c.SetPolicy(Policy{Min: 1, Max: 64, Warm: 1}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.Run("clone", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := c.SpawnReplicas(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+			// The pool hands out the newest idle replica first: this
+			// request is the new replica's first.
+			serveOnce(b, c, "/hello")
+			b.StopTimer()
+			if _, err := c.DrainReplicas(ctx, 1); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+		b.ReportMetric(perOp(b, time.Millisecond), "ms/replica")
+	})
+	b.Run("warm", func(b *testing.B) {
+		for b.Loop() {
+			serveOnce(b, c, "/hello")
+		}
+		b.ReportMetric(perOp(b, time.Millisecond), "ms/replica")
+	})
+}
+
+// BenchmarkScaleFromZero: the first request to a Go hello cell decayed to
+// zero replicas (compiled module kept): it waits for a replica to start and
+// is served (aim ≤ 15 ms). Peer in the same run: a request to a warm cell.
+func BenchmarkScaleFromZero(b *testing.B) {
+	reg := benchRegistry(b, Limits{}, "hello")
+	c := reg.Lookup("hello")
+	if err := c.SetPolicy(Policy{Min: 1, Max: 8, Warm: 1, DecayIdle: time.Nanosecond}); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.Run("from-zero", func(b *testing.B) {
+		for b.Loop() {
+			b.StopTimer()
+			if live, err := c.DrainReplicas(ctx, 100); err != nil || live != 0 {
+				b.Fatalf("decay to zero: %d live, %v", live, err)
+			}
+			b.StartTimer()
+			serveOnce(b, c, "/hello")
+		}
+		b.ReportMetric(perOp(b, time.Millisecond), "ms/request")
+	})
+	b.Run("warm", func(b *testing.B) {
+		for b.Loop() {
+			serveOnce(b, c, "/hello")
+		}
+		b.ReportMetric(perOp(b, time.Millisecond), "ms/request")
+	})
+}
