@@ -406,4 +406,3 @@ func TestEmbeddedIntent(t *testing.T) {
 	}
 	eventually(t, "two replicas", func() bool { return n.listCells()["hello"].Replicas == 2 })
 }
-
