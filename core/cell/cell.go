@@ -697,3 +697,10 @@ func (c *Cell) TakeVersionWindows() []VersionWindow {
 	}
 	return out
 }
+
+// LatencyBuckets returns the cell's request latencies since it was created
+// as cumulative counts at or below each of LatencyBounds (seconds), their
+// sum in seconds and their count: a Prometheus histogram.
+func (c *Cell) LatencyBuckets() (counts []uint64, sum float64, count uint64) {
+	return c.stats.buckets.cumulative()
+}

@@ -770,3 +770,17 @@ func TestVersionChangesUnderConcurrentRequests(t *testing.T) {
 		t.Fatalf("after the changes: %d %q", code, body)
 	}
 }
+
+func TestLatencyBuckets(t *testing.T) {
+	var b bucketCounts
+	for _, d := range []time.Duration{100 * time.Microsecond, 3 * time.Millisecond, 3 * time.Millisecond, 20 * time.Second} {
+		b.record(d)
+	}
+	counts, sum, count := b.cumulative()
+	if count != 4 || counts[0] != 1 || counts[2] != 1 || counts[3] != 3 || counts[len(counts)-1] != 3 {
+		t.Fatalf("counts %v count %d", counts, count)
+	}
+	if want := (20*time.Second + 6100*time.Microsecond).Seconds(); sum < want-1e-9 || sum > want+1e-9 {
+		t.Fatalf("sum %v, want %v", sum, want)
+	}
+}

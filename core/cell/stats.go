@@ -16,6 +16,7 @@ type stats struct {
 	inflight atomic.Int64
 	queued   atomic.Int64
 	lastReq  atomic.Int64 // unix nanos
+	buckets  bucketCounts
 
 	mu    sync.Mutex
 	hist  *hdrhistogram.Histogram // since the cell was created
@@ -41,6 +42,7 @@ func (s *stats) record(d time.Duration, status int) {
 		s.errors.Add(1)
 	}
 	s.lastReq.Store(time.Now().UnixNano())
+	s.buckets.record(d)
 	us := d.Microseconds()
 	if us < 1 {
 		us = 1
@@ -91,4 +93,39 @@ func (s *stats) quantiles() (p50, p99 time.Duration) {
 	}
 	return time.Duration(s.hist.ValueAtQuantile(50)) * time.Microsecond,
 		time.Duration(s.hist.ValueAtQuantile(99)) * time.Microsecond
+}
+
+// LatencyBounds are the upper bounds, in seconds, of the buckets
+// LatencyBuckets counts requests in.
+var LatencyBounds = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// bucketCounts counts requests per latency bucket (the last one: above the
+// largest bound) and sums their durations, lock-free.
+type bucketCounts struct {
+	n     [15]atomic.Uint64
+	sumNs atomic.Int64
+}
+
+func (b *bucketCounts) record(d time.Duration) {
+	s := d.Seconds()
+	i := 0
+	for i < len(LatencyBounds) && s > LatencyBounds[i] {
+		i++
+	}
+	b.n[i].Add(1)
+	b.sumNs.Add(int64(d))
+}
+
+// cumulative returns the cumulative count at or below each bound, the sum
+// of durations in seconds and the total count.
+func (b *bucketCounts) cumulative() (counts []uint64, sum float64, count uint64) {
+	counts = make([]uint64, len(LatencyBounds))
+	for i := range b.n {
+		c := b.n[i].Load()
+		count += c
+		if i < len(counts) {
+			counts[i] = count
+		}
+	}
+	return counts, time.Duration(b.sumNs.Load()).Seconds(), count
 }
