@@ -1066,6 +1066,430 @@ func (*RetireVersionResponse) Descriptor() ([]byte, []int) {
 	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{18}
 }
 
+type LoadBPFRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Name identifies the object among the plugin's, e.g. "tcp".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The BPF ELF object (CO-RE, little endian).
+	Object []byte `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
+	// Values for the object's read-only constants (volatile const), by name.
+	// The core sets "target_tgid" to its own process id unless given here.
+	Constants     map[string]uint64 `protobuf:"bytes,3,rep,name=constants,proto3" json:"constants,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadBPFRequest) Reset() {
+	*x = LoadBPFRequest{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadBPFRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadBPFRequest) ProtoMessage() {}
+
+func (x *LoadBPFRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadBPFRequest.ProtoReflect.Descriptor instead.
+func (*LoadBPFRequest) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *LoadBPFRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *LoadBPFRequest) GetObject() []byte {
+	if x != nil {
+		return x.Object
+	}
+	return nil
+}
+
+func (x *LoadBPFRequest) GetConstants() map[string]uint64 {
+	if x != nil {
+		return x.Constants
+	}
+	return nil
+}
+
+type BPFProgram struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Program type and attach point, e.g. "Tracing", "tcp_retransmit_skb".
+	Type   string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Attach string `protobuf:"bytes,3,opt,name=attach,proto3" json:"attach,omitempty"`
+	// Kernel program id (as bpftool shows it).
+	Id            uint32 `protobuf:"varint,4,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BPFProgram) Reset() {
+	*x = BPFProgram{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BPFProgram) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BPFProgram) ProtoMessage() {}
+
+func (x *BPFProgram) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BPFProgram.ProtoReflect.Descriptor instead.
+func (*BPFProgram) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BPFProgram) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BPFProgram) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *BPFProgram) GetAttach() string {
+	if x != nil {
+		return x.Attach
+	}
+	return ""
+}
+
+func (x *BPFProgram) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type LoadBPFResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Object id to read maps with.
+	ObjectId      string        `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Maps          []string      `protobuf:"bytes,2,rep,name=maps,proto3" json:"maps,omitempty"`
+	Programs      []*BPFProgram `protobuf:"bytes,3,rep,name=programs,proto3" json:"programs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LoadBPFResponse) Reset() {
+	*x = LoadBPFResponse{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LoadBPFResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LoadBPFResponse) ProtoMessage() {}
+
+func (x *LoadBPFResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LoadBPFResponse.ProtoReflect.Descriptor instead.
+func (*LoadBPFResponse) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *LoadBPFResponse) GetObjectId() string {
+	if x != nil {
+		return x.ObjectId
+	}
+	return ""
+}
+
+func (x *LoadBPFResponse) GetMaps() []string {
+	if x != nil {
+		return x.Maps
+	}
+	return nil
+}
+
+func (x *LoadBPFResponse) GetPrograms() []*BPFProgram {
+	if x != nil {
+		return x.Programs
+	}
+	return nil
+}
+
+type ReadBPFMapRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      string                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Map           string                 `protobuf:"bytes,2,opt,name=map,proto3" json:"map,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadBPFMapRequest) Reset() {
+	*x = ReadBPFMapRequest{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadBPFMapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadBPFMapRequest) ProtoMessage() {}
+
+func (x *ReadBPFMapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadBPFMapRequest.ProtoReflect.Descriptor instead.
+func (*ReadBPFMapRequest) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ReadBPFMapRequest) GetObjectId() string {
+	if x != nil {
+		return x.ObjectId
+	}
+	return ""
+}
+
+func (x *ReadBPFMapRequest) GetMap() string {
+	if x != nil {
+		return x.Map
+	}
+	return ""
+}
+
+type BPFMapEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   []byte                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// One value per possible CPU for per-CPU maps, else one.
+	Values        [][]byte `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BPFMapEntry) Reset() {
+	*x = BPFMapEntry{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BPFMapEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BPFMapEntry) ProtoMessage() {}
+
+func (x *BPFMapEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BPFMapEntry.ProtoReflect.Descriptor instead.
+func (*BPFMapEntry) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *BPFMapEntry) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *BPFMapEntry) GetValues() [][]byte {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type ReadBPFMapResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*BPFMapEntry         `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReadBPFMapResponse) Reset() {
+	*x = ReadBPFMapResponse{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReadBPFMapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReadBPFMapResponse) ProtoMessage() {}
+
+func (x *ReadBPFMapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReadBPFMapResponse.ProtoReflect.Descriptor instead.
+func (*ReadBPFMapResponse) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ReadBPFMapResponse) GetEntries() []*BPFMapEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+type UnloadBPFRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId      string                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnloadBPFRequest) Reset() {
+	*x = UnloadBPFRequest{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnloadBPFRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnloadBPFRequest) ProtoMessage() {}
+
+func (x *UnloadBPFRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnloadBPFRequest.ProtoReflect.Descriptor instead.
+func (*UnloadBPFRequest) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *UnloadBPFRequest) GetObjectId() string {
+	if x != nil {
+		return x.ObjectId
+	}
+	return ""
+}
+
+type UnloadBPFResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnloadBPFResponse) Reset() {
+	*x = UnloadBPFResponse{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnloadBPFResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnloadBPFResponse) ProtoMessage() {}
+
+func (x *UnloadBPFResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnloadBPFResponse.ProtoReflect.Descriptor instead.
+func (*UnloadBPFResponse) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{26}
+}
+
 var File_pluginapi_v1_host_proto protoreflect.FileDescriptor
 
 const file_pluginapi_v1_host_proto_rawDesc = "" +
@@ -1137,7 +1561,35 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\x14RetireVersionRequest\x12\x12\n" +
 	"\x04cell\x18\x01 \x01(\tR\x04cell\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\"\x17\n" +
-	"\x15RetireVersionResponse2\xda\x06\n" +
+	"\x15RetireVersionResponse\"\xcf\x01\n" +
+	"\x0eLoadBPFRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06object\x18\x02 \x01(\fR\x06object\x12S\n" +
+	"\tconstants\x18\x03 \x03(\v25.celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntryR\tconstants\x1a<\n" +
+	"\x0eConstantsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x04R\x05value:\x028\x01\"\\\n" +
+	"\n" +
+	"BPFProgram\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x16\n" +
+	"\x06attach\x18\x03 \x01(\tR\x06attach\x12\x0e\n" +
+	"\x02id\x18\x04 \x01(\rR\x02id\"\x82\x01\n" +
+	"\x0fLoadBPFResponse\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\tR\bobjectId\x12\x12\n" +
+	"\x04maps\x18\x02 \x03(\tR\x04maps\x12>\n" +
+	"\bprograms\x18\x03 \x03(\v2\".celluster.pluginapi.v1.BPFProgramR\bprograms\"B\n" +
+	"\x11ReadBPFMapRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\tR\bobjectId\x12\x10\n" +
+	"\x03map\x18\x02 \x01(\tR\x03map\"7\n" +
+	"\vBPFMapEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\fR\x03key\x12\x16\n" +
+	"\x06values\x18\x02 \x03(\fR\x06values\"S\n" +
+	"\x12ReadBPFMapResponse\x12=\n" +
+	"\aentries\x18\x01 \x03(\v2#.celluster.pluginapi.v1.BPFMapEntryR\aentries\"/\n" +
+	"\x10UnloadBPFRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\tR\bobjectId\"\x13\n" +
+	"\x11UnloadBPFResponse2\xfd\b\n" +
 	"\x04Host\x12`\n" +
 	"\tListCells\x12(.celluster.pluginapi.v1.ListCellsRequest\x1a).celluster.pluginapi.v1.ListCellsResponse\x12f\n" +
 	"\vReadSignals\x12*.celluster.pluginapi.v1.ReadSignalsRequest\x1a+.celluster.pluginapi.v1.ReadSignalsResponse\x12g\n" +
@@ -1147,7 +1599,11 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"EmitSignal\x12).celluster.pluginapi.v1.EmitSignalRequest\x1a*.celluster.pluginapi.v1.EmitSignalResponse\x12o\n" +
 	"\x0eAddJournalNote\x12-.celluster.pluginapi.v1.AddJournalNoteRequest\x1a..celluster.pluginapi.v1.AddJournalNoteResponse\x12l\n" +
-	"\rRetireVersion\x12,.celluster.pluginapi.v1.RetireVersionRequest\x1a-.celluster.pluginapi.v1.RetireVersionResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
+	"\rRetireVersion\x12,.celluster.pluginapi.v1.RetireVersionRequest\x1a-.celluster.pluginapi.v1.RetireVersionResponse\x12Z\n" +
+	"\aLoadBPF\x12&.celluster.pluginapi.v1.LoadBPFRequest\x1a'.celluster.pluginapi.v1.LoadBPFResponse\x12c\n" +
+	"\n" +
+	"ReadBPFMap\x12).celluster.pluginapi.v1.ReadBPFMapRequest\x1a*.celluster.pluginapi.v1.ReadBPFMapResponse\x12`\n" +
+	"\tUnloadBPF\x12(.celluster.pluginapi.v1.UnloadBPFRequest\x1a).celluster.pluginapi.v1.UnloadBPFResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
 
 var (
 	file_pluginapi_v1_host_proto_rawDescOnce sync.Once
@@ -1161,7 +1617,7 @@ func file_pluginapi_v1_host_proto_rawDescGZIP() []byte {
 	return file_pluginapi_v1_host_proto_rawDescData
 }
 
-var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_pluginapi_v1_host_proto_goTypes = []any{
 	(*ListCellsRequest)(nil),        // 0: celluster.pluginapi.v1.ListCellsRequest
 	(*CellState)(nil),               // 1: celluster.pluginapi.v1.CellState
@@ -1182,37 +1638,55 @@ var file_pluginapi_v1_host_proto_goTypes = []any{
 	(*AddJournalNoteResponse)(nil),  // 16: celluster.pluginapi.v1.AddJournalNoteResponse
 	(*RetireVersionRequest)(nil),    // 17: celluster.pluginapi.v1.RetireVersionRequest
 	(*RetireVersionResponse)(nil),   // 18: celluster.pluginapi.v1.RetireVersionResponse
-	nil,                             // 19: celluster.pluginapi.v1.SignalReading.LabelsEntry
-	(*Sample)(nil),                  // 20: celluster.pluginapi.v1.Sample
+	(*LoadBPFRequest)(nil),          // 19: celluster.pluginapi.v1.LoadBPFRequest
+	(*BPFProgram)(nil),              // 20: celluster.pluginapi.v1.BPFProgram
+	(*LoadBPFResponse)(nil),         // 21: celluster.pluginapi.v1.LoadBPFResponse
+	(*ReadBPFMapRequest)(nil),       // 22: celluster.pluginapi.v1.ReadBPFMapRequest
+	(*BPFMapEntry)(nil),             // 23: celluster.pluginapi.v1.BPFMapEntry
+	(*ReadBPFMapResponse)(nil),      // 24: celluster.pluginapi.v1.ReadBPFMapResponse
+	(*UnloadBPFRequest)(nil),        // 25: celluster.pluginapi.v1.UnloadBPFRequest
+	(*UnloadBPFResponse)(nil),       // 26: celluster.pluginapi.v1.UnloadBPFResponse
+	nil,                             // 27: celluster.pluginapi.v1.SignalReading.LabelsEntry
+	nil,                             // 28: celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
+	(*Sample)(nil),                  // 29: celluster.pluginapi.v1.Sample
 }
 var file_pluginapi_v1_host_proto_depIdxs = []int32{
 	2,  // 0: celluster.pluginapi.v1.CellState.versions:type_name -> celluster.pluginapi.v1.VersionState
 	1,  // 1: celluster.pluginapi.v1.ListCellsResponse.cells:type_name -> celluster.pluginapi.v1.CellState
 	6,  // 2: celluster.pluginapi.v1.ReadSignalsResponse.readings:type_name -> celluster.pluginapi.v1.SignalReading
-	19, // 3: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
+	27, // 3: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
 	10, // 4: celluster.pluginapi.v1.SetRouteWeightsRequest.weights:type_name -> celluster.pluginapi.v1.RouteWeight
-	20, // 5: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
-	0,  // 6: celluster.pluginapi.v1.Host.ListCells:input_type -> celluster.pluginapi.v1.ListCellsRequest
-	4,  // 7: celluster.pluginapi.v1.Host.ReadSignals:input_type -> celluster.pluginapi.v1.ReadSignalsRequest
-	7,  // 8: celluster.pluginapi.v1.Host.SpawnReplicas:input_type -> celluster.pluginapi.v1.SpawnReplicasRequest
-	8,  // 9: celluster.pluginapi.v1.Host.DrainReplicas:input_type -> celluster.pluginapi.v1.DrainReplicasRequest
-	11, // 10: celluster.pluginapi.v1.Host.SetRouteWeights:input_type -> celluster.pluginapi.v1.SetRouteWeightsRequest
-	13, // 11: celluster.pluginapi.v1.Host.EmitSignal:input_type -> celluster.pluginapi.v1.EmitSignalRequest
-	15, // 12: celluster.pluginapi.v1.Host.AddJournalNote:input_type -> celluster.pluginapi.v1.AddJournalNoteRequest
-	17, // 13: celluster.pluginapi.v1.Host.RetireVersion:input_type -> celluster.pluginapi.v1.RetireVersionRequest
-	3,  // 14: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
-	5,  // 15: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
-	9,  // 16: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	9,  // 17: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	12, // 18: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
-	14, // 19: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
-	16, // 20: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
-	18, // 21: celluster.pluginapi.v1.Host.RetireVersion:output_type -> celluster.pluginapi.v1.RetireVersionResponse
-	14, // [14:22] is the sub-list for method output_type
-	6,  // [6:14] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	29, // 5: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
+	28, // 6: celluster.pluginapi.v1.LoadBPFRequest.constants:type_name -> celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
+	20, // 7: celluster.pluginapi.v1.LoadBPFResponse.programs:type_name -> celluster.pluginapi.v1.BPFProgram
+	23, // 8: celluster.pluginapi.v1.ReadBPFMapResponse.entries:type_name -> celluster.pluginapi.v1.BPFMapEntry
+	0,  // 9: celluster.pluginapi.v1.Host.ListCells:input_type -> celluster.pluginapi.v1.ListCellsRequest
+	4,  // 10: celluster.pluginapi.v1.Host.ReadSignals:input_type -> celluster.pluginapi.v1.ReadSignalsRequest
+	7,  // 11: celluster.pluginapi.v1.Host.SpawnReplicas:input_type -> celluster.pluginapi.v1.SpawnReplicasRequest
+	8,  // 12: celluster.pluginapi.v1.Host.DrainReplicas:input_type -> celluster.pluginapi.v1.DrainReplicasRequest
+	11, // 13: celluster.pluginapi.v1.Host.SetRouteWeights:input_type -> celluster.pluginapi.v1.SetRouteWeightsRequest
+	13, // 14: celluster.pluginapi.v1.Host.EmitSignal:input_type -> celluster.pluginapi.v1.EmitSignalRequest
+	15, // 15: celluster.pluginapi.v1.Host.AddJournalNote:input_type -> celluster.pluginapi.v1.AddJournalNoteRequest
+	17, // 16: celluster.pluginapi.v1.Host.RetireVersion:input_type -> celluster.pluginapi.v1.RetireVersionRequest
+	19, // 17: celluster.pluginapi.v1.Host.LoadBPF:input_type -> celluster.pluginapi.v1.LoadBPFRequest
+	22, // 18: celluster.pluginapi.v1.Host.ReadBPFMap:input_type -> celluster.pluginapi.v1.ReadBPFMapRequest
+	25, // 19: celluster.pluginapi.v1.Host.UnloadBPF:input_type -> celluster.pluginapi.v1.UnloadBPFRequest
+	3,  // 20: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
+	5,  // 21: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
+	9,  // 22: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	9,  // 23: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	12, // 24: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
+	14, // 25: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
+	16, // 26: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
+	18, // 27: celluster.pluginapi.v1.Host.RetireVersion:output_type -> celluster.pluginapi.v1.RetireVersionResponse
+	21, // 28: celluster.pluginapi.v1.Host.LoadBPF:output_type -> celluster.pluginapi.v1.LoadBPFResponse
+	24, // 29: celluster.pluginapi.v1.Host.ReadBPFMap:output_type -> celluster.pluginapi.v1.ReadBPFMapResponse
+	26, // 30: celluster.pluginapi.v1.Host.UnloadBPF:output_type -> celluster.pluginapi.v1.UnloadBPFResponse
+	20, // [20:31] is the sub-list for method output_type
+	9,  // [9:20] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_pluginapi_v1_host_proto_init() }
@@ -1227,7 +1701,7 @@ func file_pluginapi_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginapi_v1_host_proto_rawDesc), len(file_pluginapi_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

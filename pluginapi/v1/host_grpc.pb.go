@@ -27,6 +27,9 @@ const (
 	Host_EmitSignal_FullMethodName      = "/celluster.pluginapi.v1.Host/EmitSignal"
 	Host_AddJournalNote_FullMethodName  = "/celluster.pluginapi.v1.Host/AddJournalNote"
 	Host_RetireVersion_FullMethodName   = "/celluster.pluginapi.v1.Host/RetireVersion"
+	Host_LoadBPF_FullMethodName         = "/celluster.pluginapi.v1.Host/LoadBPF"
+	Host_ReadBPFMap_FullMethodName      = "/celluster.pluginapi.v1.Host/ReadBPFMap"
+	Host_UnloadBPF_FullMethodName       = "/celluster.pluginapi.v1.Host/UnloadBPF"
 )
 
 // HostClient is the client API for Host service.
@@ -54,6 +57,18 @@ type HostClient interface {
 	// RetireVersion takes a version of a cell out of routing and drains it;
 	// the last routed version cannot be retired.
 	RetireVersion(ctx context.Context, in *RetireVersionRequest, opts ...grpc.CallOption) (*RetireVersionResponse, error)
+	// LoadBPF loads and attaches a BPF object (an ELF file) the plugin ships.
+	// The core holds the privilege: every program's type and attach point is
+	// checked against the node's allowed list, and the whole object is
+	// refused (FailedPrecondition, naming the program) if any is not allowed.
+	// Loading an object under a name the plugin already used replaces it.
+	// Without the privilege (or BTF) the call fails with FailedPrecondition
+	// and the reason.
+	LoadBPF(ctx context.Context, in *LoadBPFRequest, opts ...grpc.CallOption) (*LoadBPFResponse, error)
+	// ReadBPFMap returns every entry of one map of an object the plugin loaded.
+	ReadBPFMap(ctx context.Context, in *ReadBPFMapRequest, opts ...grpc.CallOption) (*ReadBPFMapResponse, error)
+	// UnloadBPF detaches and unloads an object the plugin loaded.
+	UnloadBPF(ctx context.Context, in *UnloadBPFRequest, opts ...grpc.CallOption) (*UnloadBPFResponse, error)
 }
 
 type hostClient struct {
@@ -144,6 +159,36 @@ func (c *hostClient) RetireVersion(ctx context.Context, in *RetireVersionRequest
 	return out, nil
 }
 
+func (c *hostClient) LoadBPF(ctx context.Context, in *LoadBPFRequest, opts ...grpc.CallOption) (*LoadBPFResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LoadBPFResponse)
+	err := c.cc.Invoke(ctx, Host_LoadBPF_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) ReadBPFMap(ctx context.Context, in *ReadBPFMapRequest, opts ...grpc.CallOption) (*ReadBPFMapResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReadBPFMapResponse)
+	err := c.cc.Invoke(ctx, Host_ReadBPFMap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *hostClient) UnloadBPF(ctx context.Context, in *UnloadBPFRequest, opts ...grpc.CallOption) (*UnloadBPFResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnloadBPFResponse)
+	err := c.cc.Invoke(ctx, Host_UnloadBPF_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -169,6 +214,18 @@ type HostServer interface {
 	// RetireVersion takes a version of a cell out of routing and drains it;
 	// the last routed version cannot be retired.
 	RetireVersion(context.Context, *RetireVersionRequest) (*RetireVersionResponse, error)
+	// LoadBPF loads and attaches a BPF object (an ELF file) the plugin ships.
+	// The core holds the privilege: every program's type and attach point is
+	// checked against the node's allowed list, and the whole object is
+	// refused (FailedPrecondition, naming the program) if any is not allowed.
+	// Loading an object under a name the plugin already used replaces it.
+	// Without the privilege (or BTF) the call fails with FailedPrecondition
+	// and the reason.
+	LoadBPF(context.Context, *LoadBPFRequest) (*LoadBPFResponse, error)
+	// ReadBPFMap returns every entry of one map of an object the plugin loaded.
+	ReadBPFMap(context.Context, *ReadBPFMapRequest) (*ReadBPFMapResponse, error)
+	// UnloadBPF detaches and unloads an object the plugin loaded.
+	UnloadBPF(context.Context, *UnloadBPFRequest) (*UnloadBPFResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -202,6 +259,15 @@ func (UnimplementedHostServer) AddJournalNote(context.Context, *AddJournalNoteRe
 }
 func (UnimplementedHostServer) RetireVersion(context.Context, *RetireVersionRequest) (*RetireVersionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RetireVersion not implemented")
+}
+func (UnimplementedHostServer) LoadBPF(context.Context, *LoadBPFRequest) (*LoadBPFResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LoadBPF not implemented")
+}
+func (UnimplementedHostServer) ReadBPFMap(context.Context, *ReadBPFMapRequest) (*ReadBPFMapResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReadBPFMap not implemented")
+}
+func (UnimplementedHostServer) UnloadBPF(context.Context, *UnloadBPFRequest) (*UnloadBPFResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UnloadBPF not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -368,6 +434,60 @@ func _Host_RetireVersion_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_LoadBPF_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LoadBPFRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).LoadBPF(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_LoadBPF_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).LoadBPF(ctx, req.(*LoadBPFRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_ReadBPFMap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReadBPFMapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).ReadBPFMap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_ReadBPFMap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).ReadBPFMap(ctx, req.(*ReadBPFMapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Host_UnloadBPF_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnloadBPFRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).UnloadBPF(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_UnloadBPF_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).UnloadBPF(ctx, req.(*UnloadBPFRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -406,6 +526,18 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RetireVersion",
 			Handler:    _Host_RetireVersion_Handler,
+		},
+		{
+			MethodName: "LoadBPF",
+			Handler:    _Host_LoadBPF_Handler,
+		},
+		{
+			MethodName: "ReadBPFMap",
+			Handler:    _Host_ReadBPFMap_Handler,
+		},
+		{
+			MethodName: "UnloadBPF",
+			Handler:    _Host_UnloadBPF_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -2,6 +2,7 @@ package verbs
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
@@ -214,6 +215,16 @@ func (h *simHost) EmitSignal(ctx context.Context, samples ...plugin.Sample) erro
 func (h *simHost) AddJournalNote(ctx context.Context, cell, note string) error {
 	return h.enter(ctx, plugintest.HostCall{Method: "AddJournalNote", Cell: cell, Note: note})
 }
+
+func (h *simHost) LoadBPF(context.Context, string, []byte, map[string]uint64) (plugin.BPFObject, error) {
+	return plugin.BPFObject{}, errors.New("simHost: no BPF")
+}
+
+func (h *simHost) ReadBPFMap(context.Context, string, string) ([]plugin.BPFMapEntry, error) {
+	return nil, errors.New("simHost: no BPF")
+}
+
+func (h *simHost) UnloadBPF(context.Context, string) error { return errors.New("simHost: no BPF") }
 
 func (h *simHost) RetireVersion(ctx context.Context, cell, sha256 string) error {
 	if err := h.enter(ctx, plugintest.HostCall{Method: "RetireVersion", Cell: cell, Version: sha256}); err != nil {

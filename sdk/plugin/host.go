@@ -230,6 +230,57 @@ func (p hostProxy) RetireVersion(ctx context.Context, cell, sha256 string) error
 	})
 }
 
+func (p hostProxy) LoadBPF(ctx context.Context, name string, object []byte, constants map[string]uint64) (BPFObject, error) {
+	h, err := p.conn("LoadBPF")
+	if err != nil {
+		return BPFObject{}, err
+	}
+	var out BPFObject
+	err = h.call(ctx, "LoadBPF", func(ctx context.Context) error {
+		resp, err := h.client.LoadBPF(ctx, &pb.LoadBPFRequest{Name: name, Object: object, Constants: constants})
+		if err != nil {
+			return err
+		}
+		out = BPFObject{ID: resp.GetObjectId(), Maps: resp.GetMaps()}
+		for _, pr := range resp.GetPrograms() {
+			out.Programs = append(out.Programs, BPFProgram{Name: pr.GetName(), Type: pr.GetType(), Attach: pr.GetAttach(), ID: pr.GetId()})
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (p hostProxy) ReadBPFMap(ctx context.Context, objectID, mapName string) ([]BPFMapEntry, error) {
+	h, err := p.conn("ReadBPFMap")
+	if err != nil {
+		return nil, err
+	}
+	var out []BPFMapEntry
+	err = h.call(ctx, "ReadBPFMap", func(ctx context.Context) error {
+		resp, err := h.client.ReadBPFMap(ctx, &pb.ReadBPFMapRequest{ObjectId: objectID, Map: mapName})
+		if err != nil {
+			return err
+		}
+		out = make([]BPFMapEntry, 0, len(resp.GetEntries()))
+		for _, e := range resp.GetEntries() {
+			out = append(out, BPFMapEntry{Key: e.GetKey(), Values: e.GetValues()})
+		}
+		return nil
+	})
+	return out, err
+}
+
+func (p hostProxy) UnloadBPF(ctx context.Context, objectID string) error {
+	h, err := p.conn("UnloadBPF")
+	if err != nil {
+		return err
+	}
+	return h.call(ctx, "UnloadBPF", func(ctx context.Context) error {
+		_, err := h.client.UnloadBPF(ctx, &pb.UnloadBPFRequest{ObjectId: objectID})
+		return err
+	})
+}
+
 // samplesToPB converts samples, stamping those with a zero Time with now.
 func samplesToPB(samples []Sample, now time.Time) []*pb.Sample {
 	return convertSlice(samples, func(s Sample) *pb.Sample {
@@ -320,6 +371,37 @@ func (s *hostServer) RetireVersion(ctx context.Context, req *pb.RetireVersionReq
 		return nil, toStatus(err)
 	}
 	return &pb.RetireVersionResponse{}, nil
+}
+
+func (s *hostServer) LoadBPF(ctx context.Context, req *pb.LoadBPFRequest) (*pb.LoadBPFResponse, error) {
+	obj, err := s.h.LoadBPF(ctx, req.GetName(), req.GetObject(), req.GetConstants())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.LoadBPFResponse{ObjectId: obj.ID, Maps: obj.Maps}
+	for _, p := range obj.Programs {
+		resp.Programs = append(resp.Programs, &pb.BPFProgram{Name: p.Name, Type: p.Type, Attach: p.Attach, Id: p.ID})
+	}
+	return resp, nil
+}
+
+func (s *hostServer) ReadBPFMap(ctx context.Context, req *pb.ReadBPFMapRequest) (*pb.ReadBPFMapResponse, error) {
+	es, err := s.h.ReadBPFMap(ctx, req.GetObjectId(), req.GetMap())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.ReadBPFMapResponse{Entries: make([]*pb.BPFMapEntry, 0, len(es))}
+	for _, e := range es {
+		resp.Entries = append(resp.Entries, &pb.BPFMapEntry{Key: e.Key, Values: e.Values})
+	}
+	return resp, nil
+}
+
+func (s *hostServer) UnloadBPF(ctx context.Context, req *pb.UnloadBPFRequest) (*pb.UnloadBPFResponse, error) {
+	if err := s.h.UnloadBPF(ctx, req.GetObjectId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.UnloadBPFResponse{}, nil
 }
 
 // toStatus turns an error into a gRPC status error: status errors (also

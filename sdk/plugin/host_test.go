@@ -72,6 +72,21 @@ func (f *fakeHost) EmitSignal(ctx context.Context, samples ...Sample) error {
 	return errors.New("plain failure")
 }
 
+func (f *fakeHost) LoadBPF(ctx context.Context, name string, object []byte, constants map[string]uint64) (BPFObject, error) {
+	f.rec("LoadBPF")
+	return BPFObject{ID: name, Maps: []string{"m"}, Programs: []BPFProgram{{Name: "p", Type: "Tracing", Attach: "x", ID: 7}}}, nil
+}
+
+func (f *fakeHost) ReadBPFMap(ctx context.Context, objectID, mapName string) ([]BPFMapEntry, error) {
+	f.rec("ReadBPFMap")
+	return []BPFMapEntry{{Key: []byte{1}, Values: [][]byte{{2}, {3}}}}, nil
+}
+
+func (f *fakeHost) UnloadBPF(ctx context.Context, objectID string) error {
+	f.rec("UnloadBPF")
+	return nil
+}
+
 func (f *fakeHost) RetireVersion(ctx context.Context, cell, sha256 string) error {
 	f.rec("RetireVersion")
 	return nil
@@ -181,6 +196,17 @@ func TestHostCalls(t *testing.T) {
 	if err := host.SetRouteWeights(ctx, "hello", w); err != nil {
 		t.Errorf("SetRouteWeights: %v", err)
 	}
+	obj, err := host.LoadBPF(ctx, "tcp", []byte{0x7f, 'E', 'L', 'F'}, map[string]uint64{"k": 1})
+	if err != nil || !reflect.DeepEqual(obj, BPFObject{ID: "tcp", Maps: []string{"m"}, Programs: []BPFProgram{{Name: "p", Type: "Tracing", Attach: "x", ID: 7}}}) {
+		t.Errorf("LoadBPF = %+v, %v", obj, err)
+	}
+	es, err := host.ReadBPFMap(ctx, "tcp", "m")
+	if err != nil || !reflect.DeepEqual(es, []BPFMapEntry{{Key: []byte{1}, Values: [][]byte{{2}, {3}}}}) {
+		t.Errorf("ReadBPFMap = %+v, %v", es, err)
+	}
+	if err := host.UnloadBPF(ctx, "tcp"); err != nil {
+		t.Errorf("UnloadBPF: %v", err)
+	}
 	before := time.Now()
 	err = host.EmitSignal(ctx, Sample{Signal: "x.y", Value: 1})
 	if status.Code(err) != codes.Unknown || errors.Is(err, ErrHostGone) {
@@ -197,7 +223,7 @@ func TestHostCalls(t *testing.T) {
 	if len(f.samples) != 1 || f.samples[0].Time.Before(before.Add(-time.Second)) {
 		t.Errorf("host got samples %+v; want one stamped now", f.samples)
 	}
-	if len(f.calls) != 8 {
+	if len(f.calls) != 11 {
 		t.Errorf("host got calls %v", f.calls)
 	}
 }

@@ -82,6 +82,42 @@ type Host interface {
 	// prefix of at least 8 hex digits) out of routing and drains it. The
 	// last routed version cannot be retired.
 	RetireVersion(ctx context.Context, cell, sha256 string) error
+	// LoadBPF has the core load and attach a BPF object (an ELF file) the
+	// plugin ships, under name (loading a name again replaces the object).
+	// Every program must be of a type and attach point the node allows;
+	// constants set the object's read-only variables ("target_tgid"
+	// defaults to the core's process id).
+	LoadBPF(ctx context.Context, name string, object []byte, constants map[string]uint64) (BPFObject, error)
+	// ReadBPFMap returns every entry of a map of an object the plugin loaded.
+	ReadBPFMap(ctx context.Context, objectID, mapName string) ([]BPFMapEntry, error)
+	// UnloadBPF detaches and unloads an object the plugin loaded.
+	UnloadBPF(ctx context.Context, objectID string) error
+}
+
+// BPFObject is a BPF object the core loaded for the plugin.
+type BPFObject struct {
+	// ID names the object in ReadBPFMap and UnloadBPF.
+	ID string
+	// Maps are the object's map names.
+	Maps []string
+	// Programs are its programs as attached.
+	Programs []BPFProgram
+}
+
+// BPFProgram is one attached program of a BPFObject.
+type BPFProgram struct {
+	// Name, Type and Attach say what and where, e.g. "cel_tcp_retrans",
+	// "Tracing", "tcp_retransmit_skb".
+	Name, Type, Attach string
+	// ID is the kernel's program id.
+	ID uint32
+}
+
+// BPFMapEntry is one entry of a BPF map: its raw key and value bytes (one
+// value per possible CPU for per-CPU maps), in the kernel's byte order.
+type BPFMapEntry struct {
+	Key    []byte
+	Values [][]byte
 }
 
 // CellState is one cell as the host reports it.

@@ -27,6 +27,9 @@ type RecordingHost struct {
 	// Readings is what ReadSignals answers, filtered by the names asked
 	// for.
 	Readings []plugin.Reading
+	// BPFMaps is what ReadBPFMap answers, by "objectID/map"; LoadBPF
+	// answers an object whose ID is the name loaded.
+	BPFMaps map[string][]plugin.BPFMapEntry
 	// Err, if set, is returned by every call after it has been recorded,
 	// to test how the plugin copes with a failing host. A gRPC status
 	// error reaches the plugin with its code.
@@ -175,6 +178,34 @@ func (h *RecordingHost) EmitSignal(ctx context.Context, samples ...plugin.Sample
 // RetireVersion implements plugin.Host.
 func (h *RecordingHost) RetireVersion(ctx context.Context, cell, sha256 string) error {
 	h.record(HostCall{Method: "RetireVersion", Cell: cell, Version: sha256})
+	return h.Err
+}
+
+// LoadBPF implements plugin.Host: it records the call and answers with
+// BPF, or an object named after the request when BPF is nil.
+func (h *RecordingHost) LoadBPF(ctx context.Context, name string, object []byte, constants map[string]uint64) (plugin.BPFObject, error) {
+	h.record(HostCall{Method: "LoadBPF", Note: name})
+	if h.Err != nil {
+		return plugin.BPFObject{}, h.Err
+	}
+	return plugin.BPFObject{ID: name}, nil
+}
+
+// ReadBPFMap implements plugin.Host: it records the call and answers
+// BPFMaps[objectID+"/"+mapName].
+func (h *RecordingHost) ReadBPFMap(ctx context.Context, objectID, mapName string) ([]plugin.BPFMapEntry, error) {
+	h.record(HostCall{Method: "ReadBPFMap", Note: objectID + "/" + mapName})
+	if h.Err != nil {
+		return nil, h.Err
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.BPFMaps[objectID+"/"+mapName], nil
+}
+
+// UnloadBPF implements plugin.Host.
+func (h *RecordingHost) UnloadBPF(ctx context.Context, objectID string) error {
+	h.record(HostCall{Method: "UnloadBPF", Note: objectID})
 	return h.Err
 }
 
