@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 14m
 BENCH_TIME  ?= 1s
 PROTOC      ?= protoc
 
-.PHONY: all build run test bench generate lint clean cells fuzz api-image protoc
+.PHONY: all build run test bench generate lint clean cells fuzz api-image protoc deps
 
 all: build
 
@@ -40,8 +40,24 @@ $(BIN)/cells/%.wasm: FORCE
 run: build
 	$(BIN)/celcore --cells $(BIN)/cells
 
+# Tools the kernel and metrics tests use (Debian packages): nft for packet
+# loss in test namespaces, ip for the namespaces, bpftool to list programs,
+# promtool to check the metrics endpoint. Installed when missing and root.
+TEST_TOOLS := nft ip bpftool promtool
+TEST_PKGS  := nftables iproute2 bpftool prometheus
+deps:
+	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing: $(TEST_PKGS)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TEST_PKGS) >/dev/null; \
+		else \
+			echo "warning: missing$$missing (apt-get install $(TEST_PKGS)); the tests that need them skip unless CI=true"; \
+		fi; \
+	fi
+
 # The third-party example plugin is a module of its own: tested from its dir.
-test:
+test: deps
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 	cd examples/plugins/logtail && $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 
