@@ -42,6 +42,7 @@ type proc struct {
 	mu      sync.Mutex
 	logs    bytes.Buffer
 	compile time.Duration // from the last "spawned cell" log line
+	metrics string        // the metrics address from the "celcore ready" line
 	exited  chan struct{}
 	err     error
 	start   time.Time
@@ -113,12 +114,16 @@ func (n *proc) readLogs(r io.Reader) {
 			Msg     string  `json:"msg"`
 			HTTP    string  `json:"http"`
 			Compile float64 `json:"compile"` // a time.Duration: nanoseconds
+			Metrics string  `json:"metrics"`
 		}
 		if json.Unmarshal(line, &rec) != nil {
 			continue
 		}
 		switch rec.Msg {
 		case "celcore ready":
+			n.mu.Lock()
+			n.metrics = rec.Metrics
+			n.mu.Unlock()
 			select {
 			case n.ready <- rec.HTTP:
 			default:

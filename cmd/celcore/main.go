@@ -80,6 +80,7 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 	f.StringVar(&cfg.CellsDir, "cells", "./cells", "watched directory of cell modules (<name>.wasm); created if missing")
 	f.StringVar(&cfg.DataDir, "data", "./.celluster", "data directory: compile cache, decision journal, admin socket")
 	f.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP ingress listen address")
+	f.StringVar(&cfg.MetricsAddr, "metrics", "", "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9090); off when empty")
 	f.StringVar(&cfg.AdminPath, "admin", "", "admin API unix socket (default <data>/admin.sock)")
 	f.StringVar(&cfg.Name, "node", "", "this node's name (default: the host name)")
 	f.StringVar(&cfg.PluginsDir, "plugins", "", "directory of third-party plugin executables (default <data>/plugins)")

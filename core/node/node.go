@@ -23,6 +23,7 @@ import (
 	"github.com/celluster/celluster/core/dispatch"
 	"github.com/celluster/celluster/core/ingress"
 	"github.com/celluster/celluster/core/journal"
+	"github.com/celluster/celluster/core/metrics"
 	"github.com/celluster/celluster/core/pluginhost"
 	"github.com/celluster/celluster/core/reflex"
 	"github.com/celluster/celluster/core/signals"
@@ -60,6 +61,8 @@ type Config struct {
 	PluginSettings map[string]map[string]string
 	// TelemetryInterval is how often cell signals are published (default 1s).
 	TelemetryInterval time.Duration
+	// MetricsAddr, if set, serves Prometheus metrics at /metrics there.
+	MetricsAddr string
 	// UpgradeStepTime is how long each traffic step of an upgrade is
 	// watched (the upgrade verb's default when zero).
 	UpgradeStepTime time.Duration
@@ -80,6 +83,8 @@ type Node struct {
 	plugins  *pluginhost.Manager
 	httpAddr string
 
+	metrics      *metrics.Metrics
+	metricsAddr  string
 	journal      *journal.Journal
 	engine       *reflex.Engine
 	disp         *dispatch.Dispatcher
@@ -184,7 +189,22 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		n.log.Error("plugins unavailable; cells keep serving", "err", err)
 	}
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	n.metrics = n.newMetrics()
+	if n.cfg.MetricsAddr != "" {
+		addr, merrc, err := n.serveMetrics(pctx, n.cfg.MetricsAddr)
+		if err != nil {
+			hl.Close()
+			al.Close()
+			return err
+		}
+		n.metricsAddr = addr.String()
+		go func() {
+			if err := <-merrc; err != nil {
+				errc <- err
+			}
+		}()
+	}
 	go func() { errc <- ing.Serve(hl) }()
 	go func() { errc <- adm.Serve(al) }()
 
@@ -196,7 +216,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 	w := cellwatch.New(n.cfg.CellsDir, n.cfg.Settle, n.log)
 	go func() { errc <- w.Run(wctx, n.submit) }()
 
-	n.log.Info("celcore ready", "http", n.httpAddr, "admin", n.cfg.AdminPath, "cells", n.cfg.CellsDir, "data", n.cfg.DataDir)
+	n.log.Info("celcore ready", "http", n.httpAddr, "admin", n.cfg.AdminPath, "cells", n.cfg.CellsDir, "data", n.cfg.DataDir, "metrics", n.metricsAddr)
 	if ready != nil {
 		ready(n)
 	}
