@@ -24,6 +24,7 @@ type Server struct {
 	reg    *cell.Registry
 	sig    *signals.Store
 	notes  Notes
+	bpf    BPF
 	log    *slog.Logger
 }
 
@@ -33,9 +34,10 @@ type Notes interface {
 }
 
 // New returns the host service as seen by the named plugin; what it emits
-// is attributed to it. notes may be nil: notes then go to the log.
-func New(plugin string, reg *cell.Registry, sig *signals.Store, notes Notes, log *slog.Logger) *Server {
-	return &Server{plugin: plugin, reg: reg, sig: sig, notes: notes, log: log.With("plugin", plugin)}
+// is attributed to it. notes may be nil: notes then go to the log. bpf may
+// be nil: BPF calls then fail with FailedPrecondition.
+func New(plugin string, reg *cell.Registry, sig *signals.Store, notes Notes, bpf BPF, log *slog.Logger) *Server {
+	return &Server{plugin: plugin, reg: reg, sig: sig, notes: notes, bpf: bpf, log: log.With("plugin", plugin)}
 }
 
 var _ pb.HostServer = (*Server)(nil)

@@ -2,6 +2,7 @@ package hostapi
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -35,7 +36,7 @@ func TestHostService(t *testing.T) {
 	}
 	store := signals.NewStore()
 	notes := &noteRecorder{}
-	h := New("probe", reg, store, notes, log)
+	h := New("probe", reg, store, notes, nil, log)
 
 	cells, err := h.ListCells(ctx, &pb.ListCellsRequest{})
 	if err != nil || len(cells.GetCells()) != 1 || cells.GetCells()[0].GetName() != "app" || cells.GetCells()[0].GetReplicas() != 1 {
@@ -104,4 +105,65 @@ type noteRecorder struct{ got string }
 func (r *noteRecorder) Note(_ context.Context, plugin, cell, note string) error {
 	r.got = plugin + "/" + cell + "/" + note
 	return nil
+}
+
+// fakeBPF keeps objects per owner, as the node's loader does.
+type fakeBPF struct{ objs map[string]string }
+
+func (f *fakeBPF) Load(_ context.Context, owner, name string, object []byte, _ map[string]uint64) (BPFObject, error) {
+	if string(object) == "kprobe" {
+		return BPFObject{}, fmt.Errorf("program p: %w: kprobe", ErrBPFNotAllowed)
+	}
+	id := owner + "/" + name
+	f.objs[id] = owner
+	return BPFObject{ID: id, Maps: []string{"m"}}, nil
+}
+
+func (f *fakeBPF) ReadMap(owner, id, m string) ([]BPFEntry, error) {
+	if f.objs[id] != owner || m != "m" {
+		return nil, fmt.Errorf("%s/%s: %w", id, m, ErrBPFNotFound)
+	}
+	return []BPFEntry{{Key: []byte{1}, Values: [][]byte{{2}}}}, nil
+}
+
+func (f *fakeBPF) Unload(owner, id string) error {
+	if f.objs[id] != owner {
+		return fmt.Errorf("%s: %w", id, ErrBPFNotFound)
+	}
+	delete(f.objs, id)
+	return nil
+}
+
+func TestBPFCalls(t *testing.T) {
+	ctx := context.Background()
+	log := slog.New(slog.DiscardHandler)
+	none := New("kernel", nil, nil, nil, nil, log)
+	if _, err := none.LoadBPF(ctx, &pb.LoadBPFRequest{Name: "tcp", Object: []byte{1}}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("LoadBPF without a loader: %v", err)
+	}
+	f := &fakeBPF{objs: map[string]string{}}
+	k, other := New("kernel", nil, nil, nil, f, log), New("other", nil, nil, nil, f, log)
+	resp, err := k.LoadBPF(ctx, &pb.LoadBPFRequest{Name: "tcp", Object: []byte("elf")})
+	if err != nil || resp.GetObjectId() != "kernel/tcp" {
+		t.Fatalf("LoadBPF = %v, %v", resp, err)
+	}
+	if _, err := k.LoadBPF(ctx, &pb.LoadBPFRequest{Name: "bad", Object: []byte("kprobe")}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a disallowed program: %v", err)
+	}
+	if _, err := k.LoadBPF(ctx, &pb.LoadBPFRequest{Name: "", Object: []byte("elf")}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("no name: %v", err)
+	}
+	m, err := k.ReadBPFMap(ctx, &pb.ReadBPFMapRequest{ObjectId: "kernel/tcp", Map: "m"})
+	if err != nil || len(m.GetEntries()) != 1 {
+		t.Fatalf("ReadBPFMap = %v, %v", m, err)
+	}
+	if _, err := other.ReadBPFMap(ctx, &pb.ReadBPFMapRequest{ObjectId: "kernel/tcp", Map: "m"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("another plugin's object: %v", err)
+	}
+	if _, err := other.UnloadBPF(ctx, &pb.UnloadBPFRequest{ObjectId: "kernel/tcp"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("unloading another plugin's object: %v", err)
+	}
+	if _, err := k.UnloadBPF(ctx, &pb.UnloadBPFRequest{ObjectId: "kernel/tcp"}); err != nil {
+		t.Fatal(err)
+	}
 }

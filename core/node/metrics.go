@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/celluster/celluster/core/hostapi"
 	"github.com/celluster/celluster/core/metrics"
 )
 
@@ -46,3 +47,6 @@ func (n *Node) serveMetrics(ctx context.Context, addr string) (net.Addr, <-chan 
 
 // bpfInfo reports the eBPF programs for metrics.
 func (n *Node) bpfInfo() metrics.BPFInfo { return metrics.BPFInfo{} }
+
+// bpfHost is the eBPF loader as the host service offers it to plugins.
+func (n *Node) bpfHost() hostapi.BPF { return nil }
