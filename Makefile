@@ -43,8 +43,8 @@ run: build
 # Tools the kernel and metrics tests use (Debian packages): nft for packet
 # loss in test namespaces, ip for the namespaces, bpftool to list programs,
 # promtool to check the metrics endpoint. Installed when missing and root.
-TEST_TOOLS := nft ip bpftool promtool
-TEST_PKGS  := nftables iproute2 bpftool prometheus
+TEST_TOOLS := nft ip bpftool promtool openssl
+TEST_PKGS  := nftables iproute2 bpftool prometheus openssl
 deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
