@@ -1,0 +1,579 @@
+package fabric
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/quic-go/quic-go"
+
+	"github.com/celluster/celluster/core/fabric/frame"
+)
+
+// ALPN is the application protocol every fabric handshake negotiates.
+const ALPN = "celluster/1"
+
+// DefaultDialTimeout bounds a connection attempt (QUIC handshake plus the
+// hello exchange) when Config.DialTimeout is zero.
+const DefaultDialTimeout = 5 * time.Second
+
+// Stream is a bidirectional QUIC stream to a peer. Close ends the write
+// direction (the peer reads io.EOF); CancelRead and CancelWrite abort one
+// direction. Read and Write may be used from different goroutines; Close must
+// not run concurrently with Write.
+type Stream = quic.Stream
+
+// StreamHandler serves a stream a peer opened. peer is the peer's verified
+// node name. The stream's first frame is still unread: read it with
+// frame.Read. ctx ends when the connection or the fabric closes. When the
+// handler returns, the fabric closes the stream; the handler must not keep
+// it.
+type StreamHandler func(ctx context.Context, peer string, s *Stream)
+
+// DatagramHandler receives a datagram a peer sent. It runs on the
+// connection's receive loop, so it must not block; b is the handler's to
+// keep.
+type DatagramHandler func(peer string, b []byte)
+
+// ErrClosed is returned by calls on a Fabric that has been closed.
+var ErrClosed = errors.New("fabric: closed")
+
+// Config configures a Fabric.
+type Config struct {
+	// Addr is the UDP address to listen on, e.g. "127.0.0.1:0".
+	Addr string
+	// Advertise is the address peers reach this node at. Empty means the
+	// bound address, which then must not be an unspecified IP (0.0.0.0, ::).
+	Advertise string
+	// Node is this node's name. Membership gossips it, and peers refuse
+	// gossip that puts a name at an address whose certificate names another
+	// node, so it must be the name in this node's certificate.
+	Node string
+	// TLSServer returns the configuration for connections peers open to us
+	// (identity.ServerConfig). It is called for every handshake. It must
+	// require a client certificate and verify it: ClientAuth
+	// RequireAndVerifyClientCert, or RequireAnyClientCert with a
+	// VerifyPeerCertificate or VerifyConnection hook.
+	TLSServer func() *tls.Config
+	// TLSClient returns the configuration for connections we open
+	// (identity.ClientConfig). It is called for every dial. With
+	// InsecureSkipVerify it must carry a VerifyPeerCertificate or
+	// VerifyConnection hook that verifies the chain.
+	TLSClient func() *tls.Config
+	// VerifyPeer returns the node name of the peer of a completed, verified
+	// handshake, or an error that refuses the peer (identity.PeerNode with
+	// the trust domain). It runs after every handshake, on both sides; a
+	// refusal closes the connection with application error 1 ("certificate
+	// refused"). On connections accepted under RequireAndVerifyClientCert,
+	// cs.VerifiedChains is empty (see the package comment).
+	VerifyPeer func(cs tls.ConnectionState) (node string, err error)
+	// Logger receives the fabric's and memberlist's logs. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// DialTimeout bounds a connection attempt; zero means
+	// DefaultDialTimeout.
+	DialTimeout time.Duration
+	// MaxFrame limits the frames the fabric reads for its callers (the
+	// response of Peer.Request); zero means frame.DefaultMax.
+	MaxFrame int
+	// Membership configures failure detection, node metadata and member
+	// events.
+	Membership Membership
+}
+
+// Fabric is one node's endpoint: a UDP socket, the QUIC connections to its
+// peers, the stream and datagram handlers, and the node's memberlist.
+type Fabric struct {
+	cfg       Config
+	log       *slog.Logger
+	ctx       context.Context
+	cancel    context.CancelFunc
+	udp       *net.UDPConn
+	tr        *quic.Transport
+	ln        *quic.Listener
+	qconf     *quic.Config
+	advertise *net.UDPAddr
+
+	mu          sync.Mutex
+	closed      bool
+	peers       map[string]*Peer // by remote address: the connection new work uses
+	all         map[*Peer]struct{}
+	dials       map[string]*dialCall
+	unreachable map[string]error // remote address -> why the last connection ended or dial failed
+
+	hmu     sync.RWMutex
+	streams map[frame.Type]StreamHandler
+	dgram   DatagramHandler
+
+	gossip  *gossipTransport
+	ml      *memberlist.Memberlist
+	members *memberView
+	events  *eventQueue
+
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// quicConfig is shared by every connection, dialed or accepted.
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		EnableDatagrams:       true,
+		MaxIncomingStreams:    1024,
+		MaxIncomingUniStreams: -1,
+		// Members gossip every 50ms, so only an idle pair of nodes relies on
+		// keep-alives; a dead peer's connection goes after MaxIdleTimeout.
+		KeepAlivePeriod: 5 * time.Second,
+		MaxIdleTimeout:  15 * time.Second,
+	}
+}
+
+// Listen binds cfg.Addr and starts serving peers and membership. The fabric
+// lives until Close is called or ctx is done, whichever comes first; handler
+// contexts derive from ctx.
+func Listen(ctx context.Context, cfg Config) (*Fabric, error) {
+	return listen(ctx, cfg, true)
+}
+
+// listen is Listen; tests of the gossip transport start no memberlist, so
+// they can read the transport's packets themselves.
+func listen(ctx context.Context, cfg Config, membership bool) (*Fabric, error) {
+	if err := cfg.check(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.MaxFrame <= 0 {
+		cfg.MaxFrame = frame.DefaultMax
+	}
+	cfg.Membership = cfg.Membership.withDefaults()
+
+	laddr, err := net.ResolveUDPAddr("udp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("fabric: listen address %q: %w", cfg.Addr, err)
+	}
+	udp, err := net.ListenUDP("udp", laddr)
+	if err != nil {
+		return nil, fmt.Errorf("fabric: listen on %s: %w", cfg.Addr, err)
+	}
+	advertise := udp.LocalAddr().(*net.UDPAddr)
+	if cfg.Advertise != "" {
+		if advertise, err = net.ResolveUDPAddr("udp", cfg.Advertise); err != nil {
+			udp.Close()
+			return nil, fmt.Errorf("fabric: advertise address %q: %w", cfg.Advertise, err)
+		}
+	}
+	if advertise.IP == nil || advertise.IP.IsUnspecified() || advertise.Port == 0 {
+		udp.Close()
+		return nil, fmt.Errorf("fabric: cannot advertise %s to peers; set Config.Advertise", advertise)
+	}
+
+	fctx, cancel := context.WithCancel(ctx)
+	f := &Fabric{
+		cfg:         cfg,
+		log:         cfg.Logger.With("node", cfg.Node),
+		ctx:         fctx,
+		cancel:      cancel,
+		udp:         udp,
+		qconf:       quicConfig(),
+		advertise:   advertise,
+		peers:       make(map[string]*Peer),
+		all:         make(map[*Peer]struct{}),
+		dials:       make(map[string]*dialCall),
+		unreachable: make(map[string]error),
+		streams:     make(map[frame.Type]StreamHandler),
+		members:     newMemberView(),
+	}
+	f.events = newEventQueue(f.ctx, cfg.Membership)
+	f.gossip = newGossipTransport(f)
+	f.tr = &quic.Transport{Conn: udp, ConnContext: f.connContext}
+	f.ln, err = f.tr.Listen(f.listenTLS(), f.qconf)
+	if err != nil {
+		f.tr.Close()
+		udp.Close()
+		cancel()
+		return nil, fmt.Errorf("fabric: listen on %s: %w", udp.LocalAddr(), err)
+	}
+	f.wg.Add(2)
+	go f.acceptLoop()
+	go func() {
+		defer f.wg.Done()
+		f.events.run()
+	}()
+
+	if membership {
+		if f.ml, err = memberlist.Create(f.memberlistConfig()); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("fabric: start membership: %w", err)
+		}
+	}
+	context.AfterFunc(fctx, func() { f.Close() })
+	f.log.Info("fabric: listening", "addr", udp.LocalAddr().String(), "advertise", advertise.String())
+	return f, nil
+}
+
+func (c *Config) check() error {
+	switch {
+	case c.Node == "":
+		return errors.New("fabric: Config.Node is empty")
+	case c.TLSServer == nil || c.TLSClient == nil:
+		return errors.New("fabric: Config.TLSServer and Config.TLSClient are required")
+	case c.VerifyPeer == nil:
+		return errors.New("fabric: Config.VerifyPeer is required")
+	}
+	if err := checkServerTLS(c.TLSServer()); err != nil {
+		return err
+	}
+	return checkClientTLS(c.TLSClient())
+}
+
+// Addr returns the UDP address the fabric listens on.
+func (f *Fabric) Addr() net.Addr { return f.udp.LocalAddr() }
+
+// Node returns this node's name.
+func (f *Fabric) Node() string { return f.cfg.Node }
+
+// HandleStream registers h for streams whose first frame has type typ,
+// replacing any earlier handler for typ. Types the fabric reserves for
+// itself (typ.Reserved()) cannot be handled; HandleStream panics on them, as
+// on a nil handler.
+func (f *Fabric) HandleStream(typ frame.Type, h StreamHandler) {
+	if typ.Reserved() {
+		panic(fmt.Sprintf("fabric: HandleStream: type %s is reserved for the fabric", typ))
+	}
+	if h == nil {
+		panic("fabric: HandleStream: nil handler")
+	}
+	f.hmu.Lock()
+	f.streams[typ] = h
+	f.hmu.Unlock()
+}
+
+// HandleDatagram sets the handler for datagrams peers send with
+// Peer.SendDatagram, replacing any earlier one. Datagrams that arrive while
+// no handler is set are dropped.
+func (f *Fabric) HandleDatagram(h DatagramHandler) {
+	f.hmu.Lock()
+	f.dgram = h
+	f.hmu.Unlock()
+}
+
+func (f *Fabric) streamHandler(typ frame.Type) StreamHandler {
+	f.hmu.RLock()
+	defer f.hmu.RUnlock()
+	return f.streams[typ]
+}
+
+func (f *Fabric) datagramHandler() DatagramHandler {
+	f.hmu.RLock()
+	defer f.hmu.RUnlock()
+	return f.dgram
+}
+
+// dialCall is one connection attempt, shared by everyone who asks for the
+// same address while it runs. pending holds memberlist packets to send once
+// it succeeds.
+type dialCall struct {
+	done    chan struct{}
+	peer    *Peer
+	err     error
+	pending []pendingPacket
+}
+
+type pendingPacket struct {
+	buf  []byte
+	node string // the memberlist node name the packet is for, if known
+}
+
+// maxPending bounds the memberlist packets queued behind one dial.
+const maxPending = 64
+
+// Dial returns a connection to the node listening at addr, reusing the
+// existing one if there is one (ours or one the peer opened to us). A new
+// connection's handshake verifies the peer (Config.VerifyPeer) and waits for
+// the peer to accept our certificate; a refusal by either side is an error
+// that says why. The attempt is shared by concurrent callers and bounded by
+// Config.DialTimeout; Dial itself returns early when ctx is done. A Peer
+// stays valid until its connection closes; Dial again after that.
+func (f *Fabric) Dial(ctx context.Context, addr string) (*Peer, error) {
+	key, raddr, err := resolve(addr)
+	if err != nil {
+		return nil, err
+	}
+	if key == f.advertise.String() {
+		return nil, fmt.Errorf("fabric: dial %s: that is this node", addr)
+	}
+	f.mu.Lock()
+	p, call, err := f.peerOrDialLocked(key, raddr)
+	f.mu.Unlock()
+	if err != nil || p != nil {
+		return p, err
+	}
+	select {
+	case <-call.done:
+		return call.peer, call.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("fabric: dial %s: %w", key, context.Cause(ctx))
+	}
+}
+
+func resolve(addr string) (string, *net.UDPAddr, error) {
+	raddr, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return "", nil, fmt.Errorf("fabric: dial %q: %w", addr, err)
+	}
+	return raddr.String(), raddr, nil
+}
+
+// peerOrDialLocked returns the live connection to key, or the dial that is
+// (now) under way to it. f.mu must be held.
+func (f *Fabric) peerOrDialLocked(key string, raddr *net.UDPAddr) (*Peer, *dialCall, error) {
+	if f.closed {
+		return nil, nil, ErrClosed
+	}
+	if p := f.peers[key]; p != nil && p.ctx.Err() == nil {
+		return p, nil, nil
+	}
+	if call := f.dials[key]; call != nil {
+		return nil, call, nil
+	}
+	call := &dialCall{done: make(chan struct{})}
+	f.dials[key] = call
+	f.wg.Add(1)
+	go f.runDial(call, key, raddr)
+	return nil, call, nil
+}
+
+func (f *Fabric) runDial(call *dialCall, key string, raddr *net.UDPAddr) {
+	defer f.wg.Done()
+	ctx, cancel := context.WithTimeout(f.ctx, f.cfg.DialTimeout)
+	defer cancel()
+	p, err := f.dial(ctx, key, raddr)
+
+	f.mu.Lock()
+	delete(f.dials, key)
+	pending := call.pending
+	call.pending = nil
+	if err == nil {
+		err = f.addPeerLocked(p)
+		if err != nil {
+			p.close("node closing")
+			p = nil
+		}
+	} else {
+		f.unreachable[key] = err
+	}
+	f.mu.Unlock()
+
+	call.peer, call.err = p, err
+	close(call.done)
+	if err != nil {
+		if len(pending) > 0 {
+			f.log.Debug("fabric: dropped gossip packets for unreachable peer", "addr", key, "packets", len(pending), "err", err)
+		}
+		return
+	}
+	for _, pk := range pending {
+		if err := p.sendGossip(pk.buf, pk.node); err != nil {
+			f.log.Debug("fabric: gossip packet not sent", "peer", p.name, "err", err)
+		}
+	}
+}
+
+// dial opens a connection to raddr and exchanges hellos.
+func (f *Fabric) dial(ctx context.Context, key string, raddr *net.UDPAddr) (*Peer, error) {
+	tc, err := f.dialTLS(key)
+	if err != nil {
+		return nil, fmt.Errorf("fabric: dial %s: %w", key, err)
+	}
+	conn, err := f.tr.Dial(ctx, raddr, tc, f.qconf)
+	if err != nil {
+		return nil, f.describeDialError(key, err)
+	}
+	name, err := f.identify(conn)
+	if err != nil {
+		conn.CloseWithError(codeRefused, "certificate refused")
+		return nil, fmt.Errorf("fabric: dial %s: refused the peer: %w", key, err)
+	}
+	if err := hello(ctx, conn); err != nil {
+		conn.CloseWithError(codeClosing, "hello failed")
+		return nil, f.describeDialError(key, err)
+	}
+	return f.newPeer(conn, name, key), nil
+}
+
+// describeDialError turns a dial failure into an error that says which side
+// refused whom, and logs refusals.
+func (f *Fabric) describeDialError(key string, err error) error {
+	if te, ok := errors.AsType[*quic.TransportError](err); ok && te.ErrorCode.IsCryptoError() {
+		if te.Remote {
+			f.log.Warn("fabric: refused by peer", "addr", key, "reason", te.Error())
+			return fmt.Errorf("fabric: dial %s: peer refused the handshake: %w", key, te)
+		}
+		return fmt.Errorf("fabric: dial %s: refused the peer: %w", key, te)
+	}
+	if ae, ok := errors.AsType[*quic.ApplicationError](err); ok && ae.Remote {
+		if ae.ErrorCode == codeRefused {
+			f.log.Warn("fabric: refused by peer", "addr", key, "reason", ae.Error())
+			return fmt.Errorf("fabric: dial %s: peer refused this node: %w", key, ae)
+		}
+		return fmt.Errorf("fabric: dial %s: peer closed the connection: %w", key, ae)
+	}
+	return fmt.Errorf("fabric: dial %s: %w", key, err)
+}
+
+// hello opens the first stream of a dialed connection and waits for the
+// listener's answer, which proves the listener accepted our certificate.
+func hello(ctx context.Context, conn *quic.Conn) error {
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		return err
+	}
+	defer s.CancelRead(codeDone)
+	stop := context.AfterFunc(ctx, func() { s.CancelRead(codeCancelled); s.CancelWrite(codeCancelled) })
+	defer stop()
+	if err := frame.Write(s, frame.TypeHello, nil); err != nil {
+		return err
+	}
+	s.Close()
+	typ, _, err := frame.Read(s, maxHello)
+	if err != nil {
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		return err
+	}
+	if typ != frame.TypeHello {
+		return fmt.Errorf("peer answered hello with a %s frame", typ)
+	}
+	return nil
+}
+
+// addPeerLocked records a new connection. The first live connection to an
+// address is the one new work uses; a second one (both sides dialed at
+// once) is served until it closes. f.mu must be held.
+func (f *Fabric) addPeerLocked(p *Peer) error {
+	if f.closed {
+		return ErrClosed
+	}
+	f.all[p] = struct{}{}
+	if old := f.peers[p.addr]; old == nil || old.ctx.Err() != nil {
+		f.peers[p.addr] = p
+	}
+	delete(f.unreachable, p.addr)
+	f.wg.Add(4)
+	go p.acceptStreams()
+	go p.receiveDatagrams()
+	go p.sendGossipLoop()
+	go p.watch()
+	return nil
+}
+
+// removePeer forgets a connection that has closed.
+func (f *Fabric) removePeer(p *Peer, cause error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.all, p)
+	if f.peers[p.addr] == p {
+		delete(f.peers, p.addr)
+		if !f.closed && cause != nil && !p.closedLocally.Load() {
+			f.unreachable[p.addr] = cause
+		}
+	}
+}
+
+// dropPeer closes the connection to addr, if any, and forgets why the
+// address was unreachable: memberlist declared the node dead.
+func (f *Fabric) dropPeer(addr string) {
+	f.mu.Lock()
+	p := f.peers[addr]
+	delete(f.unreachable, addr)
+	f.mu.Unlock()
+	if p != nil {
+		p.close("declared dead")
+	}
+}
+
+func (f *Fabric) isUnreachable(addr string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.peers[addr]; p != nil && p.ctx.Err() == nil {
+		return false
+	}
+	_, ok := f.unreachable[addr]
+	return ok
+}
+
+func (f *Fabric) peerAt(addr string) *Peer {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.peers[addr]; p != nil && p.ctx.Err() == nil {
+		return p
+	}
+	return nil
+}
+
+func (f *Fabric) acceptLoop() {
+	defer f.wg.Done()
+	for {
+		conn, err := f.ln.Accept(f.ctx)
+		if err != nil {
+			return
+		}
+		name, err := f.identify(conn)
+		if err != nil {
+			conn.CloseWithError(codeRefused, "certificate refused")
+			continue
+		}
+		p := f.newPeer(conn, name, conn.RemoteAddr().String())
+		f.mu.Lock()
+		err = f.addPeerLocked(p)
+		f.mu.Unlock()
+		if err != nil {
+			p.close("node closing")
+			return
+		}
+		f.log.Debug("fabric: accepted peer", "peer", name, "addr", p.addr)
+	}
+}
+
+// Close stops the fabric without telling anyone: memberlist stops (no leave
+// broadcast, so peers detect the node as failed; call Leave first for a
+// graceful exit), connections close, the socket is released, and Close
+// waits for the fabric's goroutines, handlers included. Close is idempotent.
+func (f *Fabric) Close() error {
+	f.closeOnce.Do(func() {
+		f.mu.Lock()
+		f.closed = true
+		peers := make([]*Peer, 0, len(f.all))
+		for p := range f.all {
+			peers = append(peers, p)
+		}
+		f.mu.Unlock()
+
+		if f.ml != nil {
+			if err := f.ml.Shutdown(); err != nil {
+				f.log.Warn("fabric: memberlist shutdown", "err", err)
+			}
+		}
+		f.cancel()
+		for _, p := range peers {
+			p.close("node closing")
+		}
+		f.ln.Close()
+		f.tr.Close()
+		f.udp.Close()
+		f.wg.Wait()
+		f.log.Info("fabric: closed")
+	})
+	return nil
+}

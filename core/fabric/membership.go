@@ -1,0 +1,427 @@
+package fabric
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// MaxMetaSize is the largest node metadata memberlist carries.
+const MaxMetaSize = memberlist.MetaMaxSize
+
+// Membership configures failure detection, node metadata and member events.
+// Zero fields take the defaults documented in the package comment.
+type Membership struct {
+	// ProbeInterval is how often the node probes one member (200ms).
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long a direct probe waits for its ack before
+	// indirect probes start (100ms).
+	ProbeTimeout time.Duration
+	// SuspicionMult scales the time a suspect has to refute before it is
+	// declared dead: SuspicionMult × max(1, log10 N) × ProbeInterval (3).
+	SuspicionMult int
+	// SuspicionMaxTimeoutMult bounds an unconfirmed suspicion at this many
+	// times the suspicion timeout (3).
+	SuspicionMaxTimeoutMult int
+	// GossipInterval is how often queued gossip is sent (50ms).
+	GossipInterval time.Duration
+	// PushPullInterval is how often the full state is synced with one
+	// member (5s).
+	PushPullInterval time.Duration
+
+	// Meta returns this node's metadata (a small JSON or protobuf summary),
+	// at most MaxMetaSize bytes. It is called when the node joins and on
+	// UpdateMeta; a longer result is refused and logged, and the last valid
+	// metadata is kept.
+	Meta func() []byte
+	// OnJoin, OnLeave and OnUpdate are called, in order and one at a time,
+	// on a goroutine of the fabric's, when a member joins (or comes back),
+	// is declared dead or leaves, or changes its metadata. The local node
+	// joins too.
+	OnJoin, OnLeave, OnUpdate func(Member)
+}
+
+func (m Membership) withDefaults() Membership {
+	if m.ProbeInterval <= 0 {
+		m.ProbeInterval = 200 * time.Millisecond
+	}
+	if m.ProbeTimeout <= 0 {
+		m.ProbeTimeout = 100 * time.Millisecond
+	}
+	if m.SuspicionMult <= 0 {
+		m.SuspicionMult = 3
+	}
+	if m.SuspicionMaxTimeoutMult <= 0 {
+		m.SuspicionMaxTimeoutMult = 3
+	}
+	if m.GossipInterval <= 0 {
+		m.GossipInterval = 50 * time.Millisecond
+	}
+	if m.PushPullInterval <= 0 {
+		m.PushPullInterval = 5 * time.Second
+	}
+	return m
+}
+
+// gossipPacketSize is memberlist's packet budget: a QUIC datagram on the
+// initial 1280-byte path carries 1242 bytes after QUIC's headers and our
+// kind byte; larger packets go as streams.
+const gossipPacketSize = 1100
+
+func (f *Fabric) memberlistConfig() *memberlist.Config {
+	m := f.cfg.Membership
+	c := memberlist.DefaultLANConfig()
+	c.Name = f.cfg.Node
+	c.Transport = f.gossip
+	c.AdvertiseAddr = f.advertise.IP.String()
+	c.AdvertisePort = f.advertise.Port
+	c.ProbeInterval = m.ProbeInterval
+	c.ProbeTimeout = m.ProbeTimeout
+	c.SuspicionMult = m.SuspicionMult
+	c.SuspicionMaxTimeoutMult = m.SuspicionMaxTimeoutMult
+	c.GossipInterval = m.GossipInterval
+	c.PushPullInterval = m.PushPullInterval
+	c.GossipToTheDeadTime = 5 * time.Second
+	c.TCPTimeout = f.cfg.DialTimeout
+	c.DisableTcpPings = true
+	c.UDPBufferSize = gossipPacketSize
+	d := &delegate{f: f}
+	c.Delegate = d
+	c.Events = d
+	c.Alive = d
+	c.Logger = log.New(&logBridge{ctx: f.ctx, log: f.log.With("component", "memberlist")}, "", 0)
+	return c
+}
+
+// State is a member's state as this node sees it.
+type State int
+
+const (
+	// StateAlive: memberlist lists the member and the fabric has no reason
+	// to doubt it.
+	StateAlive State = iota
+	// StateSuspect: memberlist still lists the member, but the fabric's
+	// last connection to it closed or the last dial failed.
+	StateSuspect
+	// StateDead: memberlist declared the member dead, or it left.
+	StateDead
+)
+
+func (s State) String() string {
+	switch s {
+	case StateAlive:
+		return "alive"
+	case StateSuspect:
+		return "suspect"
+	case StateDead:
+		return "dead"
+	}
+	return fmt.Sprintf("state(%d)", int(s))
+}
+
+// Member is one node of the cluster.
+type Member struct {
+	Name  string
+	Addr  string // fabric address, for Dial
+	State State
+	Meta  []byte
+}
+
+// Join contacts the seeds (fabric addresses; this node's own is skipped)
+// and merges their view of the cluster into ours. It succeeds when at least
+// one seed answered.
+func (f *Fabric) Join(ctx context.Context, seeds []string) error {
+	var addrs []string
+	var errs []error
+	for _, s := range seeds {
+		key, _, err := resolve(s)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if key == f.advertise.String() {
+			continue
+		}
+		if _, err := f.Dial(ctx, key); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		addrs = append(addrs, key)
+	}
+	if len(addrs) == 0 {
+		if len(errs) == 0 {
+			return nil // only ourselves: a cluster of one
+		}
+		return fmt.Errorf("fabric: join: no seed reachable: %w", errors.Join(errs...))
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := f.ml.Join(addrs)
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		if r.n == 0 {
+			return fmt.Errorf("fabric: join %v: %w", addrs, r.err)
+		}
+		if r.err != nil {
+			f.log.Warn("fabric: join: some seeds failed", "joined", r.n, "err", r.err)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("fabric: join: %w", context.Cause(ctx))
+	}
+}
+
+// Leave tells the cluster this node is leaving and waits, until ctx is done
+// (at most 5s), for the news to go out. Close the fabric afterwards.
+func (f *Fabric) Leave(ctx context.Context) error {
+	if err := f.ml.Leave(timeoutOf(ctx, 5*time.Second)); err != nil {
+		return fmt.Errorf("fabric: leave: %w", err)
+	}
+	return nil
+}
+
+// UpdateMeta asks Membership.Meta for fresh metadata and gossips it, waiting
+// until ctx is done (at most 5s) for it to go out.
+func (f *Fabric) UpdateMeta(ctx context.Context) error {
+	if err := f.ml.UpdateNode(timeoutOf(ctx, 5*time.Second)); err != nil {
+		return fmt.Errorf("fabric: update metadata: %w", err)
+	}
+	return nil
+}
+
+func timeoutOf(ctx context.Context, max time.Duration) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		return min(max, time.Until(dl))
+	}
+	return max
+}
+
+// Members returns every member this node knows of, itself included, dead
+// ones too, sorted by name.
+func (f *Fabric) Members() []Member {
+	ms := f.members.list()
+	for i := range ms {
+		if ms[i].State == StateAlive && ms[i].Name != f.cfg.Node && f.isUnreachable(ms[i].Addr) {
+			ms[i].State = StateSuspect
+		}
+	}
+	return ms
+}
+
+// memberView is the fabric's copy of memberlist's member list, fed by
+// memberlist's events (memberlist's own list hides dead members and shares
+// its internal structs).
+type memberView struct {
+	mu sync.Mutex
+	m  map[string]Member
+}
+
+func newMemberView() *memberView { return &memberView{m: make(map[string]Member)} }
+
+func (v *memberView) set(m Member) {
+	v.mu.Lock()
+	v.m[m.Name] = m
+	v.mu.Unlock()
+}
+
+func (v *memberView) list() []Member {
+	v.mu.Lock()
+	ms := make([]Member, 0, len(v.m))
+	for _, m := range v.m {
+		m.Meta = bytes.Clone(m.Meta)
+		ms = append(ms, m)
+	}
+	v.mu.Unlock()
+	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return ms
+}
+
+// delegate is memberlist's Delegate, EventDelegate and AliveDelegate.
+// memberlist calls the event methods with its node lock held: they copy
+// what they need and return.
+type delegate struct {
+	f *Fabric
+
+	mu   sync.Mutex
+	meta []byte
+}
+
+var (
+	_ memberlist.Delegate      = (*delegate)(nil)
+	_ memberlist.EventDelegate = (*delegate)(nil)
+	_ memberlist.AliveDelegate = (*delegate)(nil)
+)
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if fn := d.f.cfg.Membership.Meta; fn != nil {
+		meta := fn()
+		if len(meta) <= limit {
+			d.meta = bytes.Clone(meta)
+		} else {
+			d.f.log.Error("fabric: node metadata refused", "bytes", len(meta), "limit", limit)
+		}
+	}
+	return d.meta
+}
+
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+func member(n *memberlist.Node, s State) Member {
+	return Member{Name: n.Name, Addr: n.Address(), State: s, Meta: bytes.Clone(n.Meta)}
+}
+
+func (d *delegate) NotifyJoin(n *memberlist.Node) {
+	m := member(n, StateAlive)
+	d.f.members.set(m)
+	d.f.events.push(eventJoin, m)
+}
+
+func (d *delegate) NotifyLeave(n *memberlist.Node) {
+	m := member(n, StateDead)
+	d.f.members.set(m)
+	d.f.events.push(eventLeave, m)
+	if m.Name != d.f.cfg.Node {
+		go d.f.dropPeer(m.Addr)
+	}
+}
+
+func (d *delegate) NotifyUpdate(n *memberlist.Node) {
+	m := member(n, StateAlive)
+	d.f.members.set(m)
+	d.f.events.push(eventUpdate, m)
+}
+
+// NotifyAlive refuses gossip that puts a node name at an address whose
+// connection's certificate names another node.
+func (d *delegate) NotifyAlive(n *memberlist.Node) error {
+	if n.Name == d.f.cfg.Node {
+		return nil
+	}
+	if p := d.f.peerAt(n.Address()); p != nil && p.name != n.Name {
+		return fmt.Errorf("fabric: gossip puts node %q at %s, whose certificate names %q", n.Name, p.addr, p.name)
+	}
+	return nil
+}
+
+type eventKind int
+
+const (
+	eventJoin eventKind = iota
+	eventLeave
+	eventUpdate
+)
+
+type event struct {
+	kind eventKind
+	m    Member
+}
+
+// eventQueue runs the member callbacks in order on one goroutine, so
+// memberlist never waits for them.
+type eventQueue struct {
+	ctx    context.Context
+	cfg    Membership
+	mu     sync.Mutex
+	q      []event
+	signal chan struct{}
+}
+
+func newEventQueue(ctx context.Context, cfg Membership) *eventQueue {
+	return &eventQueue{ctx: ctx, cfg: cfg, signal: make(chan struct{}, 1)}
+}
+
+func (e *eventQueue) push(kind eventKind, m Member) {
+	if e.cfg.OnJoin == nil && e.cfg.OnLeave == nil && e.cfg.OnUpdate == nil {
+		return
+	}
+	e.mu.Lock()
+	e.q = append(e.q, event{kind, m})
+	e.mu.Unlock()
+	select {
+	case e.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (e *eventQueue) run() {
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case <-e.signal:
+		}
+		e.mu.Lock()
+		q := e.q
+		e.q = nil
+		e.mu.Unlock()
+		for _, ev := range q {
+			if e.ctx.Err() != nil {
+				return
+			}
+			var fn func(Member)
+			switch ev.kind {
+			case eventJoin:
+				fn = e.cfg.OnJoin
+			case eventLeave:
+				fn = e.cfg.OnLeave
+			case eventUpdate:
+				fn = e.cfg.OnUpdate
+			}
+			if fn != nil {
+				fn(ev.m)
+			}
+		}
+	}
+}
+
+// logBridge turns memberlist's "[LEVEL] memberlist: message" lines into
+// slog records at that level.
+type logBridge struct {
+	ctx context.Context
+	log *slog.Logger
+}
+
+var logLevels = []struct {
+	prefix string
+	level  slog.Level
+}{
+	{"[DEBUG] ", slog.LevelDebug},
+	{"[INFO] ", slog.LevelInfo},
+	{"[WARN] ", slog.LevelWarn},
+	{"[ERR] ", slog.LevelError},
+	{"[ERROR] ", slog.LevelError},
+}
+
+func (b *logBridge) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	level := slog.LevelInfo
+	for _, l := range logLevels {
+		if rest, ok := strings.CutPrefix(line, l.prefix); ok {
+			line, level = rest, l.level
+			break
+		}
+	}
+	line = strings.TrimPrefix(line, "memberlist: ")
+	b.log.Log(context.WithoutCancel(b.ctx), level, line)
+	return len(p), nil
+}
