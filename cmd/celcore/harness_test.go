@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -20,13 +21,26 @@ import (
 	"github.com/celluster/celluster/core/testbuild"
 )
 
-func TestMain(m *testing.M) { testbuild.Main(m) }
+func TestMain(m *testing.M) {
+	// Helper processes for tests that need another network namespace.
+	if port := os.Getenv("CELTEST_LOSSY_PORT"); port != "" {
+		if err := lossyTransfer(port); err != nil {
+			fmt.Fprintln(os.Stderr, "lossy transfer:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	testbuild.Main(m)
+}
 
 // raceBinaries says whether the daemon under test is built with the race
 // detector. It is not: wazero's compiler runs ~30x slower under it (a Go
 // cell takes over a minute to compile), and the core's concurrency is
 // race-tested in process by its own packages.
 const raceBinaries = false
+
+// nodeSeq numbers the nodes a test binary starts.
+var nodeSeq atomic.Int64
 
 // proc is a real celcore process on temporary directories and a loopback port.
 type proc struct {
@@ -76,7 +90,9 @@ func launch(t testing.TB, cells, data string, args ...string) *proc {
 	}
 	bin := testbuild.Binary(t, "./cmd/celcore", raceBinaries)
 	base := []string{"--cells", n.cellsDir, "--data", n.data, "--http", "127.0.0.1:0",
-		"--log-format", "json", "--log-level", "debug", "--settle", "100ms"}
+		"--log-format", "json", "--log-level", "debug", "--settle", "100ms",
+		// A name of its own: the node pins its BPF objects under it.
+		"--node", fmt.Sprintf("test-%d-%d", os.Getpid(), nodeSeq.Add(1))}
 	n.cmd = exec.Command(bin, append(base, args...)...)
 	pr, pw := io.Pipe()
 	n.cmd.Stderr = pw

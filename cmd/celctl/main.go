@@ -105,6 +105,8 @@ func statusCmd(o *options) *cobra.Command {
 						"go_version":     st.GetGoVersion(),
 						"wazero_version": st.GetWazeroVersion(),
 						"default_limits": limitsJSON(l),
+						"metrics":        st.GetMetricsAddr(),
+						"bpf":            bpfJSON(st.GetBpf()),
 					})
 				}
 				tw := tabwriter.NewWriter(o.out, 0, 4, 2, ' ', 0)
@@ -118,6 +120,20 @@ func statusCmd(o *options) *cobra.Command {
 				fmt.Fprintf(tw, "default limits:\ttime %s, memory %s, concurrency %d, queue %d for %s, warm %d\n",
 					l.GetRequestTimeout().AsDuration(), size(l.GetMemoryBytes()), l.GetConcurrency(), l.GetQueueLength(),
 					l.GetQueueTimeout().AsDuration(), l.GetWarm())
+				if m := st.GetMetricsAddr(); m != "" {
+					fmt.Fprintf(tw, "metrics:\thttp://%s/metrics\n", m)
+				}
+				b := st.GetBpf()
+				if b.GetAvailable() {
+					fmt.Fprintf(tw, "ebpf:\tavailable (pinned under %s); %d programs loaded\n", b.GetPinPath(), len(b.GetPrograms()))
+					fmt.Fprintf(tw, "ebpf kernel:\tprogram types %s; map types %s\n", strings.Join(b.GetProgramTypes(), ", "), strings.Join(b.GetMapTypes(), ", "))
+					fmt.Fprintf(tw, "ebpf attach points:\t%s\n", strings.Join(b.GetAttachPoints(), ", "))
+					for _, p := range b.GetPrograms() {
+						fmt.Fprintf(tw, "  %s\t%s %s (id %d)\n", p.GetObject(), p.GetName(), p.GetAttach(), p.GetId())
+					}
+				} else {
+					fmt.Fprintf(tw, "ebpf:\tunavailable: %s (bpf syscall %v, BTF %v); kernel signals are off\n", dash(b.GetError()), b.GetBpfSyscall(), b.GetBtf())
+				}
 				return tw.Flush()
 			})
 		},

@@ -253,3 +253,15 @@ func embedIntentCmd(o *options) *cobra.Command {
 	cmd.Flags().StringVar(&out, "out", "", "write the result here (default: rewrite MODULE in place, atomically)")
 	return cmd
 }
+
+func bpfJSON(b *adminpb.BPF) map[string]any {
+	progs := make([]map[string]any, 0, len(b.GetPrograms()))
+	for _, p := range b.GetPrograms() {
+		progs = append(progs, map[string]any{"object": p.GetObject(), "name": p.GetName(), "type": p.GetType(), "attach": p.GetAttach(), "id": p.GetId()})
+	}
+	return map[string]any{
+		"available": b.GetAvailable(), "error": b.GetError(), "bpf_syscall": b.GetBpfSyscall(), "btf": b.GetBtf(),
+		"program_types": nonNil(b.GetProgramTypes()), "map_types": nonNil(b.GetMapTypes()),
+		"attach_points": nonNil(b.GetAttachPoints()), "pin_path": b.GetPinPath(), "programs": progs,
+	}
+}

@@ -35,6 +35,24 @@ type Status struct {
 	WazeroVersion string
 	Compilations  int
 	Limits        cell.Limits
+	MetricsAddr   string
+	BPF           BPFStatus
+}
+
+// BPFStatus is the eBPF loader's state for Status.
+type BPFStatus struct {
+	Available                            bool
+	Error                                string
+	Syscall, BTF                         bool
+	ProgramTypes, MapTypes, AttachPoints []string
+	PinPath                              string
+	Programs                             []BPFProgram
+}
+
+// BPFProgram is one loaded program.
+type BPFProgram struct {
+	Object, Name, Type, Attach string
+	ID                         uint32
 }
 
 // PluginStatus describes one plugin for ListPlugins.
@@ -140,6 +158,15 @@ func (s *Server) Status(context.Context, *adminpb.StatusRequest) (*adminpb.Statu
 		WazeroVersion: st.WazeroVersion,
 		Compilations:  int64(st.Compilations),
 		DefaultLimits: limitsPB(st.Limits),
+		MetricsAddr:   st.MetricsAddr,
+		Bpf: &adminpb.BPF{
+			Available: st.BPF.Available, Error: st.BPF.Error, BpfSyscall: st.BPF.Syscall, Btf: st.BPF.BTF,
+			ProgramTypes: st.BPF.ProgramTypes, MapTypes: st.BPF.MapTypes, AttachPoints: st.BPF.AttachPoints,
+			PinPath: st.BPF.PinPath,
+		},
+	}
+	for _, p := range st.BPF.Programs {
+		resp.Bpf.Programs = append(resp.Bpf.Programs, &adminpb.BPFProgram{Object: p.Object, Name: p.Name, Type: p.Type, Attach: p.Attach, Id: p.ID})
 	}
 	for _, c := range s.node.Cells() {
 		resp.Cells++

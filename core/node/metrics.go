@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/celluster/celluster/core/hostapi"
 	"github.com/celluster/celluster/core/metrics"
 )
 
@@ -44,9 +43,3 @@ func (n *Node) serveMetrics(ctx context.Context, addr string) (net.Addr, <-chan 
 	go func() { errc <- n.metrics.Serve(ctx, l) }()
 	return l.Addr(), errc, nil
 }
-
-// bpfInfo reports the eBPF programs for metrics.
-func (n *Node) bpfInfo() metrics.BPFInfo { return metrics.BPFInfo{} }
-
-// bpfHost is the eBPF loader as the host service offers it to plugins.
-func (n *Node) bpfHost() hostapi.BPF { return nil }

@@ -84,6 +84,8 @@ type Node struct {
 	httpAddr string
 
 	metrics      *metrics.Metrics
+	bpf          *bpfHost
+	bpfErr       string
 	metricsAddr  string
 	journal      *journal.Journal
 	engine       *reflex.Engine
@@ -180,6 +182,10 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 	defer n.journal.Close()
 	ing := ingress.New(n.reg, n.log)
 	adm := admin.New(n)
+
+	// The eBPF loader starts before the plugins that ask it for programs.
+	n.startBPF()
+	defer n.stopBPF()
 
 	// Plugins start (in the background) before the admin API serves, which
 	// reads the plugin manager.
@@ -387,6 +393,8 @@ func (n *Node) Status() admin.Status {
 		WazeroVersion: wazeroVersion(),
 		Compilations:  n.eng.Compilations(),
 		Limits:        n.cfg.Limits,
+		MetricsAddr:   n.metricsAddr,
+		BPF:           n.bpfStatus(),
 	}
 }
 

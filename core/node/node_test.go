@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -26,6 +27,7 @@ func TestRunInProcess(t *testing.T) {
 	cfg := Config{
 		CellsDir: filepath.Join(dir, "cells"), DataDir: filepath.Join(dir, "data"),
 		HTTPAddr: "127.0.0.1:0", Settle: 50 * time.Millisecond, TelemetryInterval: 20 * time.Millisecond,
+		Name:   fmt.Sprintf("nodetest-%d", os.Getpid()),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	ctx, cancel := context.WithCancel(context.Background())

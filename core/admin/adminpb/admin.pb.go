@@ -85,6 +85,10 @@ type StatusResponse struct {
 	Compilations int64 `protobuf:"varint,11,opt,name=compilations,proto3" json:"compilations,omitempty"`
 	// Default limits applied to cells.
 	DefaultLimits *Limits `protobuf:"bytes,12,opt,name=default_limits,json=defaultLimits,proto3" json:"default_limits,omitempty"`
+	// The eBPF loader: what the kernel allows and what is loaded.
+	Bpf *BPF `protobuf:"bytes,13,opt,name=bpf,proto3" json:"bpf,omitempty"`
+	// Prometheus metrics address, if served.
+	MetricsAddr   string `protobuf:"bytes,14,opt,name=metrics_addr,json=metricsAddr,proto3" json:"metrics_addr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -203,6 +207,209 @@ func (x *StatusResponse) GetDefaultLimits() *Limits {
 	return nil
 }
 
+func (x *StatusResponse) GetBpf() *BPF {
+	if x != nil {
+		return x.Bpf
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetMetricsAddr() string {
+	if x != nil {
+		return x.MetricsAddr
+	}
+	return ""
+}
+
+type BPF struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Available is true when the node can load and attach BPF programs.
+	Available bool `protobuf:"varint,1,opt,name=available,proto3" json:"available,omitempty"`
+	// Why not, or what is missing.
+	Error      string `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	BpfSyscall bool   `protobuf:"varint,3,opt,name=bpf_syscall,json=bpfSyscall,proto3" json:"bpf_syscall,omitempty"`
+	Btf        bool   `protobuf:"varint,4,opt,name=btf,proto3" json:"btf,omitempty"`
+	// Program and map types the kernel loads, and the attach points found.
+	ProgramTypes []string `protobuf:"bytes,5,rep,name=program_types,json=programTypes,proto3" json:"program_types,omitempty"`
+	MapTypes     []string `protobuf:"bytes,6,rep,name=map_types,json=mapTypes,proto3" json:"map_types,omitempty"`
+	AttachPoints []string `protobuf:"bytes,7,rep,name=attach_points,json=attachPoints,proto3" json:"attach_points,omitempty"`
+	// Where the node pins (under bpffs).
+	PinPath       string        `protobuf:"bytes,8,opt,name=pin_path,json=pinPath,proto3" json:"pin_path,omitempty"`
+	Programs      []*BPFProgram `protobuf:"bytes,9,rep,name=programs,proto3" json:"programs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BPF) Reset() {
+	*x = BPF{}
+	mi := &file_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BPF) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BPF) ProtoMessage() {}
+
+func (x *BPF) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BPF.ProtoReflect.Descriptor instead.
+func (*BPF) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *BPF) GetAvailable() bool {
+	if x != nil {
+		return x.Available
+	}
+	return false
+}
+
+func (x *BPF) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *BPF) GetBpfSyscall() bool {
+	if x != nil {
+		return x.BpfSyscall
+	}
+	return false
+}
+
+func (x *BPF) GetBtf() bool {
+	if x != nil {
+		return x.Btf
+	}
+	return false
+}
+
+func (x *BPF) GetProgramTypes() []string {
+	if x != nil {
+		return x.ProgramTypes
+	}
+	return nil
+}
+
+func (x *BPF) GetMapTypes() []string {
+	if x != nil {
+		return x.MapTypes
+	}
+	return nil
+}
+
+func (x *BPF) GetAttachPoints() []string {
+	if x != nil {
+		return x.AttachPoints
+	}
+	return nil
+}
+
+func (x *BPF) GetPinPath() string {
+	if x != nil {
+		return x.PinPath
+	}
+	return ""
+}
+
+func (x *BPF) GetPrograms() []*BPFProgram {
+	if x != nil {
+		return x.Programs
+	}
+	return nil
+}
+
+type BPFProgram struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Object is "<plugin>/<name>".
+	Object        string `protobuf:"bytes,1,opt,name=object,proto3" json:"object,omitempty"`
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Type          string `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Attach        string `protobuf:"bytes,4,opt,name=attach,proto3" json:"attach,omitempty"`
+	Id            uint32 `protobuf:"varint,5,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BPFProgram) Reset() {
+	*x = BPFProgram{}
+	mi := &file_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BPFProgram) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BPFProgram) ProtoMessage() {}
+
+func (x *BPFProgram) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BPFProgram.ProtoReflect.Descriptor instead.
+func (*BPFProgram) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BPFProgram) GetObject() string {
+	if x != nil {
+		return x.Object
+	}
+	return ""
+}
+
+func (x *BPFProgram) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BPFProgram) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *BPFProgram) GetAttach() string {
+	if x != nil {
+		return x.Attach
+	}
+	return ""
+}
+
+func (x *BPFProgram) GetId() uint32 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
 type Limits struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	RequestTimeout *durationpb.Duration   `protobuf:"bytes,1,opt,name=request_timeout,json=requestTimeout,proto3" json:"request_timeout,omitempty"`
@@ -218,7 +425,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_admin_proto_msgTypes[2]
+	mi := &file_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -230,7 +437,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[2]
+	mi := &file_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -243,7 +450,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{2}
+	return file_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Limits) GetRequestTimeout() *durationpb.Duration {
@@ -303,7 +510,7 @@ type ListCellsRequest struct {
 
 func (x *ListCellsRequest) Reset() {
 	*x = ListCellsRequest{}
-	mi := &file_admin_proto_msgTypes[3]
+	mi := &file_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -315,7 +522,7 @@ func (x *ListCellsRequest) String() string {
 func (*ListCellsRequest) ProtoMessage() {}
 
 func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[3]
+	mi := &file_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -328,7 +535,7 @@ func (x *ListCellsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsRequest.ProtoReflect.Descriptor instead.
 func (*ListCellsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{3}
+	return file_admin_proto_rawDescGZIP(), []int{5}
 }
 
 type ListCellsResponse struct {
@@ -340,7 +547,7 @@ type ListCellsResponse struct {
 
 func (x *ListCellsResponse) Reset() {
 	*x = ListCellsResponse{}
-	mi := &file_admin_proto_msgTypes[4]
+	mi := &file_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +559,7 @@ func (x *ListCellsResponse) String() string {
 func (*ListCellsResponse) ProtoMessage() {}
 
 func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[4]
+	mi := &file_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +572,7 @@ func (x *ListCellsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCellsResponse.ProtoReflect.Descriptor instead.
 func (*ListCellsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{4}
+	return file_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListCellsResponse) GetCells() []*Cell {
@@ -414,7 +621,7 @@ type Cell struct {
 
 func (x *Cell) Reset() {
 	*x = Cell{}
-	mi := &file_admin_proto_msgTypes[5]
+	mi := &file_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +633,7 @@ func (x *Cell) String() string {
 func (*Cell) ProtoMessage() {}
 
 func (x *Cell) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[5]
+	mi := &file_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +646,7 @@ func (x *Cell) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cell.ProtoReflect.Descriptor instead.
 func (*Cell) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{5}
+	return file_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Cell) GetName() string {
@@ -611,7 +818,7 @@ type Version struct {
 
 func (x *Version) Reset() {
 	*x = Version{}
-	mi := &file_admin_proto_msgTypes[6]
+	mi := &file_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +830,7 @@ func (x *Version) String() string {
 func (*Version) ProtoMessage() {}
 
 func (x *Version) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[6]
+	mi := &file_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +843,7 @@ func (x *Version) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Version.ProtoReflect.Descriptor instead.
 func (*Version) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{6}
+	return file_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Version) GetSha256() string {
@@ -696,7 +903,7 @@ type ListPluginsRequest struct {
 
 func (x *ListPluginsRequest) Reset() {
 	*x = ListPluginsRequest{}
-	mi := &file_admin_proto_msgTypes[7]
+	mi := &file_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -708,7 +915,7 @@ func (x *ListPluginsRequest) String() string {
 func (*ListPluginsRequest) ProtoMessage() {}
 
 func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[7]
+	mi := &file_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -721,7 +928,7 @@ func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsRequest.ProtoReflect.Descriptor instead.
 func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{7}
+	return file_admin_proto_rawDescGZIP(), []int{9}
 }
 
 type ListPluginsResponse struct {
@@ -733,7 +940,7 @@ type ListPluginsResponse struct {
 
 func (x *ListPluginsResponse) Reset() {
 	*x = ListPluginsResponse{}
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -745,7 +952,7 @@ func (x *ListPluginsResponse) String() string {
 func (*ListPluginsResponse) ProtoMessage() {}
 
 func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -758,7 +965,7 @@ func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsResponse.ProtoReflect.Descriptor instead.
 func (*ListPluginsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListPluginsResponse) GetPlugins() []*Plugin {
@@ -794,7 +1001,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +1013,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +1026,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Plugin) GetName() string {
@@ -928,7 +1135,7 @@ type ListSignalsRequest struct {
 
 func (x *ListSignalsRequest) Reset() {
 	*x = ListSignalsRequest{}
-	mi := &file_admin_proto_msgTypes[10]
+	mi := &file_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1147,7 @@ func (x *ListSignalsRequest) String() string {
 func (*ListSignalsRequest) ProtoMessage() {}
 
 func (x *ListSignalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[10]
+	mi := &file_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1160,7 @@ func (x *ListSignalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSignalsRequest.ProtoReflect.Descriptor instead.
 func (*ListSignalsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type ListSignalsResponse struct {
@@ -965,7 +1172,7 @@ type ListSignalsResponse struct {
 
 func (x *ListSignalsResponse) Reset() {
 	*x = ListSignalsResponse{}
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1184,7 @@ func (x *ListSignalsResponse) String() string {
 func (*ListSignalsResponse) ProtoMessage() {}
 
 func (x *ListSignalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1197,7 @@ func (x *ListSignalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSignalsResponse.ProtoReflect.Descriptor instead.
 func (*ListSignalsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListSignalsResponse) GetSignals() []*Signal {
@@ -1015,7 +1222,7 @@ type Signal struct {
 
 func (x *Signal) Reset() {
 	*x = Signal{}
-	mi := &file_admin_proto_msgTypes[12]
+	mi := &file_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1234,7 @@ func (x *Signal) String() string {
 func (*Signal) ProtoMessage() {}
 
 func (x *Signal) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[12]
+	mi := &file_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1247,7 @@ func (x *Signal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Signal.ProtoReflect.Descriptor instead.
 func (*Signal) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Signal) GetName() string {
@@ -1097,7 +1304,7 @@ type JournalRequest struct {
 
 func (x *JournalRequest) Reset() {
 	*x = JournalRequest{}
-	mi := &file_admin_proto_msgTypes[13]
+	mi := &file_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1316,7 @@ func (x *JournalRequest) String() string {
 func (*JournalRequest) ProtoMessage() {}
 
 func (x *JournalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[13]
+	mi := &file_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1329,7 @@ func (x *JournalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalRequest.ProtoReflect.Descriptor instead.
 func (*JournalRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *JournalRequest) GetCell() string {
@@ -1148,7 +1355,7 @@ type JournalResponse struct {
 
 func (x *JournalResponse) Reset() {
 	*x = JournalResponse{}
-	mi := &file_admin_proto_msgTypes[14]
+	mi := &file_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +1367,7 @@ func (x *JournalResponse) String() string {
 func (*JournalResponse) ProtoMessage() {}
 
 func (x *JournalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[14]
+	mi := &file_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +1380,7 @@ func (x *JournalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalResponse.ProtoReflect.Descriptor instead.
 func (*JournalResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *JournalResponse) GetEntries() []*JournalEntry {
@@ -1195,7 +1402,7 @@ type SignalValue struct {
 
 func (x *SignalValue) Reset() {
 	*x = SignalValue{}
-	mi := &file_admin_proto_msgTypes[15]
+	mi := &file_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1414,7 @@ func (x *SignalValue) String() string {
 func (*SignalValue) ProtoMessage() {}
 
 func (x *SignalValue) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[15]
+	mi := &file_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1427,7 @@ func (x *SignalValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalValue.ProtoReflect.Descriptor instead.
 func (*SignalValue) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SignalValue) GetSignal() string {
@@ -1279,7 +1486,7 @@ type JournalEntry struct {
 
 func (x *JournalEntry) Reset() {
 	*x = JournalEntry{}
-	mi := &file_admin_proto_msgTypes[16]
+	mi := &file_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1498,7 @@ func (x *JournalEntry) String() string {
 func (*JournalEntry) ProtoMessage() {}
 
 func (x *JournalEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[16]
+	mi := &file_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1511,7 @@ func (x *JournalEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalEntry.ProtoReflect.Descriptor instead.
 func (*JournalEntry) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *JournalEntry) GetSeq() uint64 {
@@ -1421,7 +1628,7 @@ type IntentRequest struct {
 
 func (x *IntentRequest) Reset() {
 	*x = IntentRequest{}
-	mi := &file_admin_proto_msgTypes[17]
+	mi := &file_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1433,7 +1640,7 @@ func (x *IntentRequest) String() string {
 func (*IntentRequest) ProtoMessage() {}
 
 func (x *IntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[17]
+	mi := &file_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1446,7 +1653,7 @@ func (x *IntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntentRequest.ProtoReflect.Descriptor instead.
 func (*IntentRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *IntentRequest) GetCell() string {
@@ -1474,7 +1681,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_admin_proto_msgTypes[18]
+	mi := &file_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1486,7 +1693,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[18]
+	mi := &file_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1499,7 +1706,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Rule) GetName() string {
@@ -1589,7 +1796,7 @@ type IntentResponse struct {
 
 func (x *IntentResponse) Reset() {
 	*x = IntentResponse{}
-	mi := &file_admin_proto_msgTypes[19]
+	mi := &file_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1601,7 +1808,7 @@ func (x *IntentResponse) String() string {
 func (*IntentResponse) ProtoMessage() {}
 
 func (x *IntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[19]
+	mi := &file_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1614,7 +1821,7 @@ func (x *IntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntentResponse.ProtoReflect.Descriptor instead.
 func (*IntentResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{19}
+	return file_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *IntentResponse) GetCell() string {
@@ -1719,7 +1926,7 @@ type VerbRequest struct {
 
 func (x *VerbRequest) Reset() {
 	*x = VerbRequest{}
-	mi := &file_admin_proto_msgTypes[20]
+	mi := &file_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1731,7 +1938,7 @@ func (x *VerbRequest) String() string {
 func (*VerbRequest) ProtoMessage() {}
 
 func (x *VerbRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[20]
+	mi := &file_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1744,7 +1951,7 @@ func (x *VerbRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerbRequest.ProtoReflect.Descriptor instead.
 func (*VerbRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{20}
+	return file_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *VerbRequest) GetVerb() string {
@@ -1773,7 +1980,7 @@ var File_admin_proto protoreflect.FileDescriptor
 const file_admin_proto_rawDesc = "" +
 	"\n" +
 	"\vadmin.proto\x12\x12celluster.admin.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/duration.proto\"\x0f\n" +
-	"\rStatusRequest\"\xaa\x03\n" +
+	"\rStatusRequest\"\xf8\x03\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x124\n" +
 	"\astarted\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x12\x1b\n" +
@@ -1788,7 +1995,27 @@ const file_admin_proto_rawDesc = "" +
 	"\x0ewazero_version\x18\n" +
 	" \x01(\tR\rwazeroVersion\x12\"\n" +
 	"\fcompilations\x18\v \x01(\x03R\fcompilations\x12A\n" +
-	"\x0edefault_limits\x18\f \x01(\v2\x1a.celluster.admin.v1.LimitsR\rdefaultLimits\"\xae\x02\n" +
+	"\x0edefault_limits\x18\f \x01(\v2\x1a.celluster.admin.v1.LimitsR\rdefaultLimits\x12)\n" +
+	"\x03bpf\x18\r \x01(\v2\x17.celluster.admin.v1.BPFR\x03bpf\x12!\n" +
+	"\fmetrics_addr\x18\x0e \x01(\tR\vmetricsAddr\"\xaa\x02\n" +
+	"\x03BPF\x12\x1c\n" +
+	"\tavailable\x18\x01 \x01(\bR\tavailable\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\x12\x1f\n" +
+	"\vbpf_syscall\x18\x03 \x01(\bR\n" +
+	"bpfSyscall\x12\x10\n" +
+	"\x03btf\x18\x04 \x01(\bR\x03btf\x12#\n" +
+	"\rprogram_types\x18\x05 \x03(\tR\fprogramTypes\x12\x1b\n" +
+	"\tmap_types\x18\x06 \x03(\tR\bmapTypes\x12#\n" +
+	"\rattach_points\x18\a \x03(\tR\fattachPoints\x12\x19\n" +
+	"\bpin_path\x18\b \x01(\tR\apinPath\x12:\n" +
+	"\bprograms\x18\t \x03(\v2\x1e.celluster.admin.v1.BPFProgramR\bprograms\"t\n" +
+	"\n" +
+	"BPFProgram\x12\x16\n" +
+	"\x06object\x18\x01 \x01(\tR\x06object\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12\x16\n" +
+	"\x06attach\x18\x04 \x01(\tR\x06attach\x12\x0e\n" +
+	"\x02id\x18\x05 \x01(\rR\x02id\"\xae\x02\n" +
 	"\x06Limits\x12B\n" +
 	"\x0frequest_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x0erequestTimeout\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\x12 \n" +
@@ -1953,80 +2180,84 @@ func file_admin_proto_rawDescGZIP() []byte {
 	return file_admin_proto_rawDescData
 }
 
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_admin_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: celluster.admin.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: celluster.admin.v1.StatusResponse
-	(*Limits)(nil),                // 2: celluster.admin.v1.Limits
-	(*ListCellsRequest)(nil),      // 3: celluster.admin.v1.ListCellsRequest
-	(*ListCellsResponse)(nil),     // 4: celluster.admin.v1.ListCellsResponse
-	(*Cell)(nil),                  // 5: celluster.admin.v1.Cell
-	(*Version)(nil),               // 6: celluster.admin.v1.Version
-	(*ListPluginsRequest)(nil),    // 7: celluster.admin.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),   // 8: celluster.admin.v1.ListPluginsResponse
-	(*Plugin)(nil),                // 9: celluster.admin.v1.Plugin
-	(*ListSignalsRequest)(nil),    // 10: celluster.admin.v1.ListSignalsRequest
-	(*ListSignalsResponse)(nil),   // 11: celluster.admin.v1.ListSignalsResponse
-	(*Signal)(nil),                // 12: celluster.admin.v1.Signal
-	(*JournalRequest)(nil),        // 13: celluster.admin.v1.JournalRequest
-	(*JournalResponse)(nil),       // 14: celluster.admin.v1.JournalResponse
-	(*SignalValue)(nil),           // 15: celluster.admin.v1.SignalValue
-	(*JournalEntry)(nil),          // 16: celluster.admin.v1.JournalEntry
-	(*IntentRequest)(nil),         // 17: celluster.admin.v1.IntentRequest
-	(*Rule)(nil),                  // 18: celluster.admin.v1.Rule
-	(*IntentResponse)(nil),        // 19: celluster.admin.v1.IntentResponse
-	(*VerbRequest)(nil),           // 20: celluster.admin.v1.VerbRequest
-	nil,                           // 21: celluster.admin.v1.Signal.LabelsEntry
-	nil,                           // 22: celluster.admin.v1.SignalValue.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 24: google.protobuf.Duration
+	(*BPF)(nil),                   // 2: celluster.admin.v1.BPF
+	(*BPFProgram)(nil),            // 3: celluster.admin.v1.BPFProgram
+	(*Limits)(nil),                // 4: celluster.admin.v1.Limits
+	(*ListCellsRequest)(nil),      // 5: celluster.admin.v1.ListCellsRequest
+	(*ListCellsResponse)(nil),     // 6: celluster.admin.v1.ListCellsResponse
+	(*Cell)(nil),                  // 7: celluster.admin.v1.Cell
+	(*Version)(nil),               // 8: celluster.admin.v1.Version
+	(*ListPluginsRequest)(nil),    // 9: celluster.admin.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),   // 10: celluster.admin.v1.ListPluginsResponse
+	(*Plugin)(nil),                // 11: celluster.admin.v1.Plugin
+	(*ListSignalsRequest)(nil),    // 12: celluster.admin.v1.ListSignalsRequest
+	(*ListSignalsResponse)(nil),   // 13: celluster.admin.v1.ListSignalsResponse
+	(*Signal)(nil),                // 14: celluster.admin.v1.Signal
+	(*JournalRequest)(nil),        // 15: celluster.admin.v1.JournalRequest
+	(*JournalResponse)(nil),       // 16: celluster.admin.v1.JournalResponse
+	(*SignalValue)(nil),           // 17: celluster.admin.v1.SignalValue
+	(*JournalEntry)(nil),          // 18: celluster.admin.v1.JournalEntry
+	(*IntentRequest)(nil),         // 19: celluster.admin.v1.IntentRequest
+	(*Rule)(nil),                  // 20: celluster.admin.v1.Rule
+	(*IntentResponse)(nil),        // 21: celluster.admin.v1.IntentResponse
+	(*VerbRequest)(nil),           // 22: celluster.admin.v1.VerbRequest
+	nil,                           // 23: celluster.admin.v1.Signal.LabelsEntry
+	nil,                           // 24: celluster.admin.v1.SignalValue.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
 }
 var file_admin_proto_depIdxs = []int32{
-	23, // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
-	2,  // 1: celluster.admin.v1.StatusResponse.default_limits:type_name -> celluster.admin.v1.Limits
-	24, // 2: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
-	24, // 3: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
-	5,  // 4: celluster.admin.v1.ListCellsResponse.cells:type_name -> celluster.admin.v1.Cell
-	23, // 5: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
-	23, // 6: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
-	2,  // 7: celluster.admin.v1.Cell.limits:type_name -> celluster.admin.v1.Limits
-	6,  // 8: celluster.admin.v1.Cell.versions:type_name -> celluster.admin.v1.Version
-	9,  // 9: celluster.admin.v1.ListPluginsResponse.plugins:type_name -> celluster.admin.v1.Plugin
-	12, // 10: celluster.admin.v1.ListSignalsResponse.signals:type_name -> celluster.admin.v1.Signal
-	21, // 11: celluster.admin.v1.Signal.labels:type_name -> celluster.admin.v1.Signal.LabelsEntry
-	23, // 12: celluster.admin.v1.Signal.time:type_name -> google.protobuf.Timestamp
-	16, // 13: celluster.admin.v1.JournalResponse.entries:type_name -> celluster.admin.v1.JournalEntry
-	22, // 14: celluster.admin.v1.SignalValue.labels:type_name -> celluster.admin.v1.SignalValue.LabelsEntry
-	23, // 15: celluster.admin.v1.SignalValue.time:type_name -> google.protobuf.Timestamp
-	23, // 16: celluster.admin.v1.JournalEntry.time:type_name -> google.protobuf.Timestamp
-	15, // 17: celluster.admin.v1.JournalEntry.values:type_name -> celluster.admin.v1.SignalValue
-	24, // 18: celluster.admin.v1.JournalEntry.duration:type_name -> google.protobuf.Duration
-	23, // 19: celluster.admin.v1.Rule.since:type_name -> google.protobuf.Timestamp
-	23, // 20: celluster.admin.v1.Rule.last_fired:type_name -> google.protobuf.Timestamp
-	23, // 21: celluster.admin.v1.Rule.quiet_until:type_name -> google.protobuf.Timestamp
-	23, // 22: celluster.admin.v1.Rule.last_seen:type_name -> google.protobuf.Timestamp
-	23, // 23: celluster.admin.v1.IntentResponse.applied:type_name -> google.protobuf.Timestamp
-	24, // 24: celluster.admin.v1.IntentResponse.decay_after_idle:type_name -> google.protobuf.Duration
-	18, // 25: celluster.admin.v1.IntentResponse.rules:type_name -> celluster.admin.v1.Rule
-	0,  // 26: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
-	3,  // 27: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
-	7,  // 28: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
-	10, // 29: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
-	13, // 30: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
-	17, // 31: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
-	20, // 32: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
-	1,  // 33: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
-	4,  // 34: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
-	8,  // 35: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
-	11, // 36: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
-	14, // 37: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
-	19, // 38: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
-	16, // 39: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
-	33, // [33:40] is the sub-list for method output_type
-	26, // [26:33] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	25, // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
+	4,  // 1: celluster.admin.v1.StatusResponse.default_limits:type_name -> celluster.admin.v1.Limits
+	2,  // 2: celluster.admin.v1.StatusResponse.bpf:type_name -> celluster.admin.v1.BPF
+	3,  // 3: celluster.admin.v1.BPF.programs:type_name -> celluster.admin.v1.BPFProgram
+	26, // 4: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
+	26, // 5: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
+	7,  // 6: celluster.admin.v1.ListCellsResponse.cells:type_name -> celluster.admin.v1.Cell
+	25, // 7: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
+	25, // 8: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
+	4,  // 9: celluster.admin.v1.Cell.limits:type_name -> celluster.admin.v1.Limits
+	8,  // 10: celluster.admin.v1.Cell.versions:type_name -> celluster.admin.v1.Version
+	11, // 11: celluster.admin.v1.ListPluginsResponse.plugins:type_name -> celluster.admin.v1.Plugin
+	14, // 12: celluster.admin.v1.ListSignalsResponse.signals:type_name -> celluster.admin.v1.Signal
+	23, // 13: celluster.admin.v1.Signal.labels:type_name -> celluster.admin.v1.Signal.LabelsEntry
+	25, // 14: celluster.admin.v1.Signal.time:type_name -> google.protobuf.Timestamp
+	18, // 15: celluster.admin.v1.JournalResponse.entries:type_name -> celluster.admin.v1.JournalEntry
+	24, // 16: celluster.admin.v1.SignalValue.labels:type_name -> celluster.admin.v1.SignalValue.LabelsEntry
+	25, // 17: celluster.admin.v1.SignalValue.time:type_name -> google.protobuf.Timestamp
+	25, // 18: celluster.admin.v1.JournalEntry.time:type_name -> google.protobuf.Timestamp
+	17, // 19: celluster.admin.v1.JournalEntry.values:type_name -> celluster.admin.v1.SignalValue
+	26, // 20: celluster.admin.v1.JournalEntry.duration:type_name -> google.protobuf.Duration
+	25, // 21: celluster.admin.v1.Rule.since:type_name -> google.protobuf.Timestamp
+	25, // 22: celluster.admin.v1.Rule.last_fired:type_name -> google.protobuf.Timestamp
+	25, // 23: celluster.admin.v1.Rule.quiet_until:type_name -> google.protobuf.Timestamp
+	25, // 24: celluster.admin.v1.Rule.last_seen:type_name -> google.protobuf.Timestamp
+	25, // 25: celluster.admin.v1.IntentResponse.applied:type_name -> google.protobuf.Timestamp
+	26, // 26: celluster.admin.v1.IntentResponse.decay_after_idle:type_name -> google.protobuf.Duration
+	20, // 27: celluster.admin.v1.IntentResponse.rules:type_name -> celluster.admin.v1.Rule
+	0,  // 28: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
+	5,  // 29: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
+	9,  // 30: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
+	12, // 31: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
+	15, // 32: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
+	19, // 33: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
+	22, // 34: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
+	1,  // 35: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
+	6,  // 36: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
+	10, // 37: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
+	13, // 38: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
+	16, // 39: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
+	21, // 40: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
+	18, // 41: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
+	35, // [35:42] is the sub-list for method output_type
+	28, // [28:35] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -2040,7 +2271,7 @@ func file_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

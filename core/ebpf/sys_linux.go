@@ -1,0 +1,79 @@
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// attach attaches prog the way its section says.
+func attach(prog *ebpf.Program, ps *ebpf.ProgramSpec) (link.Link, error) {
+	switch {
+	case ps.Type == ebpf.Tracing && attachable(ps.Type, ps.AttachType):
+		return link.AttachTracing(link.TracingOptions{Program: prog, AttachType: ps.AttachType})
+	case ps.Type == ebpf.RawTracepoint:
+		return link.AttachRawTracepoint(link.RawTracepointOptions{Name: ps.AttachTo, Program: prog})
+	}
+	return nil, fmt.Errorf("%w: no way to attach %s programs with attach type %s", ErrNotSupported, ps.Type, ps.AttachType)
+}
+
+// checkPrivilege reports, wrapping ErrUnprivileged, which capabilities the
+// process lacks to load and attach tracing programs.
+func checkPrivilege() error {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("ebpf: reading capabilities: %w", err)
+	}
+	has := func(c int) bool { return data[c/32].Effective&(1<<(uint(c)%32)) != 0 }
+	if has(unix.CAP_SYS_ADMIN) || (has(unix.CAP_BPF) && has(unix.CAP_PERFMON)) {
+		return nil
+	}
+	var missing []string
+	if !has(unix.CAP_BPF) {
+		missing = append(missing, "CAP_BPF")
+	}
+	if !has(unix.CAP_PERFMON) {
+		missing = append(missing, "CAP_PERFMON")
+	}
+	return fmt.Errorf("%w: loading tracing programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN); this process lacks %s (run celcore as root)",
+		ErrUnprivileged, strings.Join(missing, " and "))
+}
+
+// isBpffs reports whether path lies on a bpffs.
+func isBpffs(path string) (bool, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false, err
+	}
+	return uint32(st.Type) == uint32(unix.BPF_FS_MAGIC), nil
+}
+
+// mountedBpffs returns bpffsMount if a bpffs is mounted there, else "".
+func mountedBpffs() string {
+	if ok, _ := isBpffs(bpffsMount); ok {
+		return bpffsMount
+	}
+	return ""
+}
+
+// mountBpffs mounts a bpffs at bpffsMount.
+func mountBpffs() error {
+	err := unix.Mount("bpf", bpffsMount, "bpf", 0, "mode=0700")
+	if errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("%w: mounting bpffs at %s needs CAP_SYS_ADMIN: %w", ErrUnprivileged, bpffsMount, err)
+	}
+	if err != nil {
+		return fmt.Errorf("ebpf: mounting bpffs at %s: %w", bpffsMount, err)
+	}
+	return nil
+}
+
+// isPermission reports whether err is the kernel refusing for lack of privilege.
+func isPermission(err error) bool {
+	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)
+}

@@ -1,0 +1,28 @@
+//go:build !linux
+
+package ebpf
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+func attach(*ebpf.Program, *ebpf.ProgramSpec) (link.Link, error) {
+	return nil, fmt.Errorf("%w: attaching BPF tracing programs needs Linux", ErrNotSupported)
+}
+
+func checkPrivilege() error {
+	return fmt.Errorf("%w: BPF tracing programs need Linux", ErrNotSupported)
+}
+
+func isBpffs(string) (bool, error) { return false, nil }
+
+func mountedBpffs() string { return "" }
+
+func mountBpffs() error {
+	return fmt.Errorf("%w: bpffs needs Linux", ErrNotSupported)
+}
+
+func isPermission(error) bool { return false }
