@@ -15,6 +15,11 @@
  *   cel_tcp_rst_rx   tp_btf/tcp_receive_reset   kind CEL_TCP_RST_RECV
  *
  * Map cel_tcp_counts: PERCPU_HASH struct cel_port_key -> __u64.
+ * Map cel_tcp_events: RINGBUF of struct cel_port_key, one record per event.
+ *   It only wakes user space (these events are rare, and a reader waiting
+ *   on it learns of one within microseconds instead of at its next poll);
+ *   the counts stay in the per-CPU map. A full ring drops records, never
+ *   counts.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -31,6 +36,19 @@ struct {
 	__type(key, struct cel_port_key);
 	__type(value, __u64);
 } cel_tcp_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 64 * 1024);
+} cel_tcp_events SEC(".maps");
+
+/* notify wakes a reader of cel_tcp_events with (port, kind). */
+static __always_inline void notify(__u16 port, __u8 kind)
+{
+	struct cel_port_key ev = { .port = port, .kind = kind, .pad = 0 };
+
+	bpf_ringbuf_output(&cel_tcp_events, &ev, sizeof(ev), 0);
+}
 
 /*
  * Tracepoint arguments are trusted kernel pointers: their fields are read
@@ -80,9 +98,11 @@ int BPF_PROG(cel_tcp_retrans, const struct sock *sk, const struct sk_buff *skb)
 		return 0;
 	if (sk->__sk_common.skc_state == TCP_SYN_SENT) {
 		cel_count(&cel_tcp_counts, bpf_ntohs(sk->__sk_common.skc_dport), CEL_TCP_SYN_RETRANS);
+		notify(bpf_ntohs(sk->__sk_common.skc_dport), CEL_TCP_SYN_RETRANS);
 		return 0;
 	}
 	cel_add(&cel_tcp_counts, local_port(sk), CEL_TCP_RETRANS, skb_segs(skb));
+	notify(local_port(sk), CEL_TCP_RETRANS);
 	return 0;
 }
 
@@ -100,6 +120,7 @@ int BPF_PROG(cel_tcp_rst_tx, const struct sock *sk, const struct sk_buff *skb)
 
 	if (sk) {
 		cel_count(&cel_tcp_counts, local_port(sk), CEL_TCP_RST_SENT);
+		notify(local_port(sk), CEL_TCP_RST_SENT);
 		return 0;
 	}
 	if (!skb)
@@ -109,6 +130,7 @@ int BPF_PROG(cel_tcp_rst_tx, const struct sock *sk, const struct sk_buff *skb)
 	if (bpf_probe_read_kernel(&th, sizeof(th), head + off))
 		return 0;
 	cel_count(&cel_tcp_counts, bpf_ntohs(th.dest), CEL_TCP_RST_SENT);
+	notify(bpf_ntohs(th.dest), CEL_TCP_RST_SENT);
 	return 0;
 }
 
@@ -116,5 +138,6 @@ SEC("tp_btf/tcp_receive_reset")
 int BPF_PROG(cel_tcp_rst_rx, struct sock *sk)
 {
 	cel_count(&cel_tcp_counts, local_port(sk), CEL_TCP_RST_RECV);
+	notify(local_port(sk), CEL_TCP_RST_RECV);
 	return 0;
 }

@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -79,6 +80,10 @@ func TestTCPRetransmitsCounted(t *testing.T) {
 
 	ln := listenIn(t, n.b, n.addrB, port)
 	const size = 2 << 20
+	// Heavy loss backs TCP off exponentially: how much arrives before the
+	// deadline depends on the machine's load, and does not matter; that
+	// segments were lost and resent does.
+	deadline := time.Now().Add(8 * time.Second)
 	sent := make(chan error, 1)
 	go func() {
 		c, err := ln.Accept()
@@ -87,18 +92,17 @@ func TestTCPRetransmitsCounted(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(25 * time.Second))
+		c.SetDeadline(deadline)
 		_, err = c.Write(make([]byte, size))
 		sent <- err
 	}()
 	c := dialIn(t, n.a, n.addrB, port)
-	c.SetDeadline(time.Now().Add(25 * time.Second))
+	c.SetDeadline(deadline.Add(time.Second))
 	got, err := io.Copy(io.Discard, c)
-	if err != nil || got != size {
-		t.Fatalf("received %d bytes of %d: %v", got, size, err)
-	}
-	if err := <-sent; err != nil {
-		t.Fatalf("sending: %v", err)
+	c.Close()
+	t.Logf("received %d of %d bytes (%v); sender: %v", got, size, err, <-sent)
+	if got == 0 {
+		t.Fatalf("nothing arrived: %v", err)
 	}
 
 	retrans := count(t, o, "cel_tcp_counts", portKey(port, kindRetrans))
@@ -389,4 +393,59 @@ func TestRunQueueLatencyCounted(t *testing.T) {
 		return hist("cel_runq_node") > 0 && hist("cel_runq_tgid") > 0
 	})
 	t.Logf("node: %d wakeup->run samples; this process: %d", hist("cel_runq_node"), hist("cel_runq_tgid"))
+}
+
+// The TCP object's ring buffer wakes a reader within the event: a RST to a
+// closed port arrives as a record naming the port and kind, and ReadEvents
+// returns nothing, without error, when its context ends first.
+func TestReadEventsWakesOnReset(t *testing.T) {
+	n := newNetPair(t)
+	o := load(t, newLoader(t, Config{}), "tcp", nil)
+	closed := testPort(t)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	recs, err := o.ReadEvents(ctx, "cel_tcp_events", 0)
+	cancel()
+	for _, r := range recs { // other namespaces' events may be there: none of ours yet
+		if len(r) == 4 && binary.LittleEndian.Uint16(r) == closed {
+			t.Fatalf("an event for port %d before any traffic", closed)
+		}
+	}
+	if err != nil {
+		t.Fatalf("ReadEvents with nothing to read: %v", err)
+	}
+
+	got := make(chan bool, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for ctx.Err() == nil {
+			recs, err := o.ReadEvents(ctx, "cel_tcp_events", 0)
+			if err != nil {
+				break
+			}
+			for _, r := range recs {
+				if len(r) == 4 && binary.LittleEndian.Uint16(r) == closed && r[2] == kindRstSent {
+					got <- true
+					return
+				}
+			}
+		}
+		got <- false
+	}()
+	if err := in(n.a, func() error {
+		_, err := net.DialTimeout("tcp4", hostPort(n.addrB, closed), 5*time.Second)
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("dialing a closed port: %v, want ECONNREFUSED", err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !<-got {
+		t.Fatalf("no ring buffer record for the RST to port %d", closed)
+	}
+	if _, err := o.ReadEvents(context.Background(), "cel_tcp_counts", 0); err == nil {
+		t.Fatal("ReadEvents on a hash map succeeded")
+	}
 }

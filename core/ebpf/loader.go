@@ -351,6 +351,7 @@ type Object struct {
 	closed bool
 	coll   *ebpf.Collection
 	links  map[string]link.Link
+	events eventReaders
 }
 
 // ID is "<owner>/<name>".
@@ -435,6 +436,7 @@ func (o *Object) teardown() error {
 		return nil
 	}
 	o.closed = true
+	o.closeEvents()
 	var errs []error
 	for _, pn := range sortedKeys(o.links) {
 		lk := o.links[pn]

@@ -279,8 +279,11 @@ func TestLoadErrors(t *testing.T) {
 	if _, err := o.ReadMap(".bss"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("ReadMap(.bss): %v, want ErrNotFound", err)
 	}
-	if !slices.Equal(o.Maps(), []string{"cel_tcp_counts"}) {
+	if !slices.Equal(o.Maps(), []string{"cel_tcp_counts", "cel_tcp_events"}) {
 		t.Errorf("Maps = %v", o.Maps())
+	}
+	if _, err := o.ReadMap("cel_tcp_events"); err == nil || !strings.Contains(err.Error(), "RingBuf") {
+		t.Errorf("ReadMap of a ring buffer: %v, want an error naming RingBuf (use ReadEvents)", err)
 	}
 
 	runq := readObject(t, "runq")

@@ -3,6 +3,7 @@ package hostapi
 import (
 	"context"
 	"errors"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,7 +22,13 @@ type BPF interface {
 	ReadMap(owner, objectID, mapName string) ([]BPFEntry, error)
 	// Unload detaches and closes owner's object.
 	Unload(owner, objectID string) error
+	// WaitEvents waits, until ctx ends, for records in a ring buffer map
+	// of owner's object and returns those available.
+	WaitEvents(ctx context.Context, owner, objectID, mapName string) ([][]byte, error)
 }
+
+// MaxEventWait caps how long one WaitBPFEvents call waits.
+const MaxEventWait = 10 * time.Second
 
 // BPFObject describes a loaded object.
 type BPFObject struct {
@@ -111,4 +118,22 @@ func (s *Server) UnloadBPF(_ context.Context, req *pb.UnloadBPFRequest) (*pb.Unl
 		return nil, bpfStatus(err)
 	}
 	return &pb.UnloadBPFResponse{}, nil
+}
+
+// WaitBPFEvents implements pb.HostServer.
+func (s *Server) WaitBPFEvents(ctx context.Context, req *pb.WaitBPFEventsRequest) (*pb.WaitBPFEventsResponse, error) {
+	if s.bpf == nil {
+		return nil, bpfStatus(ErrBPFUnavailable)
+	}
+	wait := min(max(req.GetTimeout().AsDuration(), 0), MaxEventWait)
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	recs, err := s.bpf.WaitEvents(wctx, s.plugin, req.GetObjectId(), req.GetMap())
+	if err != nil {
+		return nil, bpfStatus(err)
+	}
+	if max := int(req.GetMax()); max > 0 && len(recs) > max {
+		recs = recs[:max]
+	}
+	return &pb.WaitBPFEventsResponse{Records: recs}, nil
 }

@@ -3,10 +3,12 @@ package hostapi
 import (
 	"context"
 	"fmt"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"io"
 	"log/slog"
 	"os"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -126,6 +128,14 @@ func (f *fakeBPF) ReadMap(owner, id, m string) ([]BPFEntry, error) {
 	return []BPFEntry{{Key: []byte{1}, Values: [][]byte{{2}}}}, nil
 }
 
+func (f *fakeBPF) WaitEvents(ctx context.Context, owner, id, m string) ([][]byte, error) {
+	if f.objs[id] != owner {
+		return nil, fmt.Errorf("%s: %w", id, ErrBPFNotFound)
+	}
+	<-ctx.Done() // no events: the host's cap on the wait ends it
+	return nil, nil
+}
+
 func (f *fakeBPF) Unload(owner, id string) error {
 	if f.objs[id] != owner {
 		return fmt.Errorf("%s: %w", id, ErrBPFNotFound)
@@ -162,6 +172,10 @@ func TestBPFCalls(t *testing.T) {
 	}
 	if _, err := other.UnloadBPF(ctx, &pb.UnloadBPFRequest{ObjectId: "kernel/tcp"}); status.Code(err) != codes.NotFound {
 		t.Fatalf("unloading another plugin's object: %v", err)
+	}
+	ev, err := k.WaitBPFEvents(ctx, &pb.WaitBPFEventsRequest{ObjectId: "kernel/tcp", Map: "ev", Timeout: durationpb.New(time.Millisecond)})
+	if err != nil || len(ev.GetRecords()) != 0 {
+		t.Fatalf("WaitBPFEvents with nothing to wait for = %v, %v", ev, err)
 	}
 	if _, err := k.UnloadBPF(ctx, &pb.UnloadBPFRequest{ObjectId: "kernel/tcp"}); err != nil {
 		t.Fatal(err)

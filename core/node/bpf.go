@@ -123,6 +123,19 @@ func (b *bpfHost) ReadMap(owner, id, mapName string) ([]hostapi.BPFEntry, error)
 	return out, nil
 }
 
+// WaitEvents implements hostapi.BPF.
+func (b *bpfHost) WaitEvents(ctx context.Context, owner, id, mapName string) ([][]byte, error) {
+	o, err := b.object(owner, id)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := o.ReadEvents(ctx, mapName, 0)
+	if err != nil {
+		return nil, bpfErr(err)
+	}
+	return recs, nil
+}
+
 // Unload implements hostapi.BPF.
 func (b *bpfHost) Unload(owner, id string) error {
 	o, err := b.object(owner, id)

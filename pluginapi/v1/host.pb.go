@@ -9,6 +9,7 @@ package pluginapiv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -1490,11 +1491,125 @@ func (*UnloadBPFResponse) Descriptor() ([]byte, []int) {
 	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{26}
 }
 
+type WaitBPFEventsRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId string                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	Map      string                 `protobuf:"bytes,2,opt,name=map,proto3" json:"map,omitempty"`
+	// How long to wait for a first record; the core caps it at 10s.
+	Timeout *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// At most this many records (0: the core's limit).
+	Max           uint32 `protobuf:"varint,4,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitBPFEventsRequest) Reset() {
+	*x = WaitBPFEventsRequest{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitBPFEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitBPFEventsRequest) ProtoMessage() {}
+
+func (x *WaitBPFEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitBPFEventsRequest.ProtoReflect.Descriptor instead.
+func (*WaitBPFEventsRequest) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WaitBPFEventsRequest) GetObjectId() string {
+	if x != nil {
+		return x.ObjectId
+	}
+	return ""
+}
+
+func (x *WaitBPFEventsRequest) GetMap() string {
+	if x != nil {
+		return x.Map
+	}
+	return ""
+}
+
+func (x *WaitBPFEventsRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *WaitBPFEventsRequest) GetMax() uint32 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+type WaitBPFEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       [][]byte               `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitBPFEventsResponse) Reset() {
+	*x = WaitBPFEventsResponse{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitBPFEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitBPFEventsResponse) ProtoMessage() {}
+
+func (x *WaitBPFEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitBPFEventsResponse.ProtoReflect.Descriptor instead.
+func (*WaitBPFEventsResponse) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *WaitBPFEventsResponse) GetRecords() [][]byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 var File_pluginapi_v1_host_proto protoreflect.FileDescriptor
 
 const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\n" +
-	"\x17pluginapi/v1/host.proto\x12\x16celluster.pluginapi.v1\x1a\x1cpluginapi/v1/telemetry.proto\"\x12\n" +
+	"\x17pluginapi/v1/host.proto\x12\x16celluster.pluginapi.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cpluginapi/v1/telemetry.proto\"\x12\n" +
 	"\x10ListCellsRequest\"\xa1\x03\n" +
 	"\tCellState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
@@ -1589,7 +1704,14 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\aentries\x18\x01 \x03(\v2#.celluster.pluginapi.v1.BPFMapEntryR\aentries\"/\n" +
 	"\x10UnloadBPFRequest\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\tR\bobjectId\"\x13\n" +
-	"\x11UnloadBPFResponse2\xfd\b\n" +
+	"\x11UnloadBPFResponse\"\x8c\x01\n" +
+	"\x14WaitBPFEventsRequest\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\tR\bobjectId\x12\x10\n" +
+	"\x03map\x18\x02 \x01(\tR\x03map\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x10\n" +
+	"\x03max\x18\x04 \x01(\rR\x03max\"1\n" +
+	"\x15WaitBPFEventsResponse\x12\x18\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords2\xeb\t\n" +
 	"\x04Host\x12`\n" +
 	"\tListCells\x12(.celluster.pluginapi.v1.ListCellsRequest\x1a).celluster.pluginapi.v1.ListCellsResponse\x12f\n" +
 	"\vReadSignals\x12*.celluster.pluginapi.v1.ReadSignalsRequest\x1a+.celluster.pluginapi.v1.ReadSignalsResponse\x12g\n" +
@@ -1603,7 +1725,8 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\aLoadBPF\x12&.celluster.pluginapi.v1.LoadBPFRequest\x1a'.celluster.pluginapi.v1.LoadBPFResponse\x12c\n" +
 	"\n" +
 	"ReadBPFMap\x12).celluster.pluginapi.v1.ReadBPFMapRequest\x1a*.celluster.pluginapi.v1.ReadBPFMapResponse\x12`\n" +
-	"\tUnloadBPF\x12(.celluster.pluginapi.v1.UnloadBPFRequest\x1a).celluster.pluginapi.v1.UnloadBPFResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
+	"\tUnloadBPF\x12(.celluster.pluginapi.v1.UnloadBPFRequest\x1a).celluster.pluginapi.v1.UnloadBPFResponse\x12l\n" +
+	"\rWaitBPFEvents\x12,.celluster.pluginapi.v1.WaitBPFEventsRequest\x1a-.celluster.pluginapi.v1.WaitBPFEventsResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
 
 var (
 	file_pluginapi_v1_host_proto_rawDescOnce sync.Once
@@ -1617,7 +1740,7 @@ func file_pluginapi_v1_host_proto_rawDescGZIP() []byte {
 	return file_pluginapi_v1_host_proto_rawDescData
 }
 
-var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_pluginapi_v1_host_proto_goTypes = []any{
 	(*ListCellsRequest)(nil),        // 0: celluster.pluginapi.v1.ListCellsRequest
 	(*CellState)(nil),               // 1: celluster.pluginapi.v1.CellState
@@ -1646,47 +1769,53 @@ var file_pluginapi_v1_host_proto_goTypes = []any{
 	(*ReadBPFMapResponse)(nil),      // 24: celluster.pluginapi.v1.ReadBPFMapResponse
 	(*UnloadBPFRequest)(nil),        // 25: celluster.pluginapi.v1.UnloadBPFRequest
 	(*UnloadBPFResponse)(nil),       // 26: celluster.pluginapi.v1.UnloadBPFResponse
-	nil,                             // 27: celluster.pluginapi.v1.SignalReading.LabelsEntry
-	nil,                             // 28: celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
-	(*Sample)(nil),                  // 29: celluster.pluginapi.v1.Sample
+	(*WaitBPFEventsRequest)(nil),    // 27: celluster.pluginapi.v1.WaitBPFEventsRequest
+	(*WaitBPFEventsResponse)(nil),   // 28: celluster.pluginapi.v1.WaitBPFEventsResponse
+	nil,                             // 29: celluster.pluginapi.v1.SignalReading.LabelsEntry
+	nil,                             // 30: celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
+	(*Sample)(nil),                  // 31: celluster.pluginapi.v1.Sample
+	(*durationpb.Duration)(nil),     // 32: google.protobuf.Duration
 }
 var file_pluginapi_v1_host_proto_depIdxs = []int32{
 	2,  // 0: celluster.pluginapi.v1.CellState.versions:type_name -> celluster.pluginapi.v1.VersionState
 	1,  // 1: celluster.pluginapi.v1.ListCellsResponse.cells:type_name -> celluster.pluginapi.v1.CellState
 	6,  // 2: celluster.pluginapi.v1.ReadSignalsResponse.readings:type_name -> celluster.pluginapi.v1.SignalReading
-	27, // 3: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
+	29, // 3: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
 	10, // 4: celluster.pluginapi.v1.SetRouteWeightsRequest.weights:type_name -> celluster.pluginapi.v1.RouteWeight
-	29, // 5: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
-	28, // 6: celluster.pluginapi.v1.LoadBPFRequest.constants:type_name -> celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
+	31, // 5: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
+	30, // 6: celluster.pluginapi.v1.LoadBPFRequest.constants:type_name -> celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
 	20, // 7: celluster.pluginapi.v1.LoadBPFResponse.programs:type_name -> celluster.pluginapi.v1.BPFProgram
 	23, // 8: celluster.pluginapi.v1.ReadBPFMapResponse.entries:type_name -> celluster.pluginapi.v1.BPFMapEntry
-	0,  // 9: celluster.pluginapi.v1.Host.ListCells:input_type -> celluster.pluginapi.v1.ListCellsRequest
-	4,  // 10: celluster.pluginapi.v1.Host.ReadSignals:input_type -> celluster.pluginapi.v1.ReadSignalsRequest
-	7,  // 11: celluster.pluginapi.v1.Host.SpawnReplicas:input_type -> celluster.pluginapi.v1.SpawnReplicasRequest
-	8,  // 12: celluster.pluginapi.v1.Host.DrainReplicas:input_type -> celluster.pluginapi.v1.DrainReplicasRequest
-	11, // 13: celluster.pluginapi.v1.Host.SetRouteWeights:input_type -> celluster.pluginapi.v1.SetRouteWeightsRequest
-	13, // 14: celluster.pluginapi.v1.Host.EmitSignal:input_type -> celluster.pluginapi.v1.EmitSignalRequest
-	15, // 15: celluster.pluginapi.v1.Host.AddJournalNote:input_type -> celluster.pluginapi.v1.AddJournalNoteRequest
-	17, // 16: celluster.pluginapi.v1.Host.RetireVersion:input_type -> celluster.pluginapi.v1.RetireVersionRequest
-	19, // 17: celluster.pluginapi.v1.Host.LoadBPF:input_type -> celluster.pluginapi.v1.LoadBPFRequest
-	22, // 18: celluster.pluginapi.v1.Host.ReadBPFMap:input_type -> celluster.pluginapi.v1.ReadBPFMapRequest
-	25, // 19: celluster.pluginapi.v1.Host.UnloadBPF:input_type -> celluster.pluginapi.v1.UnloadBPFRequest
-	3,  // 20: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
-	5,  // 21: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
-	9,  // 22: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	9,  // 23: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	12, // 24: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
-	14, // 25: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
-	16, // 26: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
-	18, // 27: celluster.pluginapi.v1.Host.RetireVersion:output_type -> celluster.pluginapi.v1.RetireVersionResponse
-	21, // 28: celluster.pluginapi.v1.Host.LoadBPF:output_type -> celluster.pluginapi.v1.LoadBPFResponse
-	24, // 29: celluster.pluginapi.v1.Host.ReadBPFMap:output_type -> celluster.pluginapi.v1.ReadBPFMapResponse
-	26, // 30: celluster.pluginapi.v1.Host.UnloadBPF:output_type -> celluster.pluginapi.v1.UnloadBPFResponse
-	20, // [20:31] is the sub-list for method output_type
-	9,  // [9:20] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	32, // 9: celluster.pluginapi.v1.WaitBPFEventsRequest.timeout:type_name -> google.protobuf.Duration
+	0,  // 10: celluster.pluginapi.v1.Host.ListCells:input_type -> celluster.pluginapi.v1.ListCellsRequest
+	4,  // 11: celluster.pluginapi.v1.Host.ReadSignals:input_type -> celluster.pluginapi.v1.ReadSignalsRequest
+	7,  // 12: celluster.pluginapi.v1.Host.SpawnReplicas:input_type -> celluster.pluginapi.v1.SpawnReplicasRequest
+	8,  // 13: celluster.pluginapi.v1.Host.DrainReplicas:input_type -> celluster.pluginapi.v1.DrainReplicasRequest
+	11, // 14: celluster.pluginapi.v1.Host.SetRouteWeights:input_type -> celluster.pluginapi.v1.SetRouteWeightsRequest
+	13, // 15: celluster.pluginapi.v1.Host.EmitSignal:input_type -> celluster.pluginapi.v1.EmitSignalRequest
+	15, // 16: celluster.pluginapi.v1.Host.AddJournalNote:input_type -> celluster.pluginapi.v1.AddJournalNoteRequest
+	17, // 17: celluster.pluginapi.v1.Host.RetireVersion:input_type -> celluster.pluginapi.v1.RetireVersionRequest
+	19, // 18: celluster.pluginapi.v1.Host.LoadBPF:input_type -> celluster.pluginapi.v1.LoadBPFRequest
+	22, // 19: celluster.pluginapi.v1.Host.ReadBPFMap:input_type -> celluster.pluginapi.v1.ReadBPFMapRequest
+	25, // 20: celluster.pluginapi.v1.Host.UnloadBPF:input_type -> celluster.pluginapi.v1.UnloadBPFRequest
+	27, // 21: celluster.pluginapi.v1.Host.WaitBPFEvents:input_type -> celluster.pluginapi.v1.WaitBPFEventsRequest
+	3,  // 22: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
+	5,  // 23: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
+	9,  // 24: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	9,  // 25: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	12, // 26: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
+	14, // 27: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
+	16, // 28: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
+	18, // 29: celluster.pluginapi.v1.Host.RetireVersion:output_type -> celluster.pluginapi.v1.RetireVersionResponse
+	21, // 30: celluster.pluginapi.v1.Host.LoadBPF:output_type -> celluster.pluginapi.v1.LoadBPFResponse
+	24, // 31: celluster.pluginapi.v1.Host.ReadBPFMap:output_type -> celluster.pluginapi.v1.ReadBPFMapResponse
+	26, // 32: celluster.pluginapi.v1.Host.UnloadBPF:output_type -> celluster.pluginapi.v1.UnloadBPFResponse
+	28, // 33: celluster.pluginapi.v1.Host.WaitBPFEvents:output_type -> celluster.pluginapi.v1.WaitBPFEventsResponse
+	22, // [22:34] is the sub-list for method output_type
+	10, // [10:22] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_pluginapi_v1_host_proto_init() }
@@ -1701,7 +1830,7 @@ func file_pluginapi_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginapi_v1_host_proto_rawDesc), len(file_pluginapi_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	Host_LoadBPF_FullMethodName         = "/celluster.pluginapi.v1.Host/LoadBPF"
 	Host_ReadBPFMap_FullMethodName      = "/celluster.pluginapi.v1.Host/ReadBPFMap"
 	Host_UnloadBPF_FullMethodName       = "/celluster.pluginapi.v1.Host/UnloadBPF"
+	Host_WaitBPFEvents_FullMethodName   = "/celluster.pluginapi.v1.Host/WaitBPFEvents"
 )
 
 // HostClient is the client API for Host service.
@@ -69,6 +70,11 @@ type HostClient interface {
 	ReadBPFMap(ctx context.Context, in *ReadBPFMapRequest, opts ...grpc.CallOption) (*ReadBPFMapResponse, error)
 	// UnloadBPF detaches and unloads an object the plugin loaded.
 	UnloadBPF(ctx context.Context, in *UnloadBPFRequest, opts ...grpc.CallOption) (*UnloadBPFResponse, error)
+	// WaitBPFEvents waits up to timeout for records in a ring buffer map of
+	// an object the plugin loaded and returns those available (none when the
+	// timeout passes first): how a plugin learns of rare kernel events
+	// within microseconds without polling.
+	WaitBPFEvents(ctx context.Context, in *WaitBPFEventsRequest, opts ...grpc.CallOption) (*WaitBPFEventsResponse, error)
 }
 
 type hostClient struct {
@@ -189,6 +195,16 @@ func (c *hostClient) UnloadBPF(ctx context.Context, in *UnloadBPFRequest, opts .
 	return out, nil
 }
 
+func (c *hostClient) WaitBPFEvents(ctx context.Context, in *WaitBPFEventsRequest, opts ...grpc.CallOption) (*WaitBPFEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitBPFEventsResponse)
+	err := c.cc.Invoke(ctx, Host_WaitBPFEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -226,6 +242,11 @@ type HostServer interface {
 	ReadBPFMap(context.Context, *ReadBPFMapRequest) (*ReadBPFMapResponse, error)
 	// UnloadBPF detaches and unloads an object the plugin loaded.
 	UnloadBPF(context.Context, *UnloadBPFRequest) (*UnloadBPFResponse, error)
+	// WaitBPFEvents waits up to timeout for records in a ring buffer map of
+	// an object the plugin loaded and returns those available (none when the
+	// timeout passes first): how a plugin learns of rare kernel events
+	// within microseconds without polling.
+	WaitBPFEvents(context.Context, *WaitBPFEventsRequest) (*WaitBPFEventsResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -268,6 +289,9 @@ func (UnimplementedHostServer) ReadBPFMap(context.Context, *ReadBPFMapRequest) (
 }
 func (UnimplementedHostServer) UnloadBPF(context.Context, *UnloadBPFRequest) (*UnloadBPFResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnloadBPF not implemented")
+}
+func (UnimplementedHostServer) WaitBPFEvents(context.Context, *WaitBPFEventsRequest) (*WaitBPFEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitBPFEvents not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -488,6 +512,24 @@ func _Host_UnloadBPF_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_WaitBPFEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitBPFEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).WaitBPFEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_WaitBPFEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).WaitBPFEvents(ctx, req.(*WaitBPFEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -538,6 +580,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnloadBPF",
 			Handler:    _Host_UnloadBPF_Handler,
+		},
+		{
+			MethodName: "WaitBPFEvents",
+			Handler:    _Host_WaitBPFEvents_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

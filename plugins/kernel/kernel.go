@@ -69,13 +69,15 @@ type portKey struct {
 // load the objects (the core holds the privilege) and reads their maps
 // through the host API.
 type Source struct {
-	mu      sync.Mutex
-	host    plugin.Host
-	ids     map[string]string // object name -> id
-	prev    map[string]map[portKey]uint64
-	prevRQ  map[string][]uint64
-	log     *slog.Logger
-	retryIn time.Duration
+	mu     sync.Mutex
+	host   plugin.Host
+	ids    map[string]string // object name -> id
+	prev   map[string]map[portKey]uint64
+	prevRQ map[string][]uint64
+	// lastRead is when each map was last read: rates cover the time since.
+	lastRead map[string]time.Time
+	log      *slog.Logger
+	retryIn  time.Duration
 }
 
 // New returns the kernel telemetry source.
@@ -118,25 +120,64 @@ func (s *Source) Stream(ctx context.Context, interval time.Duration, send func([
 		}
 	}
 	defer s.unload(host)
+	// TCP events wake the stream at once through the object's ring buffer;
+	// everything is also read every interval.
+	events := make(chan struct{}, 1)
+	wctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go s.watch(wctx, host, events)
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	last := time.Now()
 	// A first read sets the baselines.
-	if _, err := s.sample(ctx, host, 0); err != nil {
+	if _, err := s.sample(ctx, host, false); err != nil {
 		return err
 	}
 	for {
+		var samples []plugin.Sample
+		var err error
 		select {
 		case <-ctx.Done():
 			return nil
-		case now := <-t.C:
-			samples, err := s.sample(ctx, host, now.Sub(last))
-			last = now
-			if err != nil {
-				return err
-			}
+		case <-t.C:
+			samples, err = s.sample(ctx, host, false)
+		case <-events:
+			samples, err = s.sample(ctx, host, true)
+		}
+		if err != nil {
+			return err
+		}
+		if len(samples) > 0 {
 			if err := send(samples); err != nil {
 				return err
+			}
+		}
+	}
+}
+
+// watch waits on the TCP object's ring buffer and signals events for each
+// batch of records, until ctx ends.
+func (s *Source) watch(ctx context.Context, host plugin.Host, events chan<- struct{}) {
+	s.mu.Lock()
+	id := s.ids["tcp"]
+	s.mu.Unlock()
+	for ctx.Err() == nil {
+		recs, err := host.WaitBPFEvents(ctx, id, "cel_tcp_events", 5*time.Second)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("waiting for TCP events; falling back to the interval", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if len(recs) > 0 {
+			select {
+			case events <- struct{}{}:
+			default: // a read is already due
 			}
 		}
 	}
@@ -158,6 +199,7 @@ func (s *Source) load(ctx context.Context, host plugin.Host) error {
 	s.ids = ids
 	s.prev = map[string]map[portKey]uint64{}
 	s.prevRQ = map[string][]uint64{}
+	s.lastRead = map[string]time.Time{}
 	s.mu.Unlock()
 	return nil
 }
@@ -172,20 +214,46 @@ func (s *Source) unload(host plugin.Host) {
 	}
 }
 
-// sample reads every map and returns the samples for the dt since the
-// previous read (none when dt is 0: that read only sets baselines).
-func (s *Source) sample(ctx context.Context, host plugin.Host, dt time.Duration) ([]plugin.Sample, error) {
+// sample reads the maps and returns rates over the time since each map's
+// previous read of the same kind; a map's first read only sets its
+// baseline. A tick (tcpOnly false) reads everything and reports every
+// port, zeros included. An event read (tcpOnly true) has baselines of its
+// own, reads only the TCP counts and reports only the ports that moved, so
+// it never interrupts a tick's window with a zero.
+func (s *Source) sample(ctx context.Context, host plugin.Host, tcpOnly bool) ([]plugin.Sample, error) {
+	mode := "tick/"
+	if tcpOnly {
+		mode = "event/"
+	}
 	s.mu.Lock()
 	ids := s.ids
 	s.mu.Unlock()
 	var out []plugin.Sample
 	now := time.Now()
+	var dt time.Duration
 	rate := func(name string, labels map[string]string, delta uint64) {
+		if tcpOnly && delta == 0 {
+			return
+		}
 		if dt > 0 {
 			out = append(out, plugin.Sample{Signal: name, Labels: labels, Value: float64(delta) / dt.Seconds(), Time: now})
 		}
 	}
-	for _, m := range []struct{ object, mapName string }{{"tcp", "cel_tcp_counts"}, {"listen", "cel_listen_cnt"}} {
+	since := func(mapName string) time.Duration {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		last, ok := s.lastRead[mode+mapName]
+		s.lastRead[mode+mapName] = now
+		if !ok {
+			return 0
+		}
+		return now.Sub(last)
+	}
+	maps := []struct{ object, mapName string }{{"tcp", "cel_tcp_counts"}, {"listen", "cel_listen_cnt"}}
+	if tcpOnly {
+		maps = maps[:1]
+	}
+	for _, m := range maps {
 		es, err := host.ReadBPFMap(ctx, ids[m.object], m.mapName)
 		if err != nil {
 			return nil, fmt.Errorf("reading %s/%s: %w", m.object, m.mapName, err)
@@ -194,7 +262,8 @@ func (s *Source) sample(ctx context.Context, host plugin.Host, dt time.Duration)
 		if err != nil {
 			return nil, fmt.Errorf("%s/%s: %w", m.object, m.mapName, err)
 		}
-		deltas := s.deltas(m.mapName, cur)
+		deltas := s.deltas(mode+m.mapName, cur)
+		dt = since(m.mapName)
 		ports := map[uint16]bool{}
 		for k := range cur {
 			ports[k.port] = true
@@ -214,6 +283,9 @@ func (s *Source) sample(ctx context.Context, host plugin.Host, dt time.Duration)
 			}
 		}
 	}
+	if tcpOnly {
+		return out, nil
+	}
 	for _, h := range []struct{ mapName, scope string }{{"cel_runq_node", "node"}, {"cel_runq_tgid", "celcore"}} {
 		es, err := host.ReadBPFMap(ctx, ids["runq"], h.mapName)
 		if err != nil {
@@ -224,10 +296,10 @@ func (s *Source) sample(ctx context.Context, host plugin.Host, dt time.Duration)
 			return nil, fmt.Errorf("runq/%s: %w", h.mapName, err)
 		}
 		s.mu.Lock()
-		prev := s.prevRQ[h.mapName]
+		prev, seen := s.prevRQ[h.mapName]
 		s.prevRQ[h.mapName] = cur
 		s.mu.Unlock()
-		if dt > 0 {
+		if seen {
 			delta := make([]uint64, len(cur))
 			for i := range cur {
 				if i < len(prev) && cur[i] >= prev[i] {

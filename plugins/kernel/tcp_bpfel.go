@@ -25,6 +25,7 @@ type tcpCelPortKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcpMapCelTcpCounts   = "cel_tcp_counts"
+	tcpMapCelTcpEvents   = "cel_tcp_events"
 	tcpProgCelTcpRetrans = "cel_tcp_retrans"
 	tcpProgCelTcpRstRx   = "cel_tcp_rst_rx"
 	tcpProgCelTcpRstTx   = "cel_tcp_rst_tx"
@@ -82,6 +83,7 @@ type tcpProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpMapSpecs struct {
 	CelTcpCounts *ebpf.MapSpec `ebpf:"cel_tcp_counts"`
+	CelTcpEvents *ebpf.MapSpec `ebpf:"cel_tcp_events"`
 }
 
 // tcpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -111,11 +113,13 @@ func (o *tcpObjects) Close() error {
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpMaps struct {
 	CelTcpCounts *ebpf.Map `ebpf:"cel_tcp_counts"`
+	CelTcpEvents *ebpf.Map `ebpf:"cel_tcp_events"`
 }
 
 func (m *tcpMaps) Close() error {
 	return _TcpClose(
 		m.CelTcpCounts,
+		m.CelTcpEvents,
 	)
 }
 

@@ -224,6 +224,10 @@ func (h *simHost) ReadBPFMap(context.Context, string, string) ([]plugin.BPFMapEn
 	return nil, errors.New("simHost: no BPF")
 }
 
+func (h *simHost) WaitBPFEvents(context.Context, string, string, time.Duration) ([][]byte, error) {
+	return nil, errors.New("simHost: no BPF")
+}
+
 func (h *simHost) UnloadBPF(context.Context, string) error { return errors.New("simHost: no BPF") }
 
 func (h *simHost) RetireVersion(ctx context.Context, cell, sha256 string) error {

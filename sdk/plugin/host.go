@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"time"
 
 	pb "github.com/celluster/celluster/pluginapi/v1"
@@ -281,6 +282,20 @@ func (p hostProxy) UnloadBPF(ctx context.Context, objectID string) error {
 	})
 }
 
+func (p hostProxy) WaitBPFEvents(ctx context.Context, objectID, mapName string, timeout time.Duration) ([][]byte, error) {
+	h, err := p.conn("WaitBPFEvents")
+	if err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	err = h.call(ctx, "WaitBPFEvents", func(ctx context.Context) error {
+		resp, err := h.client.WaitBPFEvents(ctx, &pb.WaitBPFEventsRequest{ObjectId: objectID, Map: mapName, Timeout: durationpb.New(timeout)})
+		out = resp.GetRecords()
+		return err
+	})
+	return out, err
+}
+
 // samplesToPB converts samples, stamping those with a zero Time with now.
 func samplesToPB(samples []Sample, now time.Time) []*pb.Sample {
 	return convertSlice(samples, func(s Sample) *pb.Sample {
@@ -402,6 +417,14 @@ func (s *hostServer) UnloadBPF(ctx context.Context, req *pb.UnloadBPFRequest) (*
 		return nil, toStatus(err)
 	}
 	return &pb.UnloadBPFResponse{}, nil
+}
+
+func (s *hostServer) WaitBPFEvents(ctx context.Context, req *pb.WaitBPFEventsRequest) (*pb.WaitBPFEventsResponse, error) {
+	recs, err := s.h.WaitBPFEvents(ctx, req.GetObjectId(), req.GetMap(), req.GetTimeout().AsDuration())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.WaitBPFEventsResponse{Records: recs}, nil
 }
 
 // toStatus turns an error into a gRPC status error: status errors (also

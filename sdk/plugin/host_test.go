@@ -82,6 +82,11 @@ func (f *fakeHost) ReadBPFMap(ctx context.Context, objectID, mapName string) ([]
 	return []BPFMapEntry{{Key: []byte{1}, Values: [][]byte{{2}, {3}}}}, nil
 }
 
+func (f *fakeHost) WaitBPFEvents(ctx context.Context, objectID, mapName string, timeout time.Duration) ([][]byte, error) {
+	f.rec("WaitBPFEvents")
+	return [][]byte{{byte(timeout / time.Millisecond)}}, nil
+}
+
 func (f *fakeHost) UnloadBPF(ctx context.Context, objectID string) error {
 	f.rec("UnloadBPF")
 	return nil
@@ -204,6 +209,9 @@ func TestHostCalls(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(es, []BPFMapEntry{{Key: []byte{1}, Values: [][]byte{{2}, {3}}}}) {
 		t.Errorf("ReadBPFMap = %+v, %v", es, err)
 	}
+	if recs, err := host.WaitBPFEvents(ctx, "tcp", "ev", 7*time.Millisecond); err != nil || len(recs) != 1 || recs[0][0] != 7 {
+		t.Errorf("WaitBPFEvents = %v, %v", recs, err)
+	}
 	if err := host.UnloadBPF(ctx, "tcp"); err != nil {
 		t.Errorf("UnloadBPF: %v", err)
 	}
@@ -223,7 +231,7 @@ func TestHostCalls(t *testing.T) {
 	if len(f.samples) != 1 || f.samples[0].Time.Before(before.Add(-time.Second)) {
 		t.Errorf("host got samples %+v; want one stamped now", f.samples)
 	}
-	if len(f.calls) != 11 {
+	if len(f.calls) != 12 {
 		t.Errorf("host got calls %v", f.calls)
 	}
 }

@@ -92,6 +92,10 @@ type Host interface {
 	ReadBPFMap(ctx context.Context, objectID, mapName string) ([]BPFMapEntry, error)
 	// UnloadBPF detaches and unloads an object the plugin loaded.
 	UnloadBPF(ctx context.Context, objectID string) error
+	// WaitBPFEvents waits up to timeout for records in a ring buffer map
+	// of an object the plugin loaded and returns those available (none
+	// when the timeout passes first).
+	WaitBPFEvents(ctx context.Context, objectID, mapName string, timeout time.Duration) ([][]byte, error)
 }
 
 // BPFObject is a BPF object the core loaded for the plugin.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/celluster/celluster/sdk/plugin"
 	"google.golang.org/grpc/codes"
@@ -30,6 +31,8 @@ type RecordingHost struct {
 	// BPFMaps is what ReadBPFMap answers, by "objectID/map"; LoadBPF
 	// answers an object whose ID is the name loaded.
 	BPFMaps map[string][]plugin.BPFMapEntry
+	// BPFEvents is what WaitBPFEvents answers, once, by "objectID/map".
+	BPFEvents map[string][][]byte
 	// Err, if set, is returned by every call after it has been recorded,
 	// to test how the plugin copes with a failing host. A gRPC status
 	// error reaches the plugin with its code.
@@ -201,6 +204,30 @@ func (h *RecordingHost) ReadBPFMap(ctx context.Context, objectID, mapName string
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.BPFMaps[objectID+"/"+mapName], nil
+}
+
+// WaitBPFEvents implements plugin.Host: it records the call and answers
+// BPFEvents[objectID+"/"+mapName] once (then nothing, after the timeout or
+// when ctx ends, whichever is first).
+func (h *RecordingHost) WaitBPFEvents(ctx context.Context, objectID, mapName string, timeout time.Duration) ([][]byte, error) {
+	h.record(HostCall{Method: "WaitBPFEvents", Note: objectID + "/" + mapName})
+	if h.Err != nil {
+		return nil, h.Err
+	}
+	h.mu.Lock()
+	recs := h.BPFEvents[objectID+"/"+mapName]
+	delete(h.BPFEvents, objectID+"/"+mapName)
+	h.mu.Unlock()
+	if len(recs) > 0 {
+		return recs, nil
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, nil
 }
 
 // UnloadBPF implements plugin.Host.
