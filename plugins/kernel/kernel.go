@@ -76,6 +76,7 @@ type Source struct {
 	prevRQ map[string][]uint64
 	// lastRead is when each map was last read: rates cover the time since.
 	lastRead map[string]time.Time
+	loaded   time.Time
 	log      *slog.Logger
 	retryIn  time.Duration
 }
@@ -122,14 +123,14 @@ func (s *Source) Stream(ctx context.Context, interval time.Duration, send func([
 	defer s.unload(host)
 	// TCP events wake the stream at once through the object's ring buffer;
 	// everything is also read every interval.
-	events := make(chan struct{}, 1)
+	events := make(chan [][]byte, 16)
 	wctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go s.watch(wctx, host, events)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	// A first read sets the baselines.
-	if _, err := s.sample(ctx, host, false); err != nil {
+	if _, err := s.sample(ctx, host); err != nil {
 		return err
 	}
 	for {
@@ -139,9 +140,9 @@ func (s *Source) Stream(ctx context.Context, interval time.Duration, send func([
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			samples, err = s.sample(ctx, host, false)
-		case <-events:
-			samples, err = s.sample(ctx, host, true)
+			samples, err = s.sample(ctx, host)
+		case recs := <-events:
+			samples = s.fromEvents(recs, time.Now())
 		}
 		if err != nil {
 			return err
@@ -154,9 +155,9 @@ func (s *Source) Stream(ctx context.Context, interval time.Duration, send func([
 	}
 }
 
-// watch waits on the TCP object's ring buffer and signals events for each
-// batch of records, until ctx ends.
-func (s *Source) watch(ctx context.Context, host plugin.Host, events chan<- struct{}) {
+// watch waits on the TCP object's ring buffer and hands each batch of
+// records to the stream, until ctx ends.
+func (s *Source) watch(ctx context.Context, host plugin.Host, events chan<- [][]byte) {
 	s.mu.Lock()
 	id := s.ids["tcp"]
 	s.mu.Unlock()
@@ -176,8 +177,9 @@ func (s *Source) watch(ctx context.Context, host plugin.Host, events chan<- stru
 		}
 		if len(recs) > 0 {
 			select {
-			case events <- struct{}{}:
-			default: // a read is already due
+			case events <- recs:
+			case <-ctx.Done():
+				return
 			}
 		}
 	}
@@ -200,6 +202,7 @@ func (s *Source) load(ctx context.Context, host plugin.Host) error {
 	s.prev = map[string]map[portKey]uint64{}
 	s.prevRQ = map[string][]uint64{}
 	s.lastRead = map[string]time.Time{}
+	s.loaded = time.Now()
 	s.mu.Unlock()
 	return nil
 }
@@ -214,17 +217,55 @@ func (s *Source) unload(host plugin.Host) {
 	}
 }
 
-// sample reads the maps and returns rates over the time since each map's
-// previous read of the same kind; a map's first read only sets its
-// baseline. A tick (tcpOnly false) reads everything and reports every
-// port, zeros included. An event read (tcpOnly true) has baselines of its
-// own, reads only the TCP counts and reports only the ports that moved, so
-// it never interrupts a tick's window with a zero.
-func (s *Source) sample(ctx context.Context, host plugin.Host, tcpOnly bool) ([]plugin.Sample, error) {
-	mode := "tick/"
-	if tcpOnly {
-		mode = "event/"
+// fromEvents turns ring buffer records (struct cel_port_key, one per
+// event) into samples at once, without a map read: for each series the
+// events counted over the time since its previous event sample (or since
+// the objects loaded). The tick's reads of the counters stay the reference;
+// these only bring the first sign of trouble forward.
+func (s *Source) fromEvents(recs [][]byte, now time.Time) []plugin.Sample {
+	counts := map[portKey]uint64{}
+	for _, r := range recs {
+		if len(r) != 4 {
+			continue
+		}
+		counts[portKey{port: binary.LittleEndian.Uint16(r), kind: r[2]}]++
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []plugin.Sample
+	for k, c := range counts {
+		p := strconv.Itoa(int(k.port))
+		var name string
+		labels := map[string]string{"port": p}
+		switch k.kind {
+		case kindRetrans:
+			name = "kernel.tcp.retransmits"
+		case kindRstSent:
+			name, labels["direction"] = "kernel.tcp.resets", "sent"
+		case kindRstRecv:
+			name, labels["direction"] = "kernel.tcp.resets", "received"
+		case kindSynRetrans:
+			name = "kernel.listen.drops"
+		default:
+			continue
+		}
+		key := "event/" + name + "/" + p + "/" + labels["direction"]
+		last, ok := s.lastRead[key]
+		if !ok {
+			last = s.loaded
+		}
+		s.lastRead[key] = now
+		dt := max(now.Sub(last), time.Millisecond)
+		out = append(out, plugin.Sample{Signal: name, Labels: labels, Value: float64(c) / dt.Seconds(), Time: now})
+	}
+	return out
+}
+
+// sample reads every map and returns rates over the time since each
+// map's previous read, for every port seen, zeros included; a map's first
+// read only sets its baseline.
+func (s *Source) sample(ctx context.Context, host plugin.Host) ([]plugin.Sample, error) {
+	const mode = "tick/"
 	s.mu.Lock()
 	ids := s.ids
 	s.mu.Unlock()
@@ -232,9 +273,6 @@ func (s *Source) sample(ctx context.Context, host plugin.Host, tcpOnly bool) ([]
 	now := time.Now()
 	var dt time.Duration
 	rate := func(name string, labels map[string]string, delta uint64) {
-		if tcpOnly && delta == 0 {
-			return
-		}
 		if dt > 0 {
 			out = append(out, plugin.Sample{Signal: name, Labels: labels, Value: float64(delta) / dt.Seconds(), Time: now})
 		}
@@ -250,9 +288,6 @@ func (s *Source) sample(ctx context.Context, host plugin.Host, tcpOnly bool) ([]
 		return now.Sub(last)
 	}
 	maps := []struct{ object, mapName string }{{"tcp", "cel_tcp_counts"}, {"listen", "cel_listen_cnt"}}
-	if tcpOnly {
-		maps = maps[:1]
-	}
 	for _, m := range maps {
 		es, err := host.ReadBPFMap(ctx, ids[m.object], m.mapName)
 		if err != nil {
@@ -282,9 +317,6 @@ func (s *Source) sample(ctx context.Context, host plugin.Host, tcpOnly bool) ([]
 				rate("kernel.accepts", map[string]string{"port": p}, deltas[portKey{port, kindQueued}])
 			}
 		}
-	}
-	if tcpOnly {
-		return out, nil
 	}
 	for _, h := range []struct{ mapName, scope string }{{"cel_runq_node", "node"}, {"cel_runq_tgid", "celcore"}} {
 		es, err := host.ReadBPFMap(ctx, ids["runq"], h.mapName)

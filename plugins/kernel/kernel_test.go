@@ -76,7 +76,7 @@ func TestStreamRates(t *testing.T) {
 	if err := s.load(context.Background(), h); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := s.sample(context.Background(), h, false); err != nil || len(out) != 0 {
+	if out, err := s.sample(context.Background(), h); err != nil || len(out) != 0 {
 		t.Fatalf("baseline read = %v, %v", out, err)
 	}
 	h.BPFMaps["tcp/cel_tcp_counts"] = []plugin.BPFMapEntry{portEntry(8080, kindRetrans, 5, 7), portEntry(9090, kindRstSent, 4), portEntry(8080, kindSynRetrans, 2)}
@@ -88,7 +88,7 @@ func TestStreamRates(t *testing.T) {
 		s.lastRead[k] = v.Add(-2 * time.Second)
 	}
 	s.mu.Unlock()
-	out, err := s.sample(context.Background(), h, false)
+	out, err := s.sample(context.Background(), h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,25 +126,23 @@ func TestSignalsDescribed(t *testing.T) {
 	}
 }
 
-// TestEventReadsReportOnlyMovedPorts: a read woken by a TCP event has its
-// own baselines and reports only the ports whose counts moved, so a zero
-// never interrupts a window another port's rule is holding.
-func TestEventReadsReportOnlyMovedPorts(t *testing.T) {
-	h := &plugintest.RecordingHost{BPFMaps: map[string][]plugin.BPFMapEntry{
-		"tcp/cel_tcp_counts": {portEntry(8080, kindRetrans, 1), portEntry(9090, kindRetrans, 1)},
-	}}
+// TestFromEvents: ring buffer records become samples at once, one per
+// series, as events over the time since that series' previous one.
+func TestFromEvents(t *testing.T) {
 	s := New()
-	_ = s.Configure(context.Background(), plugin.Config{}, h)
-	if err := s.load(context.Background(), h); err != nil {
-		t.Fatal(err)
+	s.lastRead = map[string]time.Time{}
+	s.loaded = time.Unix(100, 0)
+	rec := func(port uint16, kind uint8) []byte { return portEntry(port, kind).Key }
+	out := s.fromEvents([][]byte{rec(8080, kindRetrans), rec(8080, kindRetrans), rec(9090, kindRstSent), {1, 2}}, time.Unix(102, 0))
+	got := map[string]float64{}
+	for _, smp := range out {
+		got[smp.Signal+"/"+smp.Labels["port"]+smp.Labels["direction"]] = smp.Value
 	}
-	if out, err := s.sample(context.Background(), h, true); err != nil || len(out) != 0 {
-		t.Fatalf("baseline = %v, %v", out, err)
+	if len(out) != 2 || got["kernel.tcp.retransmits/8080"] != 1 || got["kernel.tcp.resets/9090sent"] != 0.5 {
+		t.Fatalf("fromEvents = %v", got)
 	}
-	h.BPFMaps["tcp/cel_tcp_counts"] = []plugin.BPFMapEntry{portEntry(8080, kindRetrans, 4), portEntry(9090, kindRetrans, 1)}
-	time.Sleep(time.Millisecond) // a non-zero interval
-	out, err := s.sample(context.Background(), h, true)
-	if err != nil || len(out) != 1 || out[0].Signal != "kernel.tcp.retransmits" || out[0].Labels["port"] != "8080" || out[0].Value <= 0 {
-		t.Fatalf("event read = %+v, %v; want only port 8080's retransmits", out, err)
+	out = s.fromEvents([][]byte{rec(8080, kindRetrans)}, time.Unix(102, 500_000_000))
+	if len(out) != 1 || out[0].Value != 2 {
+		t.Fatalf("second event half a second later = %+v, want 2/s", out)
 	}
 }
