@@ -57,6 +57,8 @@ type proc struct {
 	logs    bytes.Buffer
 	compile time.Duration // from the last "spawned cell" log line
 	metrics string        // the metrics address from the "celcore ready" line
+	fabric  string        // the fabric address from the "celcore ready" line
+	name    string        // the node's name
 	exited  chan struct{}
 	err     error
 	start   time.Time
@@ -131,6 +133,8 @@ func (n *proc) readLogs(r io.Reader) {
 			HTTP    string  `json:"http"`
 			Compile float64 `json:"compile"` // a time.Duration: nanoseconds
 			Metrics string  `json:"metrics"`
+			Fabric  string  `json:"fabric"`
+			Node    string  `json:"node"`
 		}
 		if json.Unmarshal(line, &rec) != nil {
 			continue
@@ -139,6 +143,7 @@ func (n *proc) readLogs(r io.Reader) {
 		case "celcore ready":
 			n.mu.Lock()
 			n.metrics = rec.Metrics
+			n.fabric, n.name = rec.Fabric, rec.Node
 			n.mu.Unlock()
 			select {
 			case n.ready <- rec.HTTP:

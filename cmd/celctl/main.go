@@ -47,7 +47,7 @@ func newRootCmd(out io.Writer) *cobra.Command {
 	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the node")
 	root.SetOut(out)
 	root.AddCommand(statusCmd(o), cellsCmd(o), pluginsCmd(o), signalsCmd(o),
-		journalCmd(o), whyCmd(o), intentCmd(o), verbCmd(o), embedIntentCmd(o), caCmd(o))
+		journalCmd(o), whyCmd(o), intentCmd(o), verbCmd(o), embedIntentCmd(o), caCmd(o), nodesCmd(o))
 	return root
 }
 

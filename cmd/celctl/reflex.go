@@ -265,3 +265,41 @@ func bpfJSON(b *adminpb.BPF) map[string]any {
 		"attach_points": nonNil(b.GetAttachPoints()), "pin_path": b.GetPinPath(), "programs": progs,
 	}
 }
+
+func nodesCmd(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "nodes",
+		Short: "List the fabric's nodes as this node sees them: state, cells, load",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.call(cmd, func(ctx context.Context, c adminpb.AdminClient) error {
+				resp, err := c.ListNodes(ctx, &adminpb.ListNodesRequest{})
+				if err != nil {
+					return fmt.Errorf("nodes: %w", err)
+				}
+				if o.output == "json" {
+					out := make([]map[string]any, 0, len(resp.GetNodes()))
+					for _, n := range resp.GetNodes() {
+						out = append(out, map[string]any{"name": n.GetName(), "address": n.GetAddress(), "state": n.GetState(),
+							"cells": nonNil(n.GetCells()), "load": n.GetLoad(), "http": n.GetHttp(), "self": n.GetSelf()})
+					}
+					return o.json(out)
+				}
+				if resp.GetFabricAddr() == "" {
+					fmt.Fprintln(o.out, "this node runs without a fabric (start celcore with --fabric ADDR)")
+					return nil
+				}
+				tw := tabwriter.NewWriter(o.out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tADDRESS\tSTATE\tLOAD\tCELLS")
+				for _, n := range resp.GetNodes() {
+					name := n.GetName()
+					if n.GetSelf() {
+						name += " (this)"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", name, n.GetAddress(), n.GetState(), n.GetLoad(), dash(strings.Join(n.GetCells(), ",")))
+				}
+				return tw.Flush()
+			})
+		},
+	}
+}

@@ -74,6 +74,15 @@ type Node interface {
 	Journal(cell string, limit int) []journal.Entry
 	Intent(cell string) (Intent, bool)
 	Verb(ctx context.Context, verb, cell string, args []string) (journal.Entry, error)
+	Nodes() (fabricAddr, trustDomain string, nodes []NodeInfo)
+}
+
+// NodeInfo is one member of the fabric.
+type NodeInfo struct {
+	Name, Address, State, HTTP string
+	Cells                      []string
+	Load                       int64
+	Self                       bool
 }
 
 // Intent is the intent a cell runs on, as applied, and its rules' state.
@@ -326,4 +335,14 @@ func (s *Server) Verb(ctx context.Context, req *adminpb.VerbRequest) (*adminpb.J
 		return nil, status.Error(codes.FailedPrecondition, err.Error())
 	}
 	return EntryPB(e), nil
+}
+
+// ListNodes implements adminpb.AdminServer.
+func (s *Server) ListNodes(context.Context, *adminpb.ListNodesRequest) (*adminpb.ListNodesResponse, error) {
+	addr, td, nodes := s.node.Nodes()
+	resp := &adminpb.ListNodesResponse{FabricAddr: addr, TrustDomain: td}
+	for _, n := range nodes {
+		resp.Nodes = append(resp.Nodes, &adminpb.Node{Name: n.Name, Address: n.Address, State: n.State, Cells: n.Cells, Load: n.Load, Http: n.HTTP, Self: n.Self})
+	}
+	return resp, nil
 }

@@ -61,6 +61,19 @@ type Config struct {
 	PluginSettings map[string]map[string]string
 	// TelemetryInterval is how often cell signals are published (default 1s).
 	TelemetryInterval time.Duration
+	// FabricAddr, if set, joins the node to the QUIC fabric on this UDP
+	// address ("127.0.0.1:0" picks a port).
+	FabricAddr string
+	// Join lists fabric addresses of nodes to join.
+	Join []string
+	// TrustDomain is the SPIFFE trust domain (DefaultTrustDomain if empty).
+	TrustDomain string
+	// CADir holds the trust domain's CA (ca.crt, and ca.key to issue this
+	// node's certificates); default <DataDir>/ca, created on first start.
+	CADir string
+	// CertFile and KeyFile give this node's certificate chain and key
+	// instead of issuing them from the CA's key.
+	CertFile, KeyFile string
 	// MetricsAddr, if set, serves Prometheus metrics at /metrics there.
 	MetricsAddr string
 	// UpgradeStepTime is how long each traffic step of an upgrade is
@@ -84,6 +97,7 @@ type Node struct {
 	httpAddr string
 
 	metrics      *metrics.Metrics
+	mesh         *mesh
 	bpf          *bpfHost
 	bpfErr       string
 	metricsAddr  string
@@ -124,6 +138,9 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.TrustDomain == "" {
+		cfg.TrustDomain = DefaultTrustDomain
 	}
 	if cfg.TelemetryInterval <= 0 {
 		cfg.TelemetryInterval = time.Second
@@ -180,7 +197,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		return err
 	}
 	defer n.journal.Close()
-	ing := ingress.New(n.reg, n.log)
+	ing := ingress.New(routes{n}, n.log)
 	adm := admin.New(n)
 
 	// The eBPF loader starts before the plugins that ask it for programs.
@@ -211,6 +228,20 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 			}
 		}()
 	}
+	if n.cfg.FabricAddr != "" {
+		if err := n.startMesh(pctx); err != nil {
+			hl.Close()
+			al.Close()
+			return err
+		}
+		defer func() {
+			// Leave first, so peers see a departure, not a failure.
+			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = n.mesh.f.Leave(lctx)
+			_ = n.mesh.f.Close()
+		}()
+	}
 	go func() { errc <- ing.Serve(hl) }()
 	go func() { errc <- adm.Serve(al) }()
 
@@ -222,7 +253,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 	w := cellwatch.New(n.cfg.CellsDir, n.cfg.Settle, n.log)
 	go func() { errc <- w.Run(wctx, n.submit) }()
 
-	n.log.Info("celcore ready", "http", n.httpAddr, "admin", n.cfg.AdminPath, "cells", n.cfg.CellsDir, "data", n.cfg.DataDir, "metrics", n.metricsAddr)
+	n.log.Info("celcore ready", "http", n.httpAddr, "admin", n.cfg.AdminPath, "cells", n.cfg.CellsDir, "data", n.cfg.DataDir, "metrics", n.metricsAddr, "fabric", n.FabricAddr(), "node", n.cfg.Name)
 	if ready != nil {
 		ready(n)
 	}

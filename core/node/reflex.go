@@ -158,6 +158,12 @@ type verbExecutor struct{ n *Node }
 // Execute implements dispatch.Executor.
 func (e verbExecutor) Execute(ctx context.Context, req dispatch.Request) (dispatch.Result, error) {
 	n := e.n
+	// Verbs dispatched while the node starts wait for its plugins.
+	select {
+	case <-n.pluginsReady:
+	case <-ctx.Done():
+		return dispatch.Result{}, ctx.Err()
+	}
 	var resp *pb.VerbResponse
 	var plugin string
 	err := pluginhost.ErrNoPlugin

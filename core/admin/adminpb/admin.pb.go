@@ -1975,6 +1975,201 @@ func (x *VerbRequest) GetArgs() []string {
 	return nil
 }
 
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{23}
+}
+
+type Node struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Fabric (UDP) address.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// alive, suspect or dead.
+	State string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	// Cells the node serves.
+	Cells []string `protobuf:"bytes,4,rep,name=cells,proto3" json:"cells,omitempty"`
+	// Requests in flight or queued on the node.
+	Load int64 `protobuf:"varint,5,opt,name=load,proto3" json:"load,omitempty"`
+	// The node's HTTP ingress.
+	Http string `protobuf:"bytes,6,opt,name=http,proto3" json:"http,omitempty"`
+	// This node.
+	Self          bool `protobuf:"varint,7,opt,name=self,proto3" json:"self,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Node) Reset() {
+	*x = Node{}
+	mi := &file_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Node) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Node) ProtoMessage() {}
+
+func (x *Node) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Node.ProtoReflect.Descriptor instead.
+func (*Node) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Node) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Node) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Node) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Node) GetCells() []string {
+	if x != nil {
+		return x.Cells
+	}
+	return nil
+}
+
+func (x *Node) GetLoad() int64 {
+	if x != nil {
+		return x.Load
+	}
+	return 0
+}
+
+func (x *Node) GetHttp() string {
+	if x != nil {
+		return x.Http
+	}
+	return ""
+}
+
+func (x *Node) GetSelf() bool {
+	if x != nil {
+		return x.Self
+	}
+	return false
+}
+
+type ListNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Empty when the node runs without a fabric.
+	FabricAddr    string `protobuf:"bytes,2,opt,name=fabric_addr,json=fabricAddr,proto3" json:"fabric_addr,omitempty"`
+	TrustDomain   string `protobuf:"bytes,3,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListNodesResponse) GetNodes() []*Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ListNodesResponse) GetFabricAddr() string {
+	if x != nil {
+		return x.FabricAddr
+	}
+	return ""
+}
+
+func (x *ListNodesResponse) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
 var File_admin_proto protoreflect.FileDescriptor
 
 const file_admin_proto_rawDesc = "" +
@@ -2158,7 +2353,21 @@ const file_admin_proto_rawDesc = "" +
 	"\vVerbRequest\x12\x12\n" +
 	"\x04verb\x18\x01 \x01(\tR\x04verb\x12\x12\n" +
 	"\x04cell\x18\x02 \x01(\tR\x04cell\x12\x12\n" +
-	"\x04args\x18\x03 \x03(\tR\x04args2\xe2\x04\n" +
+	"\x04args\x18\x03 \x03(\tR\x04args\"\x12\n" +
+	"\x10ListNodesRequest\"\x9c\x01\n" +
+	"\x04Node\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x14\n" +
+	"\x05cells\x18\x04 \x03(\tR\x05cells\x12\x12\n" +
+	"\x04load\x18\x05 \x01(\x03R\x04load\x12\x12\n" +
+	"\x04http\x18\x06 \x01(\tR\x04http\x12\x12\n" +
+	"\x04self\x18\a \x01(\bR\x04self\"\x87\x01\n" +
+	"\x11ListNodesResponse\x12.\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x18.celluster.admin.v1.NodeR\x05nodes\x12\x1f\n" +
+	"\vfabric_addr\x18\x02 \x01(\tR\n" +
+	"fabricAddr\x12!\n" +
+	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain2\xbc\x05\n" +
 	"\x05Admin\x12O\n" +
 	"\x06Status\x12!.celluster.admin.v1.StatusRequest\x1a\".celluster.admin.v1.StatusResponse\x12X\n" +
 	"\tListCells\x12$.celluster.admin.v1.ListCellsRequest\x1a%.celluster.admin.v1.ListCellsResponse\x12^\n" +
@@ -2166,7 +2375,8 @@ const file_admin_proto_rawDesc = "" +
 	"\vListSignals\x12&.celluster.admin.v1.ListSignalsRequest\x1a'.celluster.admin.v1.ListSignalsResponse\x12R\n" +
 	"\aJournal\x12\".celluster.admin.v1.JournalRequest\x1a#.celluster.admin.v1.JournalResponse\x12O\n" +
 	"\x06Intent\x12!.celluster.admin.v1.IntentRequest\x1a\".celluster.admin.v1.IntentResponse\x12I\n" +
-	"\x04Verb\x12\x1f.celluster.admin.v1.VerbRequest\x1a .celluster.admin.v1.JournalEntryB3Z1github.com/celluster/celluster/core/admin/adminpbb\x06proto3"
+	"\x04Verb\x12\x1f.celluster.admin.v1.VerbRequest\x1a .celluster.admin.v1.JournalEntry\x12X\n" +
+	"\tListNodes\x12$.celluster.admin.v1.ListNodesRequest\x1a%.celluster.admin.v1.ListNodesResponseB3Z1github.com/celluster/celluster/core/admin/adminpbb\x06proto3"
 
 var (
 	file_admin_proto_rawDescOnce sync.Once
@@ -2180,7 +2390,7 @@ func file_admin_proto_rawDescGZIP() []byte {
 	return file_admin_proto_rawDescData
 }
 
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_admin_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: celluster.admin.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: celluster.admin.v1.StatusResponse
@@ -2205,59 +2415,65 @@ var file_admin_proto_goTypes = []any{
 	(*Rule)(nil),                  // 20: celluster.admin.v1.Rule
 	(*IntentResponse)(nil),        // 21: celluster.admin.v1.IntentResponse
 	(*VerbRequest)(nil),           // 22: celluster.admin.v1.VerbRequest
-	nil,                           // 23: celluster.admin.v1.Signal.LabelsEntry
-	nil,                           // 24: celluster.admin.v1.SignalValue.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*ListNodesRequest)(nil),      // 23: celluster.admin.v1.ListNodesRequest
+	(*Node)(nil),                  // 24: celluster.admin.v1.Node
+	(*ListNodesResponse)(nil),     // 25: celluster.admin.v1.ListNodesResponse
+	nil,                           // 26: celluster.admin.v1.Signal.LabelsEntry
+	nil,                           // 27: celluster.admin.v1.SignalValue.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
 }
 var file_admin_proto_depIdxs = []int32{
-	25, // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
+	28, // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
 	4,  // 1: celluster.admin.v1.StatusResponse.default_limits:type_name -> celluster.admin.v1.Limits
 	2,  // 2: celluster.admin.v1.StatusResponse.bpf:type_name -> celluster.admin.v1.BPF
 	3,  // 3: celluster.admin.v1.BPF.programs:type_name -> celluster.admin.v1.BPFProgram
-	26, // 4: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
-	26, // 5: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
+	29, // 4: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
+	29, // 5: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
 	7,  // 6: celluster.admin.v1.ListCellsResponse.cells:type_name -> celluster.admin.v1.Cell
-	25, // 7: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
-	25, // 8: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
+	28, // 7: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
+	28, // 8: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
 	4,  // 9: celluster.admin.v1.Cell.limits:type_name -> celluster.admin.v1.Limits
 	8,  // 10: celluster.admin.v1.Cell.versions:type_name -> celluster.admin.v1.Version
 	11, // 11: celluster.admin.v1.ListPluginsResponse.plugins:type_name -> celluster.admin.v1.Plugin
 	14, // 12: celluster.admin.v1.ListSignalsResponse.signals:type_name -> celluster.admin.v1.Signal
-	23, // 13: celluster.admin.v1.Signal.labels:type_name -> celluster.admin.v1.Signal.LabelsEntry
-	25, // 14: celluster.admin.v1.Signal.time:type_name -> google.protobuf.Timestamp
+	26, // 13: celluster.admin.v1.Signal.labels:type_name -> celluster.admin.v1.Signal.LabelsEntry
+	28, // 14: celluster.admin.v1.Signal.time:type_name -> google.protobuf.Timestamp
 	18, // 15: celluster.admin.v1.JournalResponse.entries:type_name -> celluster.admin.v1.JournalEntry
-	24, // 16: celluster.admin.v1.SignalValue.labels:type_name -> celluster.admin.v1.SignalValue.LabelsEntry
-	25, // 17: celluster.admin.v1.SignalValue.time:type_name -> google.protobuf.Timestamp
-	25, // 18: celluster.admin.v1.JournalEntry.time:type_name -> google.protobuf.Timestamp
+	27, // 16: celluster.admin.v1.SignalValue.labels:type_name -> celluster.admin.v1.SignalValue.LabelsEntry
+	28, // 17: celluster.admin.v1.SignalValue.time:type_name -> google.protobuf.Timestamp
+	28, // 18: celluster.admin.v1.JournalEntry.time:type_name -> google.protobuf.Timestamp
 	17, // 19: celluster.admin.v1.JournalEntry.values:type_name -> celluster.admin.v1.SignalValue
-	26, // 20: celluster.admin.v1.JournalEntry.duration:type_name -> google.protobuf.Duration
-	25, // 21: celluster.admin.v1.Rule.since:type_name -> google.protobuf.Timestamp
-	25, // 22: celluster.admin.v1.Rule.last_fired:type_name -> google.protobuf.Timestamp
-	25, // 23: celluster.admin.v1.Rule.quiet_until:type_name -> google.protobuf.Timestamp
-	25, // 24: celluster.admin.v1.Rule.last_seen:type_name -> google.protobuf.Timestamp
-	25, // 25: celluster.admin.v1.IntentResponse.applied:type_name -> google.protobuf.Timestamp
-	26, // 26: celluster.admin.v1.IntentResponse.decay_after_idle:type_name -> google.protobuf.Duration
+	29, // 20: celluster.admin.v1.JournalEntry.duration:type_name -> google.protobuf.Duration
+	28, // 21: celluster.admin.v1.Rule.since:type_name -> google.protobuf.Timestamp
+	28, // 22: celluster.admin.v1.Rule.last_fired:type_name -> google.protobuf.Timestamp
+	28, // 23: celluster.admin.v1.Rule.quiet_until:type_name -> google.protobuf.Timestamp
+	28, // 24: celluster.admin.v1.Rule.last_seen:type_name -> google.protobuf.Timestamp
+	28, // 25: celluster.admin.v1.IntentResponse.applied:type_name -> google.protobuf.Timestamp
+	29, // 26: celluster.admin.v1.IntentResponse.decay_after_idle:type_name -> google.protobuf.Duration
 	20, // 27: celluster.admin.v1.IntentResponse.rules:type_name -> celluster.admin.v1.Rule
-	0,  // 28: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
-	5,  // 29: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
-	9,  // 30: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
-	12, // 31: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
-	15, // 32: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
-	19, // 33: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
-	22, // 34: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
-	1,  // 35: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
-	6,  // 36: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
-	10, // 37: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
-	13, // 38: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
-	16, // 39: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
-	21, // 40: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
-	18, // 41: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
-	35, // [35:42] is the sub-list for method output_type
-	28, // [28:35] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	24, // 28: celluster.admin.v1.ListNodesResponse.nodes:type_name -> celluster.admin.v1.Node
+	0,  // 29: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
+	5,  // 30: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
+	9,  // 31: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
+	12, // 32: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
+	15, // 33: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
+	19, // 34: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
+	22, // 35: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
+	23, // 36: celluster.admin.v1.Admin.ListNodes:input_type -> celluster.admin.v1.ListNodesRequest
+	1,  // 37: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
+	6,  // 38: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
+	10, // 39: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
+	13, // 40: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
+	16, // 41: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
+	21, // 42: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
+	18, // 43: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
+	25, // 44: celluster.admin.v1.Admin.ListNodes:output_type -> celluster.admin.v1.ListNodesResponse
+	37, // [37:45] is the sub-list for method output_type
+	29, // [29:37] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -2271,7 +2487,7 @@ func file_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	Admin_Journal_FullMethodName     = "/celluster.admin.v1.Admin/Journal"
 	Admin_Intent_FullMethodName      = "/celluster.admin.v1.Admin/Intent"
 	Admin_Verb_FullMethodName        = "/celluster.admin.v1.Admin/Verb"
+	Admin_ListNodes_FullMethodName   = "/celluster.admin.v1.Admin/ListNodes"
 )
 
 // AdminClient is the client API for Admin service.
@@ -52,6 +53,8 @@ type AdminClient interface {
 	// Verb runs a verb by hand through the dispatch loop and returns its
 	// journal entry.
 	Verb(ctx context.Context, in *VerbRequest, opts ...grpc.CallOption) (*JournalEntry, error)
+	// ListNodes lists the fabric's members as this node sees them.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 }
 
 type adminClient struct {
@@ -132,6 +135,16 @@ func (c *adminClient) Verb(ctx context.Context, in *VerbRequest, opts ...grpc.Ca
 	return out, nil
 }
 
+func (c *adminClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, Admin_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -153,6 +166,8 @@ type AdminServer interface {
 	// Verb runs a verb by hand through the dispatch loop and returns its
 	// journal entry.
 	Verb(context.Context, *VerbRequest) (*JournalEntry, error)
+	// ListNodes lists the fabric's members as this node sees them.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -183,6 +198,9 @@ func (UnimplementedAdminServer) Intent(context.Context, *IntentRequest) (*Intent
 }
 func (UnimplementedAdminServer) Verb(context.Context, *VerbRequest) (*JournalEntry, error) {
 	return nil, status.Error(codes.Unimplemented, "method Verb not implemented")
+}
+func (UnimplementedAdminServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -331,6 +349,24 @@ func _Admin_Verb_Handler(srv interface{}, ctx context.Context, dec func(interfac
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -365,6 +401,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Verb",
 			Handler:    _Admin_Verb_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _Admin_ListNodes_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

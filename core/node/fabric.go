@@ -1,0 +1,412 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/celluster/celluster/core/admin"
+	"github.com/celluster/celluster/core/fabric"
+	"github.com/celluster/celluster/core/fabric/frame"
+	"github.com/celluster/celluster/core/identity"
+	"github.com/celluster/celluster/pluginapi/cellabi"
+)
+
+// DefaultTrustDomain is the trust domain of a node given none.
+const DefaultTrustDomain = "celluster.local"
+
+// Headers on requests forwarded between nodes.
+const (
+	// ForwardedByHeader names the node that forwarded a request; a request
+	// carrying it is never forwarded again.
+	ForwardedByHeader = "X-Celluster-Forwarded-By"
+	// ServedByHeader names the node whose cell answered.
+	ServedByHeader = "X-Celluster-Served-By"
+)
+
+// nodeCertTTL is the lifetime of the certificates a node issues itself.
+const nodeCertTTL = time.Hour
+
+// mesh is the node's side of the fabric: identity, membership and
+// forwarding.
+type mesh struct {
+	n      *Node
+	td     spiffeid.TrustDomain
+	ca     *identity.CA // nil when the node holds no CA key
+	bundle *x509bundle.Bundle
+	creds  *identity.Credentials
+	f      *fabric.Fabric
+
+	mu       sync.Mutex
+	lastMeta []byte
+}
+
+// nodeMeta is what a node gossips about itself (at most 512 bytes).
+type nodeMeta struct {
+	HTTP  string   `json:"h,omitempty"`
+	Load  int64    `json:"l"`
+	Cells []string `json:"c,omitempty"`
+}
+
+// startMesh sets up the node's identity and joins the fabric. Without
+// --ca, --cert or --token the node makes a private CA in its data directory
+// on first start.
+func (n *Node) startMesh(ctx context.Context) error {
+	td, err := spiffeid.TrustDomainFromString(n.cfg.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("fabric: trust domain %q: %w", n.cfg.TrustDomain, err)
+	}
+	m := &mesh{n: n, td: td}
+	if err := m.identity(); err != nil {
+		return err
+	}
+	f, err := fabric.Listen(ctx, fabric.Config{
+		Addr:      n.cfg.FabricAddr,
+		Node:      n.cfg.Name,
+		TLSServer: func() *tls.Config { return identity.ServerConfig(m.creds, m.bundle, td, nil) },
+		TLSClient: func() *tls.Config { return identity.ClientConfig(m.creds, m.bundle, td, nil) },
+		VerifyPeer: func(cs tls.ConnectionState) (string, error) {
+			return identity.PeerNode(cs, td)
+		},
+		Logger: n.log.With("component", "fabric"),
+		Membership: fabric.Membership{
+			Meta:    m.meta,
+			OnJoin:  func(mb fabric.Member) { n.log.Info("node joined", "node", mb.Name, "addr", mb.Addr) },
+			OnLeave: func(mb fabric.Member) { n.log.Warn("node left or failed", "node", mb.Name, "addr", mb.Addr) },
+		},
+	})
+	if err != nil {
+		return err
+	}
+	m.f = f
+	f.HandleStream(frame.TypeRequest, m.serveForwarded)
+	n.mesh = m
+	if m.ca != nil {
+		go m.renew(ctx)
+	}
+	if len(n.cfg.Join) > 0 {
+		go m.join(ctx)
+	}
+	go m.publishMeta(ctx)
+	return nil
+}
+
+// identity loads or creates the CA and the node's credentials.
+func (m *mesh) identity() error {
+	n := m.n
+	caDir := n.cfg.CADir
+	if caDir == "" {
+		caDir = filepath.Join(n.cfg.DataDir, "ca")
+	}
+	if n.cfg.CertFile != "" || n.cfg.KeyFile != "" {
+		key, err := identity.ReadKey(n.cfg.KeyFile)
+		if err != nil {
+			return fmt.Errorf("fabric: --key: %w", err)
+		}
+		chain, err := identity.ReadChain(n.cfg.CertFile)
+		if err != nil {
+			return fmt.Errorf("fabric: --cert: %w", err)
+		}
+		cas, err := identity.ReadChain(filepath.Join(caDir, identity.CACertFile))
+		if err != nil {
+			return fmt.Errorf("fabric: the trust domain's CA certificate: %w", err)
+		}
+		m.bundle = x509bundle.FromX509Authorities(m.td, cas)
+		m.creds = identity.NewCredentials(key, chain)
+		return nil
+	}
+	ca, err := identity.LoadCA(caDir, identity.CAOptions{})
+	if errors.Is(err, os.ErrNotExist) && n.cfg.CADir == "" {
+		ca, err = identity.InitCA(caDir, m.td, identity.CAOptions{})
+		if err == nil {
+			n.log.Info("created a private CA for a single node", "dir", caDir, "trust_domain", m.td.String())
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("fabric: CA in %s: %w", caDir, err)
+	}
+	if ca.TrustDomain() != m.td {
+		return fmt.Errorf("fabric: the CA in %s is for trust domain %s, not %s (--trust-domain)", caDir, ca.TrustDomain(), m.td)
+	}
+	m.ca, m.bundle = ca, ca.Bundle()
+	keyPath := filepath.Join(n.cfg.DataDir, "identity", "node.key")
+	key, err := identity.ReadKey(keyPath)
+	if errors.Is(err, os.ErrNotExist) {
+		if key, err = identity.NewKey(); err == nil {
+			if err = os.MkdirAll(filepath.Dir(keyPath), 0o700); err == nil {
+				err = identity.WriteKey(keyPath, key)
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("fabric: node key %s: %w", keyPath, err)
+	}
+	chain, err := ca.IssueNode(n.cfg.Name, key.Public(), nodeCertTTL)
+	if err != nil {
+		return fmt.Errorf("fabric: issuing this node's certificate: %w", err)
+	}
+	m.creds = identity.NewCredentials(key, chain)
+	return nil
+}
+
+// renew issues a new certificate once two thirds of the current one's
+// lifetime have passed; connections keep running.
+func (m *mesh) renew(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if !m.creds.NeedsRenewal(now) {
+				continue
+			}
+			chain, err := m.ca.IssueNode(m.n.cfg.Name, m.creds.Key().Public(), nodeCertTTL)
+			if err == nil {
+				err = m.creds.Renew(chain)
+			}
+			if err != nil {
+				m.n.log.Error("renewing the node certificate", "err", err, "expires", m.creds.NotAfter())
+				continue
+			}
+			m.n.log.Info("node certificate renewed", "expires", m.creds.NotAfter())
+		}
+	}
+}
+
+// join keeps trying the seeds until one answers.
+func (m *mesh) join(ctx context.Context) {
+	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := m.f.Join(jctx, m.n.cfg.Join)
+		cancel()
+		if err == nil {
+			m.n.log.Info("joined the fabric", "seeds", m.n.cfg.Join, "members", len(m.f.Members()))
+			return
+		}
+		m.n.log.Warn("joining the fabric failed; retrying", "seeds", m.n.cfg.Join, "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+}
+
+// meta is this node's gossiped metadata.
+func (m *mesh) meta() []byte {
+	md := nodeMeta{HTTP: m.n.httpAddr}
+	for _, in := range m.n.reg.List() {
+		md.Load += in.InFlight + in.Queued
+		if in.SHA256 != "" {
+			md.Cells = append(md.Cells, in.Name)
+		}
+	}
+	b, _ := json.Marshal(md)
+	for len(b) > fabric.MaxMetaSize && len(md.Cells) > 0 {
+		md.Cells = md.Cells[:len(md.Cells)-1] // the rest are found on demand
+		b, _ = json.Marshal(md)
+	}
+	return b
+}
+
+// publishMeta gossips the metadata when it changes.
+func (m *mesh) publishMeta(ctx context.Context) {
+	t := time.NewTicker(m.n.cfg.TelemetryInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b := m.meta()
+			m.mu.Lock()
+			changed := !bytes.Equal(b, m.lastMeta)
+			m.lastMeta = b
+			m.mu.Unlock()
+			if changed {
+				if err := m.f.UpdateMeta(ctx); err != nil && ctx.Err() == nil {
+					m.n.log.Debug("gossiping node metadata", "err", err)
+				}
+			}
+		}
+	}
+}
+
+// Member is one node of the mesh as this node sees it.
+type Member struct {
+	Name, Addr, State, HTTP string
+	Cells                   []string
+	Load                    int64
+	Self                    bool
+}
+
+// Members lists the mesh's nodes, this one included; nil without a fabric.
+func (n *Node) Members() []Member {
+	if n.mesh == nil {
+		return nil
+	}
+	var out []Member
+	for _, mb := range n.mesh.f.Members() {
+		var md nodeMeta
+		_ = json.Unmarshal(mb.Meta, &md)
+		out = append(out, Member{Name: mb.Name, Addr: mb.Addr, State: mb.State.String(), HTTP: md.HTTP,
+			Cells: md.Cells, Load: md.Load, Self: mb.Name == n.cfg.Name})
+	}
+	return out
+}
+
+// FabricAddr is the fabric's address, or "".
+func (n *Node) FabricAddr() string {
+	if n.mesh == nil {
+		return ""
+	}
+	return n.mesh.f.Addr().String()
+}
+
+// routes is what the ingress serves: the node's own cells, else a peer
+// that has the cell, by the lowest load.
+type routes struct{ n *Node }
+
+// Handler implements ingress.Cells.
+func (r routes) Handler(name string) http.Handler {
+	if h := r.n.reg.Handler(name); h != nil {
+		return h
+	}
+	if r.n.mesh == nil {
+		return nil
+	}
+	var best *Member
+	for _, mb := range r.n.Members() {
+		if mb.Self || mb.State != "alive" || !slices.Contains(mb.Cells, name) {
+			continue
+		}
+		if best == nil || mb.Load < best.Load {
+			best = &mb
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	peer := *best
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.n.mesh.forward(w, req, name, peer) })
+}
+
+// maxForwardBody bounds a forwarded request's body.
+const maxForwardBody = 8 << 20
+
+// forward sends a request over the fabric to a peer hosting the cell.
+func (m *mesh) forward(w http.ResponseWriter, r *http.Request, cellName string, peer Member) {
+	if r.Header.Get(ForwardedByHeader) != "" {
+		http.Error(w, "cell "+cellName+" is not on this node (and a forwarded request is not forwarded again)", http.StatusNotFound)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxForwardBody))
+	if err != nil {
+		http.Error(w, "reading the request body: "+err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	req := cellabi.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: body}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			req.Headers = append(req.Headers, cellabi.Header{Name: k, Value: v})
+		}
+	}
+	req.Headers = append(req.Headers, cellabi.Header{Name: ForwardedByHeader, Value: m.n.cfg.Name})
+	payload := append([]byte(cellName+"\x00"), cellabi.AppendRequest(nil, &req)...)
+	ctx, cancel := context.WithTimeout(r.Context(), m.n.cfg.Limits.RequestTimeout+5*time.Second)
+	defer cancel()
+	p, err := m.f.Dial(ctx, peer.Addr)
+	if err != nil {
+		m.n.log.Warn("forwarding: peer unreachable", "cell", cellName, "peer", peer.Name, "err", err)
+		http.Error(w, fmt.Sprintf("cell %s lives on node %s, which is unreachable: %v", cellName, peer.Name, err), http.StatusBadGateway)
+		return
+	}
+	out, err := p.Request(ctx, frame.TypeRequest, payload)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("forwarding to node %s: %v", peer.Name, err), http.StatusBadGateway)
+		return
+	}
+	resp, err := cellabi.DecodeResponse(out)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("node %s answered a malformed response: %v", peer.Name, err), http.StatusBadGateway)
+		return
+	}
+	for _, h := range resp.Headers {
+		w.Header().Add(h.Name, h.Value)
+	}
+	w.WriteHeader(resp.Status)
+	_, _ = w.Write(resp.Body)
+}
+
+// serveForwarded answers a request a peer forwarded to one of our cells.
+func (m *mesh) serveForwarded(ctx context.Context, peer string, s *fabric.Stream) {
+	typ, payload, err := frame.Read(s, frame.DefaultMax)
+	if err != nil || typ != frame.TypeRequest {
+		_ = frame.Write(s, frame.TypeError, []byte(fmt.Sprintf("want a request frame: %v", err)))
+		return
+	}
+	name, env, ok := strings.Cut(string(payload), "\x00")
+	if !ok {
+		_ = frame.Write(s, frame.TypeError, []byte("forwarded request without a cell name"))
+		return
+	}
+	req, err := cellabi.DecodeRequest([]byte(env))
+	if err != nil {
+		_ = frame.Write(s, frame.TypeError, []byte("forwarded request: "+err.Error()))
+		return
+	}
+	h := m.n.reg.Handler(name)
+	if h == nil {
+		_ = frame.Write(s, frame.TypeError, []byte("no cell "+name+" on node "+m.n.cfg.Name))
+		return
+	}
+	target := req.Path
+	if req.Query != "" {
+		target += "?" + req.Query
+	}
+	hr := httptest.NewRequestWithContext(ctx, req.Method, target, bytes.NewReader(req.Body))
+	for _, hd := range req.Headers {
+		hr.Header.Add(hd.Name, hd.Value)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, hr)
+	resp := cellabi.Response{Status: rec.Code, Body: rec.Body.Bytes()}
+	for k, vs := range rec.Header() {
+		for _, v := range vs {
+			resp.Headers = append(resp.Headers, cellabi.Header{Name: k, Value: v})
+		}
+	}
+	resp.Headers = append(resp.Headers, cellabi.Header{Name: ServedByHeader, Value: m.n.cfg.Name})
+	if err := frame.Write(s, frame.TypeResponse, cellabi.AppendResponse(nil, &resp)); err != nil {
+		m.n.log.Debug("answering a forwarded request", "peer", peer, "err", err)
+	}
+}
+
+// Nodes implements admin.Node.
+func (n *Node) Nodes() (string, string, []admin.NodeInfo) {
+	if n.mesh == nil {
+		return "", "", nil
+	}
+	var out []admin.NodeInfo
+	for _, mb := range n.Members() {
+		out = append(out, admin.NodeInfo{Name: mb.Name, Address: mb.Addr, State: mb.State, HTTP: mb.HTTP, Cells: mb.Cells, Load: mb.Load, Self: mb.Self})
+	}
+	return n.FabricAddr(), n.mesh.td.String(), out
+}
