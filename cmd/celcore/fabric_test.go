@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/celluster/celluster/core/testbuild"
 )
@@ -126,4 +128,85 @@ func runCelctl(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.Command(testbuild.Binary(t, "./cmd/celctl", false), args...).CombinedOutput()
 	return string(out), err
+}
+
+// TestFabricCloneAndHeal: `clone on NODE` places a cell on a peer, which
+// fetches the module by hash; when a node is killed, the cell only it
+// served is restored on exactly one survivor, chosen by rendezvous hashing.
+func TestFabricCloneAndHeal(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if out, err := runCelctl(t, "ca", "init", "--trust-domain", "test.local", "--out", ca); err != nil {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	args := []string{"--fabric", "127.0.0.1:0", "--ca", ca, "--trust-domain", "test.local", "--telemetry-interval", "200ms"}
+	a := startNode(t, "", args...)
+	seed, nameA := a.fabricAddr()
+	b := startNode(t, "", append(args, "--join", seed)...)
+	c := startNode(t, "", append(args, "--join", seed)...)
+	_, nameB := b.fabricAddr()
+	_, nameC := c.fabricAddr()
+	eventually(t, "three alive nodes", func() bool {
+		ns := a.nodes()
+		return len(ns) == 3 && ns[nameB].State == "alive" && ns[nameC].State == "alive"
+	})
+
+	// Clone onto a named peer.
+	a.writeIntent("hello", "cell hello\nkeep replicas 1..4\n")
+	a.drop("hello", testbuild.Cell(t, "hello"))
+	a.waitStatus("/hello", 200)
+	out, err := a.celctl("verb", "clone", "hello", "1", "on", nameB)
+	if err != nil || !strings.Contains(out, "node "+nameB+" serves hello") {
+		t.Fatalf("clone on %s: %v\n%s", nameB, err, out)
+	}
+	if hb := b.listCells()["hello"]; hb.State != "serving" || hb.SHA256 != a.listCells()["hello"].SHA256 {
+		t.Fatalf("hello on B after the clone: %+v", hb)
+	}
+	if r := b.get("/hello?name=b"); r.status != 200 || r.header.Get("X-Celluster-Served-By") != "" {
+		t.Fatalf("B serving its own replica: %d %q %q", r.status, r.body, r.header.Get("X-Celluster-Served-By"))
+	}
+	if in, ok := b.intent("hello"); !ok || in.Replicas.Max != 4 {
+		t.Fatalf("the intent did not travel with the clone: %+v", in)
+	}
+
+	// A cell only C serves; A and B learn it and keep its module.
+	c.drop("counter", testbuild.Cell(t, "counter"))
+	c.waitStatus("/counter", 200)
+	sha := c.listCells()["counter"].SHA256
+	eventually(t, "A and B to keep counter's module", func() bool {
+		for _, n := range []*proc{a, b} {
+			if _, err := os.Stat(filepath.Join(n.data, "modules", sha+".wasm")); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var takers []string
+	eventually(t, "counter to be restored on a survivor", func() bool {
+		takers = nil
+		for _, n := range []*proc{a, b} {
+			if n.listCells()["counter"].State == "serving" {
+				_, name := n.fabricAddr()
+				takers = append(takers, name)
+			}
+		}
+		return len(takers) > 0
+	})
+	time.Sleep(2 * time.Second) // a second taker, if any, would show by now
+	takers = nil
+	for _, n := range []*proc{a, b} {
+		if n.listCells()["counter"].State == "serving" {
+			_, name := n.fabricAddr()
+			takers = append(takers, name)
+		}
+	}
+	if len(takers) != 1 {
+		t.Fatalf("counter restored on %v, want exactly one of %s, %s", takers, nameA, nameB)
+	}
+	if r := a.get("/counter"); r.status != 200 {
+		t.Fatalf("counter through A after the heal: %d %q", r.status, r.body)
+	}
 }

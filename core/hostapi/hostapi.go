@@ -25,7 +25,13 @@ type Server struct {
 	sig    *signals.Store
 	notes  Notes
 	bpf    BPF
+	place  Placer
 	log    *slog.Logger
+}
+
+// Placer places a cell's replicas on peer nodes (the node's fabric).
+type Placer interface {
+	PlaceOnPeer(ctx context.Context, cell, node string, replicas int, reason string) (string, int, error)
 }
 
 // Notes records a plugin's notes about a cell in the decision journal.
@@ -34,10 +40,27 @@ type Notes interface {
 }
 
 // New returns the host service as seen by the named plugin; what it emits
-// is attributed to it. notes may be nil: notes then go to the log. bpf may
-// be nil: BPF calls then fail with FailedPrecondition.
-func New(plugin string, reg *cell.Registry, sig *signals.Store, notes Notes, bpf BPF, log *slog.Logger) *Server {
-	return &Server{plugin: plugin, reg: reg, sig: sig, notes: notes, bpf: bpf, log: log.With("plugin", plugin)}
+// is attributed to it. notes may be nil: notes then go to the log. bpf and
+// place may be nil: BPF and placement calls then fail with
+// FailedPrecondition.
+func New(plugin string, reg *cell.Registry, sig *signals.Store, notes Notes, bpf BPF, place Placer, log *slog.Logger) *Server {
+	return &Server{plugin: plugin, reg: reg, sig: sig, notes: notes, bpf: bpf, place: place, log: log.With("plugin", plugin)}
+}
+
+// PlaceReplicas implements pb.HostServer.
+func (s *Server) PlaceReplicas(ctx context.Context, req *pb.PlaceReplicasRequest) (*pb.PlaceReplicasResponse, error) {
+	if s.place == nil {
+		return nil, status.Error(codes.FailedPrecondition, "this node runs without a fabric: no peers to place replicas on")
+	}
+	if _, err := s.cell(req.GetCell()); err != nil {
+		return nil, err
+	}
+	node, n, err := s.place.PlaceOnPeer(ctx, req.GetCell(), req.GetNode(), int(max(req.GetCount(), 1)), req.GetReason())
+	if err != nil {
+		return nil, status.Error(codes.Aborted, err.Error())
+	}
+	s.log.Info("placed replicas on a peer", "cell", req.GetCell(), "node", node, "live", n)
+	return &pb.PlaceReplicasResponse{Node: node, Replicas: uint32(max(n, 0))}, nil
 }
 
 var _ pb.HostServer = (*Server)(nil)

@@ -38,7 +38,7 @@ func TestHostService(t *testing.T) {
 	}
 	store := signals.NewStore()
 	notes := &noteRecorder{}
-	h := New("probe", reg, store, notes, nil, log)
+	h := New("probe", reg, store, notes, nil, nil, log)
 
 	cells, err := h.ListCells(ctx, &pb.ListCellsRequest{})
 	if err != nil || len(cells.GetCells()) != 1 || cells.GetCells()[0].GetName() != "app" || cells.GetCells()[0].GetReplicas() != 1 {
@@ -147,12 +147,12 @@ func (f *fakeBPF) Unload(owner, id string) error {
 func TestBPFCalls(t *testing.T) {
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	none := New("kernel", nil, nil, nil, nil, log)
+	none := New("kernel", nil, nil, nil, nil, nil, log)
 	if _, err := none.LoadBPF(ctx, &pb.LoadBPFRequest{Name: "tcp", Object: []byte{1}}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("LoadBPF without a loader: %v", err)
 	}
 	f := &fakeBPF{objs: map[string]string{}}
-	k, other := New("kernel", nil, nil, nil, f, log), New("other", nil, nil, nil, f, log)
+	k, other := New("kernel", nil, nil, nil, f, nil, log), New("other", nil, nil, nil, f, nil, log)
 	resp, err := k.LoadBPF(ctx, &pb.LoadBPFRequest{Name: "tcp", Object: []byte("elf")})
 	if err != nil || resp.GetObjectId() != "kernel/tcp" {
 		t.Fatalf("LoadBPF = %v, %v", resp, err)

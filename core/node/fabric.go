@@ -54,6 +54,9 @@ type mesh struct {
 
 	mu       sync.Mutex
 	lastMeta []byte
+
+	place   placement
+	syncNow chan struct{}
 }
 
 // nodeMeta is what a node gossips about itself (at most 512 bytes).
@@ -71,7 +74,7 @@ func (n *Node) startMesh(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("fabric: trust domain %q: %w", n.cfg.TrustDomain, err)
 	}
-	m := &mesh{n: n, td: td}
+	m := &mesh{n: n, td: td, syncNow: make(chan struct{}, 1)}
 	if err := m.identity(); err != nil {
 		return err
 	}
@@ -85,9 +88,16 @@ func (n *Node) startMesh(ctx context.Context) error {
 		},
 		Logger: n.log.With("component", "fabric"),
 		Membership: fabric.Membership{
-			Meta:    m.meta,
-			OnJoin:  func(mb fabric.Member) { n.log.Info("node joined", "node", mb.Name, "addr", mb.Addr) },
-			OnLeave: func(mb fabric.Member) { n.log.Warn("node left or failed", "node", mb.Name, "addr", mb.Addr) },
+			Meta: m.meta,
+			OnJoin: func(mb fabric.Member) {
+				n.log.Info("node joined", "node", mb.Name, "addr", mb.Addr)
+				m.kickSync()
+			},
+			OnUpdate: func(fabric.Member) { m.kickSync() },
+			OnLeave: func(mb fabric.Member) {
+				n.log.Warn("node left or failed", "node", mb.Name, "addr", mb.Addr)
+				go m.heal(ctx, mb.Name)
+			},
 		},
 	})
 	if err != nil {
@@ -95,6 +105,7 @@ func (n *Node) startMesh(ctx context.Context) error {
 	}
 	m.f = f
 	f.HandleStream(frame.TypeRequest, m.serveForwarded)
+	m.handlePlacement()
 	n.mesh = m
 	if m.ca != nil {
 		go m.renew(ctx)
@@ -103,7 +114,16 @@ func (n *Node) startMesh(ctx context.Context) error {
 		go m.join(ctx)
 	}
 	go m.publishMeta(ctx)
+	go m.syncLoop(ctx)
 	return nil
+}
+
+// kickSync asks for a catalog sync soon.
+func (m *mesh) kickSync() {
+	select {
+	case m.syncNow <- struct{}{}:
+	default:
+	}
 }
 
 // identity loads or creates the CA and the node's credentials.

@@ -347,6 +347,9 @@ func (n *Node) apply(ev cellwatch.Event) {
 		}
 		c = n.reg.Lookup(ev.Cell)
 	}
+	if _, err := n.storeModule(src); err != nil {
+		n.log.Warn("keeping the module in the content store", "cell", ev.Cell, "err", err)
+	}
 	if c.Info().SHA256 == "" {
 		if err := c.Load(ctx, src, path); err != nil {
 			n.log.Error("rejected cell module", "cell", ev.Cell, "path", path, "err", err)

@@ -39,7 +39,7 @@ func (n *Node) startPlugins(ctx context.Context) error {
 		Pins:     n.cfg.PluginPins,
 		Settings: n.cfg.PluginSettings,
 		HostFor: func(plugin string) pluginhost.HostService {
-			return hostapi.New(plugin, n.reg, n.sig, n, n.bpfHost(), n.log)
+			return hostapi.New(plugin, n.reg, n.sig, n, n.bpfHost(), n.placer(), n.log)
 		},
 		Node:   n.cfg.Name,
 		Logger: n.log,

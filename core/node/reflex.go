@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -92,6 +93,9 @@ func (n *Node) precheck(_ context.Context, req dispatch.Request) (dispatch.Resul
 	reactor := in.ABI == "reactor"
 	switch req.Verb {
 	case "clone":
+		if slices.Contains(req.Args, "on") {
+			break // onto a peer: its own bounds apply there
+		}
 		if !reactor {
 			return dispatch.Result{Outcome: journal.Noop, Message: "command cells keep no replicas"}, false
 		}
@@ -214,6 +218,12 @@ func (n *Node) applyIntent(ctx context.Context, c *cell.Cell, path string, modul
 		n.intentError(c, err.Error())
 		return
 	}
+	n.applySource(ctx, c, src, module, path)
+}
+
+// applySource parses, compiles and applies one intent source for a cell
+// whose module is module (loaded from path).
+func (n *Node) applySource(ctx context.Context, c *cell.Cell, src intents.Source, module []byte, path string) {
 	sum := sha256.Sum256(append([]byte(string(src.Origin)+"\x00"), src.Content...))
 	hash := hex.EncodeToString(sum[:])
 	n.imu.Lock()

@@ -1605,6 +1605,129 @@ func (x *WaitBPFEventsResponse) GetRecords() [][]byte {
 	return nil
 }
 
+type PlaceReplicasRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Cell  string                 `protobuf:"bytes,1,opt,name=cell,proto3" json:"cell,omitempty"`
+	// The peer's node name; empty: the least loaded live peer.
+	Node  string `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Count uint32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	// Why, for the peer's journal.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlaceReplicasRequest) Reset() {
+	*x = PlaceReplicasRequest{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlaceReplicasRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlaceReplicasRequest) ProtoMessage() {}
+
+func (x *PlaceReplicasRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlaceReplicasRequest.ProtoReflect.Descriptor instead.
+func (*PlaceReplicasRequest) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PlaceReplicasRequest) GetCell() string {
+	if x != nil {
+		return x.Cell
+	}
+	return ""
+}
+
+func (x *PlaceReplicasRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PlaceReplicasRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PlaceReplicasRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type PlaceReplicasResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node that now serves the cell, and its live replicas.
+	Node          string `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Replicas      uint32 `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlaceReplicasResponse) Reset() {
+	*x = PlaceReplicasResponse{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlaceReplicasResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlaceReplicasResponse) ProtoMessage() {}
+
+func (x *PlaceReplicasResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlaceReplicasResponse.ProtoReflect.Descriptor instead.
+func (*PlaceReplicasResponse) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PlaceReplicasResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PlaceReplicasResponse) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
 var File_pluginapi_v1_host_proto protoreflect.FileDescriptor
 
 const file_pluginapi_v1_host_proto_rawDesc = "" +
@@ -1711,7 +1834,16 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12\x10\n" +
 	"\x03max\x18\x04 \x01(\rR\x03max\"1\n" +
 	"\x15WaitBPFEventsResponse\x12\x18\n" +
-	"\arecords\x18\x01 \x03(\fR\arecords2\xeb\t\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\"l\n" +
+	"\x14PlaceReplicasRequest\x12\x12\n" +
+	"\x04cell\x18\x01 \x01(\tR\x04cell\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\rR\x05count\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"G\n" +
+	"\x15PlaceReplicasResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
+	"\breplicas\x18\x02 \x01(\rR\breplicas2\xd9\n" +
+	"\n" +
 	"\x04Host\x12`\n" +
 	"\tListCells\x12(.celluster.pluginapi.v1.ListCellsRequest\x1a).celluster.pluginapi.v1.ListCellsResponse\x12f\n" +
 	"\vReadSignals\x12*.celluster.pluginapi.v1.ReadSignalsRequest\x1a+.celluster.pluginapi.v1.ReadSignalsResponse\x12g\n" +
@@ -1726,7 +1858,8 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"ReadBPFMap\x12).celluster.pluginapi.v1.ReadBPFMapRequest\x1a*.celluster.pluginapi.v1.ReadBPFMapResponse\x12`\n" +
 	"\tUnloadBPF\x12(.celluster.pluginapi.v1.UnloadBPFRequest\x1a).celluster.pluginapi.v1.UnloadBPFResponse\x12l\n" +
-	"\rWaitBPFEvents\x12,.celluster.pluginapi.v1.WaitBPFEventsRequest\x1a-.celluster.pluginapi.v1.WaitBPFEventsResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
+	"\rWaitBPFEvents\x12,.celluster.pluginapi.v1.WaitBPFEventsRequest\x1a-.celluster.pluginapi.v1.WaitBPFEventsResponse\x12l\n" +
+	"\rPlaceReplicas\x12,.celluster.pluginapi.v1.PlaceReplicasRequest\x1a-.celluster.pluginapi.v1.PlaceReplicasResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
 
 var (
 	file_pluginapi_v1_host_proto_rawDescOnce sync.Once
@@ -1740,7 +1873,7 @@ func file_pluginapi_v1_host_proto_rawDescGZIP() []byte {
 	return file_pluginapi_v1_host_proto_rawDescData
 }
 
-var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_pluginapi_v1_host_proto_goTypes = []any{
 	(*ListCellsRequest)(nil),        // 0: celluster.pluginapi.v1.ListCellsRequest
 	(*CellState)(nil),               // 1: celluster.pluginapi.v1.CellState
@@ -1771,22 +1904,24 @@ var file_pluginapi_v1_host_proto_goTypes = []any{
 	(*UnloadBPFResponse)(nil),       // 26: celluster.pluginapi.v1.UnloadBPFResponse
 	(*WaitBPFEventsRequest)(nil),    // 27: celluster.pluginapi.v1.WaitBPFEventsRequest
 	(*WaitBPFEventsResponse)(nil),   // 28: celluster.pluginapi.v1.WaitBPFEventsResponse
-	nil,                             // 29: celluster.pluginapi.v1.SignalReading.LabelsEntry
-	nil,                             // 30: celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
-	(*Sample)(nil),                  // 31: celluster.pluginapi.v1.Sample
-	(*durationpb.Duration)(nil),     // 32: google.protobuf.Duration
+	(*PlaceReplicasRequest)(nil),    // 29: celluster.pluginapi.v1.PlaceReplicasRequest
+	(*PlaceReplicasResponse)(nil),   // 30: celluster.pluginapi.v1.PlaceReplicasResponse
+	nil,                             // 31: celluster.pluginapi.v1.SignalReading.LabelsEntry
+	nil,                             // 32: celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
+	(*Sample)(nil),                  // 33: celluster.pluginapi.v1.Sample
+	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
 }
 var file_pluginapi_v1_host_proto_depIdxs = []int32{
 	2,  // 0: celluster.pluginapi.v1.CellState.versions:type_name -> celluster.pluginapi.v1.VersionState
 	1,  // 1: celluster.pluginapi.v1.ListCellsResponse.cells:type_name -> celluster.pluginapi.v1.CellState
 	6,  // 2: celluster.pluginapi.v1.ReadSignalsResponse.readings:type_name -> celluster.pluginapi.v1.SignalReading
-	29, // 3: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
+	31, // 3: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
 	10, // 4: celluster.pluginapi.v1.SetRouteWeightsRequest.weights:type_name -> celluster.pluginapi.v1.RouteWeight
-	31, // 5: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
-	30, // 6: celluster.pluginapi.v1.LoadBPFRequest.constants:type_name -> celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
+	33, // 5: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
+	32, // 6: celluster.pluginapi.v1.LoadBPFRequest.constants:type_name -> celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
 	20, // 7: celluster.pluginapi.v1.LoadBPFResponse.programs:type_name -> celluster.pluginapi.v1.BPFProgram
 	23, // 8: celluster.pluginapi.v1.ReadBPFMapResponse.entries:type_name -> celluster.pluginapi.v1.BPFMapEntry
-	32, // 9: celluster.pluginapi.v1.WaitBPFEventsRequest.timeout:type_name -> google.protobuf.Duration
+	34, // 9: celluster.pluginapi.v1.WaitBPFEventsRequest.timeout:type_name -> google.protobuf.Duration
 	0,  // 10: celluster.pluginapi.v1.Host.ListCells:input_type -> celluster.pluginapi.v1.ListCellsRequest
 	4,  // 11: celluster.pluginapi.v1.Host.ReadSignals:input_type -> celluster.pluginapi.v1.ReadSignalsRequest
 	7,  // 12: celluster.pluginapi.v1.Host.SpawnReplicas:input_type -> celluster.pluginapi.v1.SpawnReplicasRequest
@@ -1799,20 +1934,22 @@ var file_pluginapi_v1_host_proto_depIdxs = []int32{
 	22, // 19: celluster.pluginapi.v1.Host.ReadBPFMap:input_type -> celluster.pluginapi.v1.ReadBPFMapRequest
 	25, // 20: celluster.pluginapi.v1.Host.UnloadBPF:input_type -> celluster.pluginapi.v1.UnloadBPFRequest
 	27, // 21: celluster.pluginapi.v1.Host.WaitBPFEvents:input_type -> celluster.pluginapi.v1.WaitBPFEventsRequest
-	3,  // 22: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
-	5,  // 23: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
-	9,  // 24: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	9,  // 25: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	12, // 26: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
-	14, // 27: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
-	16, // 28: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
-	18, // 29: celluster.pluginapi.v1.Host.RetireVersion:output_type -> celluster.pluginapi.v1.RetireVersionResponse
-	21, // 30: celluster.pluginapi.v1.Host.LoadBPF:output_type -> celluster.pluginapi.v1.LoadBPFResponse
-	24, // 31: celluster.pluginapi.v1.Host.ReadBPFMap:output_type -> celluster.pluginapi.v1.ReadBPFMapResponse
-	26, // 32: celluster.pluginapi.v1.Host.UnloadBPF:output_type -> celluster.pluginapi.v1.UnloadBPFResponse
-	28, // 33: celluster.pluginapi.v1.Host.WaitBPFEvents:output_type -> celluster.pluginapi.v1.WaitBPFEventsResponse
-	22, // [22:34] is the sub-list for method output_type
-	10, // [10:22] is the sub-list for method input_type
+	29, // 22: celluster.pluginapi.v1.Host.PlaceReplicas:input_type -> celluster.pluginapi.v1.PlaceReplicasRequest
+	3,  // 23: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
+	5,  // 24: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
+	9,  // 25: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	9,  // 26: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	12, // 27: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
+	14, // 28: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
+	16, // 29: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
+	18, // 30: celluster.pluginapi.v1.Host.RetireVersion:output_type -> celluster.pluginapi.v1.RetireVersionResponse
+	21, // 31: celluster.pluginapi.v1.Host.LoadBPF:output_type -> celluster.pluginapi.v1.LoadBPFResponse
+	24, // 32: celluster.pluginapi.v1.Host.ReadBPFMap:output_type -> celluster.pluginapi.v1.ReadBPFMapResponse
+	26, // 33: celluster.pluginapi.v1.Host.UnloadBPF:output_type -> celluster.pluginapi.v1.UnloadBPFResponse
+	28, // 34: celluster.pluginapi.v1.Host.WaitBPFEvents:output_type -> celluster.pluginapi.v1.WaitBPFEventsResponse
+	30, // 35: celluster.pluginapi.v1.Host.PlaceReplicas:output_type -> celluster.pluginapi.v1.PlaceReplicasResponse
+	23, // [23:36] is the sub-list for method output_type
+	10, // [10:23] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -1830,7 +1967,7 @@ func file_pluginapi_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginapi_v1_host_proto_rawDesc), len(file_pluginapi_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	Host_ReadBPFMap_FullMethodName      = "/celluster.pluginapi.v1.Host/ReadBPFMap"
 	Host_UnloadBPF_FullMethodName       = "/celluster.pluginapi.v1.Host/UnloadBPF"
 	Host_WaitBPFEvents_FullMethodName   = "/celluster.pluginapi.v1.Host/WaitBPFEvents"
+	Host_PlaceReplicas_FullMethodName   = "/celluster.pluginapi.v1.Host/PlaceReplicas"
 )
 
 // HostClient is the client API for Host service.
@@ -75,6 +76,11 @@ type HostClient interface {
 	// timeout passes first): how a plugin learns of rare kernel events
 	// within microseconds without polling.
 	WaitBPFEvents(ctx context.Context, in *WaitBPFEventsRequest, opts ...grpc.CallOption) (*WaitBPFEventsResponse, error)
+	// PlaceReplicas has a peer node serve replicas of a cell of this node:
+	// the peer fetches the module by hash if it lacks it and applies the
+	// cell's intent. An empty node lets the core pick the least loaded live
+	// peer that does not serve the cell yet.
+	PlaceReplicas(ctx context.Context, in *PlaceReplicasRequest, opts ...grpc.CallOption) (*PlaceReplicasResponse, error)
 }
 
 type hostClient struct {
@@ -205,6 +211,16 @@ func (c *hostClient) WaitBPFEvents(ctx context.Context, in *WaitBPFEventsRequest
 	return out, nil
 }
 
+func (c *hostClient) PlaceReplicas(ctx context.Context, in *PlaceReplicasRequest, opts ...grpc.CallOption) (*PlaceReplicasResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PlaceReplicasResponse)
+	err := c.cc.Invoke(ctx, Host_PlaceReplicas_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -247,6 +263,11 @@ type HostServer interface {
 	// timeout passes first): how a plugin learns of rare kernel events
 	// within microseconds without polling.
 	WaitBPFEvents(context.Context, *WaitBPFEventsRequest) (*WaitBPFEventsResponse, error)
+	// PlaceReplicas has a peer node serve replicas of a cell of this node:
+	// the peer fetches the module by hash if it lacks it and applies the
+	// cell's intent. An empty node lets the core pick the least loaded live
+	// peer that does not serve the cell yet.
+	PlaceReplicas(context.Context, *PlaceReplicasRequest) (*PlaceReplicasResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -292,6 +313,9 @@ func (UnimplementedHostServer) UnloadBPF(context.Context, *UnloadBPFRequest) (*U
 }
 func (UnimplementedHostServer) WaitBPFEvents(context.Context, *WaitBPFEventsRequest) (*WaitBPFEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WaitBPFEvents not implemented")
+}
+func (UnimplementedHostServer) PlaceReplicas(context.Context, *PlaceReplicasRequest) (*PlaceReplicasResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PlaceReplicas not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -530,6 +554,24 @@ func _Host_WaitBPFEvents_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_PlaceReplicas_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PlaceReplicasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).PlaceReplicas(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_PlaceReplicas_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).PlaceReplicas(ctx, req.(*PlaceReplicasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -584,6 +626,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WaitBPFEvents",
 			Handler:    _Host_WaitBPFEvents_Handler,
+		},
+		{
+			MethodName: "PlaceReplicas",
+			Handler:    _Host_PlaceReplicas_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -13,7 +13,7 @@ import (
 // Forms of the verbs' arguments, as error messages quote them.
 const (
 	spawnForm   = `"spawn" with no arguments`
-	cloneForm   = `"clone [N]" with N a whole number 1..1000`
+	cloneForm   = `"clone [N] [on NODE|peer]" with N a whole number 1..1000`
 	decayForm   = `"decay [N|all]" with N a whole number 1..1000`
 	rerouteForm = `"reroute TARGET=WEIGHT [TARGET=WEIGHT ...]" (TARGET a version sha256 prefix of 8+ hex digits or a node name, WEIGHT 0..1000), "reroute even" or "reroute [away] [max-error-rate=RATE]" (RATE such as 0.01 or 1%)`
 	upgradeForm = `"upgrade SHA [max-error-rate=RATE] [max-p99=DURATION] [steps=P,P,...] [step-time=DURATION] [min-requests=N]"`

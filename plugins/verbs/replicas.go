@@ -3,6 +3,7 @@ package verbs
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/celluster/celluster/sdk/plugin"
 )
@@ -40,9 +41,10 @@ func spawn(ctx context.Context, host plugin.Host, c plugin.CellState, args []str
 // clone adds N replicas (default 1), no more than MaxReplicas allows.
 func clone(ctx context.Context, host plugin.Host, c plugin.CellState, args []string) plugin.VerbResult {
 	n := 1
+	if i := indexOf(args, "on"); i >= 0 {
+		return cloneOnPeer(ctx, host, c, args, i)
+	}
 	switch {
-	case len(args) > 0 && args[0] == "on":
-		return badArg(cloneForm, "on", "placement onto other nodes (clone [N] on NODE) is not available yet")
 	case len(args) > 1:
 		return badArg(cloneForm, args[1], "too many arguments")
 	case len(args) == 1:
@@ -107,4 +109,51 @@ func decay(ctx context.Context, host plugin.Host, c plugin.CellState, args []str
 		return done("drained %d of %s: %d -> %d live (min %d)", got, plural(n, "replica"), c.Replicas, after, c.MinReplicas)
 	}
 	return done("drained %s: %d -> %d live", plural(got, "replica"), c.Replicas, after)
+}
+
+func indexOf(args []string, s string) int {
+	for i, a := range args {
+		if a == s {
+			return i
+		}
+	}
+	return -1
+}
+
+// cloneOnPeer is `clone [N] on NODE|peer`: N replicas on another node of
+// the fabric, which fetches the module by hash if it lacks it. "peer" lets
+// the core pick the least loaded live node not serving the cell yet.
+func cloneOnPeer(ctx context.Context, host plugin.Host, c plugin.CellState, args []string, on int) plugin.VerbResult {
+	n := 1
+	switch {
+	case on > 1:
+		return badArg(cloneForm, args[1], "expected on NODE after the count")
+	case on == 1:
+		var err error
+		if n, err = parseCount(args[0]); err != nil {
+			return badArg(cloneForm, args[0], "%v", err)
+		}
+	}
+	if on+1 >= len(args) {
+		return badArg(cloneForm, "on", "a node name (or peer) must follow on")
+	}
+	if on+2 < len(args) {
+		return badArg(cloneForm, args[on+2], "too many arguments")
+	}
+	target := args[on+1]
+	if target == "peer" {
+		target = ""
+	}
+	node, live, err := host.PlaceReplicas(ctx, c.Name, target, n, "clone "+strings.Join(args, " "))
+	if err != nil {
+		return failed("placing %s of cell %s on %s: %v", plural(n, "replica"), c.Name, dashIfEmpty(target, "a peer"), err)
+	}
+	return done("node %s serves %s: %d live there", node, c.Name, live)
+}
+
+func dashIfEmpty(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
 }

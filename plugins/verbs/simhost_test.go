@@ -228,6 +228,16 @@ func (h *simHost) WaitBPFEvents(context.Context, string, string, time.Duration) 
 	return nil, errors.New("simHost: no BPF")
 }
 
+func (h *simHost) PlaceReplicas(_ context.Context, cell, node string, count int, _ string) (string, int, error) {
+	if err := h.enter(context.Background(), plugintest.HostCall{Method: "PlaceReplicas", Cell: cell, Count: count, Note: node}); err != nil {
+		return "", 0, err
+	}
+	if node == "" {
+		node = "peer-1"
+	}
+	return node, count, nil
+}
+
 func (h *simHost) UnloadBPF(context.Context, string) error { return errors.New("simHost: no BPF") }
 
 func (h *simHost) RetireVersion(ctx context.Context, cell, sha256 string) error {

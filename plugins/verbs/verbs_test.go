@@ -209,8 +209,9 @@ func TestReplicaVerbsBadArgs(t *testing.T) {
 		{"clone", []string{"two"}, "two", cloneForm},
 		{"clone", []string{"1001"}, "1001", cloneForm},
 		{"clone", []string{"1", "2"}, "2", cloneForm},
-		{"clone", []string{"on", "edge-1"}, "on", cloneForm},
-		{"clone", []string{"2", "on", "edge-1"}, "on", cloneForm},
+		{"clone", []string{"on"}, "on", cloneForm},
+		{"clone", []string{"2", "on", "edge-1", "x"}, "x", cloneForm},
+		{"clone", []string{"1", "2", "on", "edge-1"}, "2", cloneForm},
 		{"decay", []string{"none"}, "none", decayForm},
 		{"decay", []string{"0"}, "0", decayForm},
 		{"decay", []string{"all", "2"}, "2", decayForm},
@@ -223,8 +224,18 @@ func TestReplicaVerbsBadArgs(t *testing.T) {
 			checkCount(t, h, "DrainReplicas", 0)
 		})
 	}
-	res := run(t, newSimHost(plugin.CellState{Name: "web"}), "clone", "web", "on", "edge-1")
-	want(t, res, plugin.Failed, "not available yet")
+}
+
+// TestCloneOnPeer: `clone [N] on NODE|peer` asks the host to place the
+// replicas on another node ("peer": the host picks the least loaded).
+func TestCloneOnPeer(t *testing.T) {
+	h := newSimHost(plugin.CellState{Name: "web", Replicas: 8, MaxReplicas: 8})
+	want(t, run(t, h, "clone", "web", "2", "on", "edge-1"), plugin.Done, "node edge-1 serves web: 2 live there")
+	want(t, run(t, h, "clone", "web", "on", "peer"), plugin.Done, "node peer-1 serves web: 1 live there")
+	if calls := h.callsTo("PlaceReplicas"); len(calls) != 2 || calls[0].Note != "edge-1" || calls[0].Count != 2 || calls[1].Note != "" || calls[1].Count != 1 {
+		t.Fatalf("PlaceReplicas calls %+v", calls)
+	}
+	checkCount(t, h, "SpawnReplicas", 0)
 }
 
 // twoVersions is a cell serving old with all traffic and new staged beside

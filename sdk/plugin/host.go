@@ -296,6 +296,23 @@ func (p hostProxy) WaitBPFEvents(ctx context.Context, objectID, mapName string, 
 	return out, err
 }
 
+func (p hostProxy) PlaceReplicas(ctx context.Context, cell, node string, count int, reason string) (string, int, error) {
+	h, err := p.conn("PlaceReplicas")
+	if err != nil {
+		return "", 0, err
+	}
+	if count < 0 {
+		return "", 0, fmt.Errorf("PlaceReplicas: negative count %d", count)
+	}
+	var resp *pb.PlaceReplicasResponse
+	err = h.call(ctx, "PlaceReplicas", func(ctx context.Context) error {
+		var err error
+		resp, err = h.client.PlaceReplicas(ctx, &pb.PlaceReplicasRequest{Cell: cell, Node: node, Count: uint32(count), Reason: reason})
+		return err
+	})
+	return resp.GetNode(), int(resp.GetReplicas()), err
+}
+
 // samplesToPB converts samples, stamping those with a zero Time with now.
 func samplesToPB(samples []Sample, now time.Time) []*pb.Sample {
 	return convertSlice(samples, func(s Sample) *pb.Sample {
@@ -425,6 +442,14 @@ func (s *hostServer) WaitBPFEvents(ctx context.Context, req *pb.WaitBPFEventsReq
 		return nil, toStatus(err)
 	}
 	return &pb.WaitBPFEventsResponse{Records: recs}, nil
+}
+
+func (s *hostServer) PlaceReplicas(ctx context.Context, req *pb.PlaceReplicasRequest) (*pb.PlaceReplicasResponse, error) {
+	node, n, err := s.h.PlaceReplicas(ctx, req.GetCell(), req.GetNode(), int(req.GetCount()), req.GetReason())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.PlaceReplicasResponse{Node: node, Replicas: uint32(max(n, 0))}, nil
 }
 
 // toStatus turns an error into a gRPC status error: status errors (also

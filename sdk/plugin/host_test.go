@@ -87,6 +87,11 @@ func (f *fakeHost) WaitBPFEvents(ctx context.Context, objectID, mapName string, 
 	return [][]byte{{byte(timeout / time.Millisecond)}}, nil
 }
 
+func (f *fakeHost) PlaceReplicas(ctx context.Context, cell, node string, count int, reason string) (string, int, error) {
+	f.rec("PlaceReplicas")
+	return node + "!", count, nil
+}
+
 func (f *fakeHost) UnloadBPF(ctx context.Context, objectID string) error {
 	f.rec("UnloadBPF")
 	return nil
@@ -212,6 +217,9 @@ func TestHostCalls(t *testing.T) {
 	if recs, err := host.WaitBPFEvents(ctx, "tcp", "ev", 7*time.Millisecond); err != nil || len(recs) != 1 || recs[0][0] != 7 {
 		t.Errorf("WaitBPFEvents = %v, %v", recs, err)
 	}
+	if node, n, err := host.PlaceReplicas(ctx, "hello", "b", 2, "test"); err != nil || node != "b!" || n != 2 {
+		t.Errorf("PlaceReplicas = %q, %d, %v", node, n, err)
+	}
 	if err := host.UnloadBPF(ctx, "tcp"); err != nil {
 		t.Errorf("UnloadBPF: %v", err)
 	}
@@ -231,7 +239,7 @@ func TestHostCalls(t *testing.T) {
 	if len(f.samples) != 1 || f.samples[0].Time.Before(before.Add(-time.Second)) {
 		t.Errorf("host got samples %+v; want one stamped now", f.samples)
 	}
-	if len(f.calls) != 12 {
+	if len(f.calls) != 13 {
 		t.Errorf("host got calls %v", f.calls)
 	}
 }

@@ -96,6 +96,10 @@ type Host interface {
 	// of an object the plugin loaded and returns those available (none
 	// when the timeout passes first).
 	WaitBPFEvents(ctx context.Context, objectID, mapName string, timeout time.Duration) ([][]byte, error)
+	// PlaceReplicas has a peer node serve count replicas of a cell (node
+	// "" lets the core pick the least loaded live peer) and returns the
+	// node and its live replicas.
+	PlaceReplicas(ctx context.Context, cell, node string, count int, reason string) (string, int, error)
 }
 
 // BPFObject is a BPF object the core loaded for the plugin.

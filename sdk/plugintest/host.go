@@ -230,6 +230,19 @@ func (h *RecordingHost) WaitBPFEvents(ctx context.Context, objectID, mapName str
 	return nil, nil
 }
 
+// PlaceReplicas implements plugin.Host: it records the call and answers
+// the node asked for ("peer-1" when none) with count replicas.
+func (h *RecordingHost) PlaceReplicas(ctx context.Context, cell, node string, count int, reason string) (string, int, error) {
+	h.record(HostCall{Method: "PlaceReplicas", Cell: cell, Count: count, Note: node})
+	if h.Err != nil {
+		return "", 0, h.Err
+	}
+	if node == "" {
+		node = "peer-1"
+	}
+	return node, count, nil
+}
+
 // UnloadBPF implements plugin.Host.
 func (h *RecordingHost) UnloadBPF(ctx context.Context, objectID string) error {
 	h.record(HostCall{Method: "UnloadBPF", Note: objectID})

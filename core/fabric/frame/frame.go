@@ -88,6 +88,15 @@ const (
 	// TypeError answers a request that failed; its payload is a UTF-8 message
 	// for people.
 	TypeError Type = 18
+	// TypeCatalog asks a node for its catalog: the cells it serves, with
+	// their module hashes and intents (JSON).
+	TypeCatalog Type = 19
+	// TypeModule asks a node for a module by its sha256 (hex payload); the
+	// answer is the module's bytes, verified by the asker.
+	TypeModule Type = 20
+	// TypeSpawn asks a node to serve a cell (JSON: cell, module hash,
+	// intent, the node to fetch the module from).
+	TypeSpawn Type = 21
 )
 
 // String returns the type's name, or "type(N)" for a number without one.
@@ -107,6 +116,12 @@ func (t Type) String() string {
 		return "response"
 	case TypeError:
 		return "error"
+	case TypeCatalog:
+		return "catalog"
+	case TypeModule:
+		return "module"
+	case TypeSpawn:
+		return "spawn"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
