@@ -124,7 +124,7 @@ func TestFabricThreeNodes(t *testing.T) {
 }
 
 // runCelctl runs the real celctl without a node (e.g. ca commands).
-func runCelctl(t *testing.T, args ...string) (string, error) {
+func runCelctl(t testing.TB, args ...string) (string, error) {
 	t.Helper()
 	out, err := exec.Command(testbuild.Binary(t, "./cmd/celctl", false), args...).CombinedOutput()
 	return string(out), err

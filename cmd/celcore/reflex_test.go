@@ -27,7 +27,9 @@ type journalEntry struct {
 	Outcome string    `json:"outcome"`
 	Message string    `json:"message"`
 	Plugin  string    `json:"plugin"`
-	Values  []struct {
+	// DurationMs is how long the verb ran.
+	DurationMs float64 `json:"duration_ms"`
+	Values     []struct {
 		Signal string            `json:"signal"`
 		Labels map[string]string `json:"labels"`
 		Value  float64           `json:"value"`

@@ -71,6 +71,9 @@ type Config struct {
 	// CADir holds the trust domain's CA (ca.crt, and ca.key to issue this
 	// node's certificates); default <DataDir>/ca, created on first start.
 	CADir string
+	// NoPrefetch stops the node keeping (and compiling) its peers' modules
+	// ahead of need: a clone onto it or a take-over then fetches them.
+	NoPrefetch bool
 	// CertFile and KeyFile give this node's certificate chain and key
 	// instead of issuing them from the CA's key.
 	CertFile, KeyFile string

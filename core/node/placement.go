@@ -21,6 +21,7 @@ import (
 	"github.com/celluster/celluster/core/hostapi"
 	"github.com/celluster/celluster/core/intents"
 	"github.com/celluster/celluster/core/journal"
+	"github.com/celluster/celluster/core/wasm"
 )
 
 // catalogEntry is one cell a node serves, as the fabric learns of it:
@@ -263,14 +264,27 @@ func (m *mesh) syncCatalogs(ctx context.Context) {
 		m.place.catalogs[mb.Name] = cat
 		m.place.mu.Unlock()
 		for _, e := range cat {
+			if m.n.cfg.NoPrefetch {
+				break
+			}
 			if _, err := m.n.loadModule(e.SHA256); err == nil {
 				continue
 			}
 			fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			if _, err := m.fetchModule(fctx, e.SHA256, mb.Name); err != nil && ctx.Err() == nil {
-				m.n.log.Warn("fetching a peer's module", "cell", e.Cell, "node", mb.Name, "err", err)
-			}
+			b, err := m.fetchModule(fctx, e.SHA256, mb.Name)
 			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					m.n.log.Warn("fetching a peer's module", "cell", e.Cell, "node", mb.Name, "err", err)
+				}
+				continue
+			}
+			// Compile it now (kept in the engine's cache and on disk), so
+			// taking the cell over or a clone onto this node starts at once.
+			if mod, err := m.n.eng.Compile(ctx, b, wasm.CompileOptions{MemoryLimit: m.n.cfg.Limits.Memory}); err == nil {
+				mod.Release()
+				m.n.log.Debug("precompiled a peer's module", "cell", e.Cell, "sha256", e.SHA256[:12])
+			}
 		}
 	}
 }
