@@ -121,6 +121,20 @@ func TestFabricThreeNodes(t *testing.T) {
 	if ns := d.nodes(); len(ns) != 1 {
 		t.Fatalf("the refused node sees members %v", ns)
 	}
+
+	// So is a node of another trust domain.
+	otherTD := filepath.Join(dir, "other-td")
+	if out, err := runCelctl(t, "ca", "init", "--trust-domain", "other.local", "--out", otherTD); err != nil {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	e := startNode(t, "", "--fabric", "127.0.0.1:0", "--ca", otherTD, "--trust-domain", "other.local", "--join", seed)
+	_, nameE := e.fabricAddr()
+	eventually(t, "the node of another trust domain to be refused, saying why", func() bool {
+		return strings.Contains(e.Logs(), "refused") && (strings.Contains(e.Logs(), "trust domain") || strings.Contains(a.Logs(), "trust domain other.local"))
+	})
+	if _, ok := a.nodes()[nameE]; ok {
+		t.Fatalf("A lists %s, of another trust domain", nameE)
+	}
 }
 
 // runCelctl runs the real celctl without a node (e.g. ca commands).
