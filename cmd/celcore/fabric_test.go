@@ -99,6 +99,20 @@ func TestFabricThreeNodes(t *testing.T) {
 		t.Fatalf("a cell no node has: %d", r.status)
 	}
 
+	// A cell on A calls a cell on B over the fabric, as itself.
+	b.writeIntent("hello", "cell hello\nallow from cell:front\n")
+	a.writeIntent("front", "cell front\ngrant call cell:hello\n")
+	a.drop("front", testbuild.Cell(t, "front"))
+	eventually(t, "front on A to call hello on B", func() bool {
+		r, err := a.do("GET", "/front?name=far", "")
+		return err == nil && r.status == 200 && r.body == "front got: Hello, far!\n"
+	})
+	b.writeIntent("hello", "cell hello\nallow from cell:someone-else\n")
+	eventually(t, "B to refuse front's call", func() bool {
+		r, err := a.do("GET", "/front", "")
+		return err == nil && r.status == 403 && strings.Contains(r.body, "does not allow calls from cell:front")
+	})
+
 	// SIGKILL: no goodbye; the others detect the failure.
 	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -48,6 +48,8 @@ type Cell struct {
 
 	rmu sync.Mutex // serialises route table changes
 
+	caller Caller // cel.call, from the registry; may be nil
+
 	mu       sync.Mutex
 	state    State
 	err      string
@@ -248,7 +250,7 @@ func (c *Cell) load(ctx context.Context, src []byte, source string, stage bool) 
 				warm = max(warm, min(pv.pool.size(), pol.Max))
 			}
 		}
-		p = newPool(mod, wasm.InstanceConfig{Cell: c.name, Logger: c.log, InitTimeout: lim.RequestTimeout}, warm, max(pol.Warm, pol.Min), &c.stats.queued)
+		p = newPool(mod, wasm.InstanceConfig{Cell: c.name, Logger: c.log, InitTimeout: lim.RequestTimeout, Call: c.callFunc()}, warm, max(pol.Warm, pol.Min), &c.stats.queued)
 		if err := p.fill(ctx, warm); err != nil {
 			p.close()
 			mod.Release()
@@ -703,4 +705,15 @@ func (c *Cell) TakeVersionWindows() []VersionWindow {
 // sum in seconds and their count: a Prometheus histogram.
 func (c *Cell) LatencyBuckets() (counts []uint64, sum float64, count uint64) {
 	return c.stats.buckets.cumulative()
+}
+
+// callFunc is the cell's cel.call, bound to its name, or nil when the
+// registry has no Caller.
+func (c *Cell) callFunc() wasm.CallFunc {
+	if c.caller == nil {
+		return nil
+	}
+	return func(ctx context.Context, target string, req []byte) ([]byte, error) {
+		return c.caller(ctx, c.name, target, req)
+	}
 }

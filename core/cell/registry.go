@@ -24,11 +24,19 @@ func ValidName(name string) error {
 	return nil
 }
 
+// Caller carries out cel.call for the cell named caller: the node checks
+// the caller's grants and the target's `allow from`, and routes the call to
+// the target here or on a peer. Request and response are cell ABI
+// envelopes.
+type Caller func(ctx context.Context, caller, target string, request []byte) ([]byte, error)
+
 // Registry holds a node's cells by name. It is safe for concurrent use.
 type Registry struct {
 	eng    *wasm.Engine
 	log    *slog.Logger
 	limits Limits
+	// Caller, if set before cells are created, carries out their cel.call.
+	Caller Caller
 
 	mu    sync.RWMutex
 	cells map[string]*Cell
@@ -53,6 +61,7 @@ func (r *Registry) ensure(name string) *Cell {
 	c, ok := r.cells[name]
 	if !ok {
 		c = newCell(name, r.eng, r.log, r.limits)
+		c.caller = r.Caller
 		r.cells[name] = c
 	}
 	return c

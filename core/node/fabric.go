@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -307,7 +306,10 @@ type routes struct{ n *Node }
 // Handler implements ingress.Cells.
 func (r routes) Handler(name string) http.Handler {
 	if h := r.n.reg.Handler(name); h != nil {
-		return h
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			req.Header.Del(CallerHeader) // only cel.call sets it
+			h.ServeHTTP(w, req)
+		})
 	}
 	if r.n.mesh == nil {
 		return nil
@@ -343,6 +345,7 @@ func (m *mesh) forward(w http.ResponseWriter, r *http.Request, cellName string, 
 		return
 	}
 	req := cellabi.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: body}
+	r.Header.Del(CallerHeader) // only cel.call sets it
 	for k, vs := range r.Header {
 		for _, v := range vs {
 			req.Headers = append(req.Headers, cellabi.Header{Name: k, Value: v})
@@ -387,34 +390,22 @@ func (m *mesh) serveForwarded(ctx context.Context, peer string, s *fabric.Stream
 		_ = frame.Write(s, frame.TypeError, []byte("forwarded request without a cell name"))
 		return
 	}
-	req, err := cellabi.DecodeRequest([]byte(env))
-	if err != nil {
-		_ = frame.Write(s, frame.TypeError, []byte("forwarded request: "+err.Error()))
-		return
-	}
-	h := m.n.reg.Handler(name)
-	if h == nil {
+	if m.n.reg.Handler(name) == nil {
 		_ = frame.Write(s, frame.TypeError, []byte("no cell "+name+" on node "+m.n.cfg.Name))
 		return
 	}
-	target := req.Path
-	if req.Query != "" {
-		target += "?" + req.Query
-	}
-	hr := httptest.NewRequestWithContext(ctx, req.Method, target, bytes.NewReader(req.Body))
-	for _, hd := range req.Headers {
-		hr.Header.Add(hd.Name, hd.Value)
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, hr)
-	resp := cellabi.Response{Status: rec.Code, Body: rec.Body.Bytes()}
-	for k, vs := range rec.Header() {
-		for _, v := range vs {
-			resp.Headers = append(resp.Headers, cellabi.Header{Name: k, Value: v})
+	var out []byte
+	if caller := m.n.callerOf([]byte(env)); caller != "" {
+		// A cell-to-cell call: the target's `allow from` decides.
+		out = m.n.serveCall(ctx, name, []byte(env), caller, peer)
+	} else {
+		var err error
+		if out, err = m.n.serveEnvelope(ctx, name, []byte(env)); err != nil {
+			_ = frame.Write(s, frame.TypeError, []byte("forwarded request: "+err.Error()))
+			return
 		}
 	}
-	resp.Headers = append(resp.Headers, cellabi.Header{Name: ServedByHeader, Value: m.n.cfg.Name})
-	if err := frame.Write(s, frame.TypeResponse, cellabi.AppendResponse(nil, &resp)); err != nil {
+	if err := frame.Write(s, frame.TypeResponse, out); err != nil {
 		m.n.log.Debug("answering a forwarded request", "peer", peer, "err", err)
 	}
 }

@@ -167,7 +167,7 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Node{
+	n := &Node{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		started: time.Now(),
@@ -179,7 +179,9 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 		intents: map[string]*intentState{},
 
 		pluginsReady: make(chan struct{}),
-	}, nil
+	}
+	n.reg.Caller = n.callCell
+	return n, nil
 }
 
 func (n *Node) serve(ctx context.Context, ready func(*Node)) error {

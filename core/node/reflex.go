@@ -24,6 +24,7 @@ import (
 // intentState is what the node keeps per cell about its intent.
 type intentState struct {
 	applied *admin.Intent
+	calls   callPolicy
 	err     string
 	hash    string // sha256 of the applied text and origin
 }
@@ -275,7 +276,14 @@ func (n *Node) applySource(ctx context.Context, c *cell.Cell, src intents.Source
 	}
 	n.engine.SetRules(c.Name(), prog.Rules)
 	n.imu.Lock()
-	n.intents[c.Name()] = &intentState{hash: hash, applied: &admin.Intent{
+	var calls callPolicy
+	for _, g := range spec.GetGrants() {
+		if g.GetCapability() == "call" {
+			calls.calls = append(calls.calls, g.GetTargets()...)
+		}
+	}
+	calls.allowFrom = spec.GetAllowFrom()
+	n.intents[c.Name()] = &intentState{hash: hash, calls: calls, applied: &admin.Intent{
 		Cell: c.Name(), Origin: string(src.Origin), Source: src.Name, Text: string(src.Content),
 		Parser: parser, Applied: time.Now(), Min: prog.Min, Max: prog.Max, Warm: prog.Warm,
 		DecayIdle: prog.DecayIdle, UpgradeArgs: prog.UpgradeArgs,

@@ -8,6 +8,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/celluster/celluster/pluginapi/cellabi"
 )
 
 // maxLogLine bounds one guest log message; longer ones are truncated.
@@ -21,7 +23,22 @@ type guestKey struct{}
 type guest struct {
 	cell string
 	log  *slog.Logger
+	// call carries cel.call out; nil when the cell may not call.
+	call CallFunc
+	// pending is the last cel.call's response envelope, until the guest
+	// copies it with cel.call_result. An instance serves one request at a
+	// time, so one slot is enough.
+	pending []byte
 }
+
+// CallFunc carries out a cell-to-cell call: target names the cell
+// ("cell:NAME" or "NAME"), request and the returned response are cell ABI
+// envelopes (pluginapi/cellabi). A refusal is a response (e.g. 403) whose
+// body says why; an error becomes a 502 response.
+type CallFunc func(ctx context.Context, target string, request []byte) ([]byte, error)
+
+// maxCallTarget bounds a cel.call target name.
+const maxCallTarget = 256
 
 func guestFrom(ctx context.Context) *guest {
 	if g, ok := ctx.Value(guestKey{}).(*guest); ok {
@@ -43,6 +60,14 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime, log *slog.Logger) e
 		NewFunctionBuilder().
 		WithGoModuleFunction(api.GoModuleFunc(hostNow), nil, []api.ValueType{api.ValueTypeI64}).
 		Export("now").
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(hostCall), []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}).
+		WithParameterNames("target_ptr", "target_len", "req_ptr", "req_len").
+		Export("call").
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(hostCallResult), []api.ValueType{i32}, nil).
+		WithParameterNames("ptr").
+		Export("call_result").
 		Instantiate(ctx)
 	if err != nil {
 		return fmt.Errorf("wasm: instantiating host module cel: %w", err)
@@ -82,4 +107,52 @@ func hostLog(ctx context.Context, mod api.Module, stack []uint64) {
 // hostNow implements cel.now() -> i64, wall-clock Unix nanoseconds.
 func hostNow(_ context.Context, _ api.Module, stack []uint64) {
 	stack[0] = uint64(time.Now().UnixNano())
+}
+
+// hostCall implements cel.call(target_ptr, target_len, req_ptr, req_len)
+// -> i32: it makes the call and returns the length of the response
+// envelope, which the guest then copies into a buffer of that size with
+// cel.call_result. The response is always an envelope: refusals and
+// failures come back as error statuses with a message.
+func hostCall(ctx context.Context, mod api.Module, stack []uint64) {
+	tptr, tlen := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	rptr, rlen := api.DecodeU32(stack[2]), api.DecodeU32(stack[3])
+	g := guestFrom(ctx)
+	answer := func(status int, msg string) {
+		g.pending = cellabi.AppendResponse(nil, &cellabi.Response{Status: status,
+			Headers: []cellabi.Header{{Name: "Content-Type", Value: "text/plain; charset=utf-8"}}, Body: []byte(msg + "\n")})
+		stack[0] = api.EncodeU32(uint32(len(g.pending)))
+	}
+	if tlen > maxCallTarget {
+		answer(400, fmt.Sprintf("cel.call: target name of %d bytes (at most %d)", tlen, maxCallTarget))
+		return
+	}
+	target, ok1 := mod.Memory().Read(tptr, tlen)
+	req, ok2 := mod.Memory().Read(rptr, rlen)
+	if !ok1 || !ok2 {
+		answer(400, "cel.call: target or request out of bounds")
+		return
+	}
+	if g.call == nil {
+		answer(403, fmt.Sprintf("cell %s may not call other cells: its intent grants no call (add e.g. `grant call cell:%s`)", g.cell, target))
+		return
+	}
+	resp, err := g.call(ctx, string(target), append([]byte(nil), req...))
+	if err != nil {
+		answer(502, fmt.Sprintf("cel.call %s: %v", target, err))
+		return
+	}
+	g.pending = resp
+	stack[0] = api.EncodeU32(uint32(len(resp)))
+}
+
+// hostCallResult implements cel.call_result(ptr): it copies the pending
+// response into the guest's buffer at ptr (of the length cel.call returned).
+func hostCallResult(ctx context.Context, mod api.Module, stack []uint64) {
+	g := guestFrom(ctx)
+	ptr := api.DecodeU32(stack[0])
+	if !mod.Memory().Write(ptr, g.pending) {
+		g.log.Warn("cel.call_result: buffer out of bounds", "cell", g.cell, "ptr", ptr, "len", len(g.pending))
+	}
+	g.pending = nil
 }

@@ -35,6 +35,8 @@ type InstanceConfig struct {
 	Logger *slog.Logger
 	// InitTimeout bounds _initialize (reactors).
 	InitTimeout time.Duration
+	// Call carries out the cell's cel.call; nil refuses every call.
+	Call CallFunc
 }
 
 func (c InstanceConfig) guestContext(fallback *slog.Logger) context.Context {
@@ -42,7 +44,7 @@ func (c InstanceConfig) guestContext(fallback *slog.Logger) context.Context {
 	if log == nil {
 		log = fallback
 	}
-	return context.WithValue(context.Background(), guestKey{}, &guest{cell: c.Cell, log: log})
+	return context.WithValue(context.Background(), guestKey{}, &guest{cell: c.Cell, log: log, call: c.Call})
 }
 
 func baseModuleConfig() wazero.ModuleConfig {

@@ -13,3 +13,6 @@ func hostLog(level Level, msg string) {
 }
 
 func hostNow() time.Time { return time.Now() }
+
+// hostCall has no node to call through in native builds.
+func hostCall(string, []byte) ([]byte, error) { return nil, errNoHost }

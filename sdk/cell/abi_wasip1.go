@@ -19,6 +19,21 @@ func celNow() int64
 
 func hostLog(level Level, msg string) { celLog(int32(level), msg) }
 
+//go:wasmimport cel call
+func celCall(target string, req unsafe.Pointer, reqLen uint32) uint32
+
+//go:wasmimport cel call_result
+func celCallResult(dst unsafe.Pointer)
+
+// hostCall makes a cel.call: the host answers the response's length, then
+// copies it into a buffer of that size.
+func hostCall(target string, req []byte) ([]byte, error) {
+	n := celCall(target, unsafe.Pointer(unsafe.SliceData(req)), uint32(len(req)))
+	out := make([]byte, max(n, 1))
+	celCallResult(unsafe.Pointer(unsafe.SliceData(out)))
+	return out[:n], nil
+}
+
 func hostNow() time.Time { return time.Unix(0, celNow()) }
 
 // The buffers shared with the host. Referencing them from package variables
