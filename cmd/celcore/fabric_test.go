@@ -238,3 +238,52 @@ func TestFabricCloneAndHeal(t *testing.T) {
 		t.Fatalf("counter through A after the heal: %d %q", r.status, r.body)
 	}
 }
+
+// TestFabricJoinToken: a node with no certificate joins with a single-use
+// join token: it gets its certificate over a certificate-less fabric
+// connection from the node holding the CA (checked against the CA the
+// token names) and joins; the same token again, or an expired one, is
+// refused and the node says why.
+func TestFabricJoinToken(t *testing.T) {
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if out, err := runCelctl(t, "ca", "init", "--trust-domain", "test.local", "--out", ca); err != nil {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	a := startNode(t, "", "--fabric", "127.0.0.1:0", "--ca", ca, "--trust-domain", "test.local")
+	seed, _ := a.fabricAddr()
+	tok, err := runCelctl(t, "ca", "token", "joiner", "--ca", ca)
+	if err != nil {
+		t.Fatalf("ca token: %v\n%s", err, tok)
+	}
+	tok = strings.TrimSpace(tok)
+	joinArgs := func(token string) []string {
+		return []string{"--fabric", "127.0.0.1:0", "--trust-domain", "test.local", "--join", seed, "--token", token, "--node", "joiner"}
+	}
+	b := startNode(t, "", joinArgs(tok)...)
+	eventually(t, "the joiner to be a member", func() bool { return a.nodes()["joiner"].State == "alive" })
+	if st, err := os.Stat(filepath.Join(b.data, "identity", "node.key")); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("joiner's key: %v %v", st, err)
+	}
+
+	refused := func(token, want string) {
+		t.Helper()
+		d := t.TempDir()
+		n := launch(t, filepath.Join(d, "cells"), filepath.Join(d, "data"), joinArgs(token)...)
+		select {
+		case <-n.exited:
+		case <-time.After(60 * time.Second):
+			t.Fatalf("a node with a bad token kept running")
+		}
+		if !strings.Contains(n.Logs(), want) {
+			t.Fatalf("refused join: logs lack %q:\n%s", want, n.Logs())
+		}
+	}
+	refused(tok, "already used")
+	short, err := runCelctl(t, "ca", "token", "joiner", "--ca", ca, "--ttl", "1ms")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	refused(strings.TrimSpace(short), "expired")
+}

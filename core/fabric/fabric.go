@@ -85,7 +85,17 @@ type Config struct {
 	// Membership configures failure detection, node metadata and member
 	// events.
 	Membership Membership
+	// JoinTLS and Join, when both set, serve nodes that have no
+	// certificate yet: a connection offering ALPN JoinALPN gets JoinTLS (no
+	// client certificate asked) and may make one TypeJoin request, which
+	// Join answers (e.g. a join token and a CSR in, a certificate out).
+	// Such a connection is never a peer.
+	JoinTLS func() *tls.Config
+	Join    func(ctx context.Context, request []byte) ([]byte, error)
 }
+
+// JoinALPN is the protocol of a certificate-less join connection.
+const JoinALPN = "celluster-join/1"
 
 // Fabric is one node's endpoint: a UDP socket, the QUIC connections to its
 // peers, the stream and datagram handlers, and the node's memberlist.
@@ -528,6 +538,14 @@ func (f *Fabric) acceptLoop() {
 		conn, err := f.ln.Accept(f.ctx)
 		if err != nil {
 			return
+		}
+		if conn.ConnectionState().TLS.NegotiatedProtocol == JoinALPN {
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				f.serveJoin(conn)
+			}()
+			continue
 		}
 		name, err := f.identify(conn)
 		if err != nil {

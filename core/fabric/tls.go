@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -41,6 +42,15 @@ func (f *Fabric) configForClient(chi *tls.ClientHelloInfo) (*tls.Config, error) 
 	var remote net.Addr
 	if info, ok := chi.Context().Value(connInfoKey{}).(*connInfo); ok {
 		remote = info.remote
+	}
+	if f.cfg.JoinTLS != nil && f.cfg.Join != nil && slices.Contains(chi.SupportedProtos, JoinALPN) {
+		jc := f.cfg.JoinTLS().Clone()
+		jc.MinVersion = tls.VersionTLS13
+		jc.NextProtos = []string{JoinALPN}
+		jc.ClientAuth = tls.NoClientCert
+		jc.GetConfigForClient = nil
+		jc.SessionTicketsDisabled = true
+		return jc, nil
 	}
 	base := f.cfg.TLSServer()
 	if err := checkServerTLS(base); err != nil {

@@ -31,6 +31,9 @@ type tokenPayload struct {
 	TD   string    `json:"td"`
 	Node string    `json:"node"`
 	Exp  time.Time `json:"exp"`
+	// CA is the hex sha256 of the CA certificate (DER): a joining node,
+	// which has no CA yet, trusts a server that proves a chain to it.
+	CA string `json:"ca,omitempty"`
 }
 
 // tokenFile is the content of tokens.json.
@@ -63,7 +66,8 @@ func (ca *CA) NewJoinToken(node string, ttl time.Duration) (string, error) {
 		return "", fmt.Errorf("identity: new join token for node %s: %w", node, err)
 	}
 	now := ca.clock.now()
-	p := tokenPayload{ID: hex.EncodeToString(idb[:]), TD: ca.td.Name(), Node: node, Exp: now.Add(ttl).UTC()}
+	caSum := sha256.Sum256(ca.Certificate().Raw)
+	p := tokenPayload{ID: hex.EncodeToString(idb[:]), TD: ca.td.Name(), Node: node, Exp: now.Add(ttl).UTC(), CA: hex.EncodeToString(caSum[:])}
 	pj, err := json.Marshal(p)
 	if err != nil {
 		return "", fmt.Errorf("identity: new join token for node %s: %w", node, err)
@@ -265,4 +269,33 @@ func (tf *tokenFile) prune(now time.Time) {
 			delete(tf.Tokens, id)
 		}
 	}
+}
+
+// JoinTokenInfo is what a joining node reads from a join token, without the
+// CA's key to check its signature (the CA checks it on redemption).
+type JoinTokenInfo struct {
+	Node        string
+	TrustDomain string
+	Expires     time.Time
+	// CAFingerprint is the hex sha256 of the CA certificate the joining
+	// node must see a chain to before it sends the token anywhere.
+	CAFingerprint string
+}
+
+// ReadJoinToken decodes a join token's payload for the node that will use
+// it. It does not verify the signature: only the CA can.
+func ReadJoinToken(token string) (JoinTokenInfo, error) {
+	parts := strings.Split(strings.TrimSpace(token), ".")
+	if len(token) > maxJoinTokenLen || len(parts) != 3 || parts[0] != joinTokenPrefix {
+		return JoinTokenInfo{}, kindErr(ErrTokenMalformed, "identity: malformed join token: want %s.<payload>.<signature>", joinTokenPrefix)
+	}
+	pj, err := base64.RawURLEncoding.DecodeString(parts[1])
+	var p tokenPayload
+	if err == nil {
+		err = json.Unmarshal(pj, &p)
+	}
+	if err != nil || p.CA == "" || ValidNodeName(p.Node) != nil {
+		return JoinTokenInfo{}, kindErr(ErrTokenMalformed, "identity: malformed join token: unreadable payload, or no node or CA fingerprint")
+	}
+	return JoinTokenInfo{Node: p.Node, TrustDomain: p.TD, Expires: p.Exp, CAFingerprint: p.CA}, nil
 }

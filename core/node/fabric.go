@@ -85,7 +85,9 @@ func (n *Node) startMesh(ctx context.Context) error {
 		VerifyPeer: func(cs tls.ConnectionState) (string, error) {
 			return identity.PeerNode(cs, td)
 		},
-		Logger: n.log.With("component", "fabric"),
+		JoinTLS: m.joinTLS,
+		Join:    m.answerJoin,
+		Logger:  n.log.With("component", "fabric"),
 		Membership: fabric.Membership{
 			Meta: m.meta,
 			OnJoin: func(mb fabric.Member) {
@@ -131,6 +133,20 @@ func (m *mesh) identity() error {
 	caDir := n.cfg.CADir
 	if caDir == "" {
 		caDir = filepath.Join(n.cfg.DataDir, "ca")
+	}
+	if n.cfg.CertFile == "" && n.cfg.KeyFile == "" {
+		joined := filepath.Join(n.cfg.DataDir, "identity", "node.crt")
+		if _, err := os.Stat(joined); err == nil {
+			// Joined before with a token: the certificate it got.
+			n.cfg.CertFile, n.cfg.KeyFile = joined, filepath.Join(n.cfg.DataDir, "identity", "node.key")
+			caDir = filepath.Join(n.cfg.DataDir, "identity")
+		} else if n.cfg.Token != "" {
+			if err := m.joinWithToken(); err != nil {
+				return err
+			}
+			n.cfg.CertFile, n.cfg.KeyFile = joined, filepath.Join(n.cfg.DataDir, "identity", "node.key")
+			caDir = filepath.Join(n.cfg.DataDir, "identity")
+		}
 	}
 	if n.cfg.CertFile != "" || n.cfg.KeyFile != "" {
 		key, err := identity.ReadKey(n.cfg.KeyFile)

@@ -71,6 +71,10 @@ type Config struct {
 	// CADir holds the trust domain's CA (ca.crt, and ca.key to issue this
 	// node's certificates); default <DataDir>/ca, created on first start.
 	CADir string
+	// Token is a join token (celctl ca token): with Join and no
+	// certificate, the node gets its certificate from a node holding the
+	// CA, over the fabric.
+	Token string
 	// NoPrefetch stops the node keeping (and compiling) its peers' modules
 	// ahead of need: a clone onto it or a take-over then fetches them.
 	NoPrefetch bool

@@ -97,6 +97,9 @@ const (
 	// TypeSpawn asks a node to serve a cell (JSON: cell, module hash,
 	// intent, the node to fetch the module from).
 	TypeSpawn Type = 21
+	// TypeJoin asks a node holding the CA for a certificate (a join token
+	// and a CSR in, a chain out), on a certificate-less join connection.
+	TypeJoin Type = 22
 )
 
 // String returns the type's name, or "type(N)" for a number without one.
@@ -122,6 +125,8 @@ func (t Type) String() string {
 		return "module"
 	case TypeSpawn:
 		return "spawn"
+	case TypeJoin:
+		return "join"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
