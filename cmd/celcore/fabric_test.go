@@ -250,7 +250,8 @@ func TestFabricJoinToken(t *testing.T) {
 	if out, err := runCelctl(t, "ca", "init", "--trust-domain", "test.local", "--out", ca); err != nil {
 		t.Fatalf("ca init: %v\n%s", err, out)
 	}
-	a := startNode(t, "", "--fabric", "127.0.0.1:0", "--ca", ca, "--trust-domain", "test.local")
+	// Six-second certificates: renewed (at two thirds) while the test runs.
+	a := startNode(t, "", "--fabric", "127.0.0.1:0", "--ca", ca, "--trust-domain", "test.local", "--cert-ttl", "6s")
 	seed, _ := a.fabricAddr()
 	tok, err := runCelctl(t, "ca", "token", "joiner", "--ca", ca)
 	if err != nil {
@@ -264,6 +265,20 @@ func TestFabricJoinToken(t *testing.T) {
 	eventually(t, "the joiner to be a member", func() bool { return a.nodes()["joiner"].State == "alive" })
 	if st, err := os.Stat(filepath.Join(b.data, "identity", "node.key")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Fatalf("joiner's key: %v %v", st, err)
+	}
+	// Both renew before expiry (the joiner through A, over the fabric) and
+	// stay members past their first certificates' lifetime.
+	eventually(t, "both nodes to renew their certificates", func() bool {
+		return strings.Contains(a.Logs(), "node certificate renewed") && strings.Contains(b.Logs(), "node certificate renewed") &&
+			strings.Contains(a.Logs(), "renewed a peer's certificate")
+	})
+	time.Sleep(7 * time.Second) // past the first certificates' expiry
+	if st := a.nodes()["joiner"].State; st != "alive" {
+		t.Fatalf("joiner after its first certificate expired: %s", st)
+	}
+	r := b.get("/nosuch") // the joiner still serves, and forwards nothing it lacks
+	if r.status != 404 {
+		t.Fatalf("joiner: %d", r.status)
 	}
 
 	refused := func(token, want string) {

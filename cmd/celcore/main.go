@@ -84,6 +84,7 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 	f.StringSliceVar(&cfg.Join, "join", nil, "fabric addresses of nodes to join (ADDR[,ADDR])")
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "celluster.local", "the SPIFFE trust domain of the fabric")
 	f.StringVar(&cfg.CADir, "ca", "", "the trust domain's CA directory (ca.crt, and ca.key to issue this node's certificates; default <data>/ca, created on first start)")
+	f.DurationVar(&cfg.CertTTL, "cert-ttl", time.Hour, "lifetime of the node certificates this node issues (renewed at two thirds of it)")
 	f.StringVar(&cfg.Token, "token", "", "a join token (celctl ca token NODE): get this node's certificate from the --join node, which holds the CA")
 	f.BoolVar(&cfg.NoPrefetch, "no-prefetch", false, "do not keep and compile peers' modules ahead of need (a clone or take-over then fetches them)")
 	f.StringVar(&cfg.CertFile, "cert", "", "this node's certificate chain (PEM), instead of issuing one from the CA key")

@@ -2,6 +2,7 @@ package fabric
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -312,4 +313,27 @@ func (p *Peer) writeGossip(buf []byte) error {
 		return err
 	}
 	return s.Close()
+}
+
+// Certificate returns the leaf certificate the peer presented.
+func (p *Peer) Certificate() *x509.Certificate {
+	if certs := p.conn.ConnectionState().TLS.PeerCertificates; len(certs) > 0 {
+		return certs[0]
+	}
+	return nil
+}
+
+// PeerCertificate returns the certificate presented on a live connection
+// with the named node, if there is one.
+func (f *Fabric) PeerCertificate(node string) (*x509.Certificate, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for p := range f.all {
+		if p.name == node && p.ctx.Err() == nil {
+			if c := p.Certificate(); c != nil {
+				return c, true
+			}
+		}
+	}
+	return nil, false
 }

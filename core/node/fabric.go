@@ -3,8 +3,11 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -106,11 +109,10 @@ func (n *Node) startMesh(ctx context.Context) error {
 	}
 	m.f = f
 	f.HandleStream(frame.TypeRequest, m.serveForwarded)
+	f.HandleStream(frame.TypeRenew, m.answerRenew)
 	m.handlePlacement()
 	n.mesh = m
-	if m.ca != nil {
-		go m.renew(ctx)
-	}
+	go m.renew(ctx)
 	if len(n.cfg.Join) > 0 {
 		go m.join(ctx)
 	}
@@ -191,7 +193,7 @@ func (m *mesh) identity() error {
 	if err != nil {
 		return fmt.Errorf("fabric: node key %s: %w", keyPath, err)
 	}
-	chain, err := ca.IssueNode(n.cfg.Name, key.Public(), nodeCertTTL)
+	chain, err := ca.IssueNode(n.cfg.Name, key.Public(), m.certTTL())
 	if err != nil {
 		return fmt.Errorf("fabric: issuing this node's certificate: %w", err)
 	}
@@ -199,22 +201,37 @@ func (m *mesh) identity() error {
 	return nil
 }
 
-// renew issues a new certificate once two thirds of the current one's
-// lifetime have passed; connections keep running.
+// certTTL is the lifetime of the node certificates this node issues.
+func (m *mesh) certTTL() time.Duration {
+	if m.n.cfg.CertTTL > 0 {
+		return m.n.cfg.CertTTL
+	}
+	return nodeCertTTL
+}
+
+// renew replaces the node certificate once two thirds of its lifetime
+// have passed, without dropping a connection: a node holding the CA key
+// issues it itself, any other asks a peer that holds it, over the fabric.
 func (m *mesh) renew(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
 	for {
+		// Check twenty times a lifetime (at most every minute).
+		every := time.Minute
+		if leaf := m.creds.Leaf(); leaf != nil {
+			every = min(max(leaf.NotAfter.Sub(leaf.NotBefore)/20, 100*time.Millisecond), time.Minute)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case now := <-t.C:
-			if !m.creds.NeedsRenewal(now) {
+		case now := <-time.After(every):
+			if !renewalDue(m.creds.Leaf(), now) {
 				continue
 			}
-			chain, err := m.ca.IssueNode(m.n.cfg.Name, m.creds.Key().Public(), nodeCertTTL)
+			chain, err := m.renewedChain(ctx)
 			if err == nil {
 				err = m.creds.Renew(chain)
+			}
+			if err == nil && m.ca == nil && m.n.cfg.CertFile != "" {
+				err = identity.WriteChain(m.n.cfg.CertFile, chain)
 			}
 			if err != nil {
 				m.n.log.Error("renewing the node certificate", "err", err, "expires", m.creds.NotAfter())
@@ -223,6 +240,110 @@ func (m *mesh) renew(ctx context.Context) {
 			m.n.log.Info("node certificate renewed", "expires", m.creds.NotAfter())
 		}
 	}
+}
+
+// renewalDue reports whether two thirds of a certificate's life have
+// passed, counted from its issue (NotBefore is backdated by
+// identity.Backdate for clock skew).
+func renewalDue(leaf *x509.Certificate, now time.Time) bool {
+	if leaf == nil {
+		return true
+	}
+	issued := leaf.NotBefore.Add(identity.Backdate)
+	return !now.Before(issued.Add(2 * leaf.NotAfter.Sub(issued) / 3))
+}
+
+// renewedChain issues or fetches a new certificate for the node's key.
+func (m *mesh) renewedChain(ctx context.Context) ([]*x509.Certificate, error) {
+	if m.ca != nil {
+		return m.ca.IssueNode(m.n.cfg.Name, m.creds.Key().Public(), m.certTTL())
+	}
+	var lastErr error = errors.New("no live peer holds the CA")
+	for _, mb := range m.f.Members() {
+		if mb.Name == m.n.cfg.Name || mb.State != fabric.StateAlive {
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		p, err := m.f.Dial(rctx, mb.Addr)
+		var out []byte
+		if err == nil {
+			out, err = p.Request(rctx, frame.TypeRenew, nil)
+		}
+		cancel()
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		chain, err := parseChainPEM(out)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		if !chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(m.creds.Key().Public()) {
+			lastErr = fmt.Errorf("node %s renewed a certificate for another key", mb.Name)
+			continue
+		}
+		return chain, nil
+	}
+	return nil, lastErr
+}
+
+// peerKey is the public key of the certificate a peer holds now.
+func (m *mesh) peerKey(peer string) (crypto.PublicKey, error) {
+	c, ok := m.f.PeerCertificate(peer)
+	if !ok {
+		return nil, fmt.Errorf("no live connection with node %s", peer)
+	}
+	return c.PublicKey, nil
+}
+
+// parseChainPEM parses PEM certificates.
+func parseChainPEM(b []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no certificate in the answer")
+	}
+	return out, nil
+}
+
+// answerRenew issues a fresh certificate to a peer for the key of the one
+// it holds now: the fabric verified the peer's identity at the handshake.
+func (m *mesh) answerRenew(ctx context.Context, peer string, s *fabric.Stream) {
+	if _, _, err := frame.Read(s, 1024); err != nil {
+		return
+	}
+	if m.ca == nil {
+		_ = frame.Write(s, frame.TypeError, []byte("this node holds no CA key"))
+		return
+	}
+	pub, err := m.peerKey(peer)
+	if err != nil {
+		_ = frame.Write(s, frame.TypeError, []byte(err.Error()))
+		return
+	}
+	chain, err := m.ca.IssueNode(peer, pub, m.certTTL())
+	if err != nil {
+		_ = frame.Write(s, frame.TypeError, []byte(err.Error()))
+		return
+	}
+	var b []byte
+	for _, c := range chain {
+		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	m.n.log.Info("renewed a peer's certificate", "node", peer)
+	_ = frame.Write(s, frame.TypeResponse, b)
 }
 
 // join keeps trying the seeds until one answers.

@@ -62,6 +62,12 @@ func (m *mesh) answerJoin(_ context.Context, b []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ttl := m.certTTL(); ttl != identity.DefaultNodeTTL {
+		// The node's lifetime for certificates, like every other node's.
+		if chain, err = m.ca.IssueNode(chain[0].Subject.CommonName, chain[0].PublicKey, ttl); err != nil {
+			return nil, err
+		}
+	}
 	var ans joinAnswer
 	for _, c := range chain {
 		ans.Chain += string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))

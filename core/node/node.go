@@ -71,6 +71,9 @@ type Config struct {
 	// CADir holds the trust domain's CA (ca.crt, and ca.key to issue this
 	// node's certificates); default <DataDir>/ca, created on first start.
 	CADir string
+	// CertTTL is the lifetime of the node certificates a node holding the
+	// CA issues (default one hour); they are renewed at two thirds of it.
+	CertTTL time.Duration
 	// Token is a join token (celctl ca token): with Join and no
 	// certificate, the node gets its certificate from a node holding the
 	// CA, over the fabric.

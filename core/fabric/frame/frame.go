@@ -100,6 +100,9 @@ const (
 	// TypeJoin asks a node holding the CA for a certificate (a join token
 	// and a CSR in, a chain out), on a certificate-less join connection.
 	TypeJoin Type = 22
+	// TypeRenew asks a node holding the CA to renew the asking peer's
+	// certificate (for the key it holds now).
+	TypeRenew Type = 23
 )
 
 // String returns the type's name, or "type(N)" for a number without one.
@@ -127,6 +130,8 @@ func (t Type) String() string {
 		return "spawn"
 	case TypeJoin:
 		return "join"
+	case TypeRenew:
+		return "renew"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
