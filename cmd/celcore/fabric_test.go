@@ -1,10 +1,13 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -301,4 +304,95 @@ func TestFabricJoinToken(t *testing.T) {
 	}
 	time.Sleep(10 * time.Millisecond)
 	refused(strings.TrimSpace(short), "expired")
+}
+
+// TestFabricPartitionHeals: three nodes in a network namespace the test
+// creates; nftables cuts node C off. Each side declares the other dead, and
+// the cell only C served is taken over on exactly one of A and B. When the
+// cut is lifted the sides find each other again and the stand-in is
+// drained: one copy of the cell, on C, as before.
+func TestFabricPartitionHeals(t *testing.T) {
+	requireRoot(t)
+	for _, tool := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is required (make deps): %v", tool, err)
+		}
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	ns := "celtest-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v: %s", err, out)
+	}
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca")
+	if out, err := runCelctl(t, "ca", "init", "--trust-domain", "test.local", "--out", ca); err != nil {
+		t.Fatalf("ca init: %v\n%s", err, out)
+	}
+	wrap := []string{"ip", "netns", "exec", ns}
+	start := func(name, port, join string) *proc {
+		d := filepath.Join(dir, name)
+		args := []string{"--node", name, "--fabric", "127.0.0.1:" + port, "--ca", ca, "--trust-domain", "test.local", "--telemetry-interval", "200ms"}
+		if join != "" {
+			args = append(args, "--join", join)
+		}
+		n := launchWrapped(t, wrap, filepath.Join(d, "cells"), filepath.Join(d, "data"), args...)
+		n.awaitReady()
+		return n
+	}
+	a := start("pa", "17001", "")
+	bn := start("pb", "17002", "127.0.0.1:17001")
+	c := start("pc", "17003", "127.0.0.1:17001")
+	eventually(t, "three alive nodes", func() bool {
+		ns := a.nodes()
+		return len(ns) == 3 && ns["pb"].State == "alive" && ns["pc"].State == "alive"
+	})
+	c.drop("counter", testbuild.Cell(t, "counter"))
+	eventually(t, "counter serving on C", func() bool { return c.listCells()["counter"].State == "serving" })
+	sha := c.listCells()["counter"].SHA256
+	eventually(t, "A and B to keep counter's module", func() bool {
+		for _, n := range []*proc{a, bn} {
+			if _, err := os.Stat(filepath.Join(n.data, "modules", sha+".wasm")); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+
+	nft := func(rules string) {
+		t.Helper()
+		cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(rules)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("nft: %v: %s", err, out)
+		}
+	}
+	nft("table inet celpart {\n chain out {\n  type filter hook output priority 0;\n  udp sport 17003 drop\n  udp dport 17003 drop\n }\n}\n")
+	serving := func() []string {
+		var on []string
+		for _, n := range []*proc{a, bn, c} {
+			if n.listCells()["counter"].State == "serving" {
+				_, name := n.fabricAddr()
+				on = append(on, name)
+			}
+		}
+		return on
+	}
+	eventually(t, "A to see C dead and counter taken over on A or B", func() bool {
+		return a.nodes()["pc"].State == "dead" && len(serving()) == 2
+	})
+	if on := serving(); !slices.Contains(on, "pc") || (slices.Contains(on, "pa") == slices.Contains(on, "pb")) {
+		t.Fatalf("during the partition counter serves on %v, want pc and exactly one of pa, pb", on)
+	}
+
+	nft("delete table inet celpart\n")
+	eventually(t, "the partition to heal: three alive, counter on C only", func() bool {
+		ns := a.nodes()
+		on := serving()
+		return len(ns) == 3 && ns["pc"].State == "alive" && c.nodes()["pa"].State == "alive" && len(on) == 1 && on[0] == "pc"
+	})
 }

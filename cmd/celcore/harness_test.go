@@ -82,6 +82,13 @@ func startNode(t testing.TB, data string, args ...string) *proc {
 // started. The node is stopped when the test ends.
 func launch(t testing.TB, cells, data string, args ...string) *proc {
 	t.Helper()
+	return launchWrapped(t, nil, cells, data, args...)
+}
+
+// launchWrapped is launch with the command run through wrap (e.g. "ip
+// netns exec NS").
+func launchWrapped(t testing.TB, wrap []string, cells, data string, args ...string) *proc {
+	t.Helper()
 	n := &proc{
 		t:        t,
 		cellsDir: cells,
@@ -95,7 +102,8 @@ func launch(t testing.TB, cells, data string, args ...string) *proc {
 		"--log-format", "json", "--log-level", "debug", "--settle", "100ms",
 		// A name of its own: the node pins its BPF objects under it.
 		"--node", fmt.Sprintf("test-%d-%d", os.Getpid(), nodeSeq.Add(1))}
-	n.cmd = exec.Command(bin, append(base, args...)...)
+	argv := append(append(append([]string(nil), wrap...), bin), append(base, args...)...)
+	n.cmd = exec.Command(argv[0], argv[1:]...)
 	pr, pw := io.Pipe()
 	n.cmd.Stderr = pw
 	n.cmd.Stdout = pw

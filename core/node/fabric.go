@@ -354,6 +354,7 @@ func (m *mesh) join(ctx context.Context) {
 		cancel()
 		if err == nil {
 			m.n.log.Info("joined the fabric", "seeds", m.n.cfg.Join, "members", len(m.f.Members()))
+			go m.rejoin(ctx)
 			return
 		}
 		m.n.log.Warn("joining the fabric failed; retrying", "seeds", m.n.cfg.Join, "err", err, "in", backoff)
@@ -362,6 +363,37 @@ func (m *mesh) join(ctx context.Context) {
 			return
 		case <-time.After(backoff):
 		}
+	}
+}
+
+// rejoinEvery is how often a node tries to reach the seeds and the members
+// it holds dead: memberlist stops gossiping to dead nodes after a while, so
+// without it two sides of a healed partition would stay apart.
+const rejoinEvery = 2 * time.Second
+
+// rejoin keeps knocking on the seeds and dead members until ctx ends, so a
+// partition heals by itself once packets flow again.
+func (m *mesh) rejoin(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(rejoinEvery):
+		}
+		var dead []string
+		for _, mb := range m.f.Members() {
+			if mb.State == fabric.StateDead && mb.Name != m.n.cfg.Name {
+				dead = append(dead, mb.Addr)
+			}
+		}
+		if len(dead) == 0 {
+			continue
+		}
+		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := m.f.Join(jctx, append(slices.Clone(m.n.cfg.Join), dead...)); err == nil {
+			m.n.log.Debug("rejoin", "tried", dead)
+		}
+		cancel()
 	}
 }
 

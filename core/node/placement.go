@@ -54,6 +54,10 @@ type placement struct {
 	mu sync.Mutex
 	// catalogs holds each peer's last catalog, by node name.
 	catalogs map[string][]catalogEntry
+	// healed maps the cells this node took over from a dead node to that
+	// node: when it comes back (a partition healed) serving the cell, the
+	// copy here is drained, so no state stays duplicated.
+	healed map[string]string
 }
 
 // moduleDir is the node's content store: modules by sha256.
@@ -289,12 +293,47 @@ func (m *mesh) syncCatalogs(ctx context.Context) {
 	}
 }
 
+// returnHealed drains the cells this node took over from a node that is
+// back and serves them again (a healed partition): the returning node's
+// copy is the cell's home, this one was a stand-in.
+func (m *mesh) returnHealed(ctx context.Context) {
+	m.place.mu.Lock()
+	var back []string
+	for cellName, owner := range m.place.healed {
+		if m.addrOf(owner) == "" {
+			continue
+		}
+		for _, e := range m.place.catalogs[owner] {
+			if e.Cell == cellName {
+				back = append(back, cellName)
+				delete(m.place.healed, cellName)
+			}
+		}
+	}
+	m.place.mu.Unlock()
+	for _, cellName := range back {
+		dctx, cancel := context.WithTimeout(ctx, m.n.cfg.DrainTimeout)
+		removed := m.n.reg.Remove(dctx, cellName)
+		cancel()
+		if removed {
+			m.n.forgetIntent(cellName)
+			if _, err := m.n.journal.Append(journal.Entry{Cell: cellName, Verb: "decay", Args: []string{"all"}, Rule: "fabric",
+				Origin: "the node this cell was taken over from is back and serves it", Outcome: journal.Done,
+				Message: "stand-in drained and removed: one copy again"}); err != nil {
+				m.n.log.Error("journal", "err", err)
+			}
+			m.n.log.Info("a partition healed: drained the stand-in copy", "cell", cellName)
+		}
+	}
+}
+
 // syncLoop keeps the catalogs current.
 func (m *mesh) syncLoop(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		m.syncCatalogs(ctx)
+		m.returnHealed(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -353,7 +392,14 @@ func (m *mesh) heal(ctx context.Context, dead string) {
 			Reason: "node " + dead + " died; this node won the rendezvous among " + strings.Join(alive, ", ")}
 		if _, err := m.spawnLocal(ctx, req, m.n.cfg.Name); err != nil {
 			m.n.log.Error("taking over a dead node's cell", "cell", e.Cell, "dead", dead, "err", err)
+			continue
 		}
+		m.place.mu.Lock()
+		if m.place.healed == nil {
+			m.place.healed = map[string]string{}
+		}
+		m.place.healed[e.Cell] = dead
+		m.place.mu.Unlock()
 	}
 }
 
