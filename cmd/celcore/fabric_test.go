@@ -200,6 +200,31 @@ func TestFabricCloneAndHeal(t *testing.T) {
 		t.Fatalf("the intent did not travel with the clone: %+v", in)
 	}
 
+	// reroute shifts A's traffic for hello between the nodes.
+	servedBy := func(n *proc, count int) map[string]int {
+		got := map[string]int{}
+		for range count {
+			r := n.get("/hello")
+			if r.status != 200 {
+				t.Fatalf("GET /hello: %d %q", r.status, r.body)
+			}
+			got[r.header.Get("X-Celluster-Served-By")]++
+		}
+		return got
+	}
+	if out, err := a.celctl("verb", "reroute", "hello", nameA+"=0", nameB+"=100"); err != nil {
+		t.Fatalf("reroute to B: %v\n%s", err, out)
+	}
+	if got := servedBy(a, 10); got[nameB] != 10 {
+		t.Fatalf("after reroute %s=100: served by %v", nameB, got)
+	}
+	if out, err := a.celctl("verb", "reroute", "hello", nameA+"=50", nameB+"=50"); err != nil {
+		t.Fatalf("reroute evenly: %v\n%s", err, out)
+	}
+	if got := servedBy(a, 20); got[nameB] == 0 || got[""] == 0 {
+		t.Fatalf("after reroute 50/50: served by %v (\"\" is A itself)", got)
+	}
+
 	// A cell only C serves; A and B learn it and keep its module.
 	c.drop("counter", testbuild.Cell(t, "counter"))
 	c.waitStatus("/counter", 200)

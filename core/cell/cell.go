@@ -717,3 +717,9 @@ func (c *Cell) callFunc() wasm.CallFunc {
 		return c.caller(ctx, c.name, target, req)
 	}
 }
+
+// Queued is how many requests wait for a slot or a replica now.
+func (c *Cell) Queued() int64 { return c.stats.queued.Load() }
+
+// InFlight is how many requests run now.
+func (c *Cell) InFlight() int64 { return c.stats.inflight.Load() }

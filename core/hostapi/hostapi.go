@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -29,9 +30,25 @@ type Server struct {
 	log    *slog.Logger
 }
 
-// Placer places a cell's replicas on peer nodes (the node's fabric).
+// Placer places a cell's replicas on peer nodes and routes between them
+// (the node's fabric).
 type Placer interface {
 	PlaceOnPeer(ctx context.Context, cell, node string, replicas int, reason string) (string, int, error)
+	SetNodeWeights(cell string, weights map[string]uint32) error
+}
+
+// isVersion reports whether a route target names a version: 8 to 64 hex
+// digits. Anything else names a node.
+func isVersion(target string) bool {
+	if len(target) < 8 || len(target) > 64 {
+		return false
+	}
+	for _, r := range target {
+		if !strings.ContainsRune("0123456789abcdefABCDEF", r) {
+			return false
+		}
+	}
+	return true
 }
 
 // Notes records a plugin's notes about a cell in the decision journal.
@@ -154,8 +171,24 @@ func (s *Server) SetRouteWeights(_ context.Context, req *pb.SetRouteWeightsReque
 		return nil, err
 	}
 	ws := make(map[string]uint32, len(req.GetWeights()))
+	nodes := map[string]uint32{}
 	for _, w := range req.GetWeights() {
-		ws[w.GetTarget()] = w.GetWeight()
+		if isVersion(w.GetTarget()) {
+			ws[w.GetTarget()] = w.GetWeight()
+		} else {
+			nodes[w.GetTarget()] = w.GetWeight()
+		}
+	}
+	if len(nodes) > 0 {
+		if s.place == nil {
+			return nil, status.Error(codes.FailedPrecondition, "node targets need the fabric; this node runs without one")
+		}
+		if err := s.place.SetNodeWeights(req.GetCell(), nodes); err != nil {
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		if len(ws) == 0 {
+			return &pb.SetRouteWeightsResponse{}, nil
+		}
 	}
 	if err := c.SetWeights(ws); err != nil {
 		if errors.Is(err, cell.ErrUnknownVersion) {

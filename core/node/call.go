@@ -25,6 +25,9 @@ const CallerHeader = "X-Celluster-Caller"
 type callPolicy struct {
 	calls     []string // "cell:NAME"
 	allowFrom []string // "cell:NAME", "cell:*", "node:NAME", "node:*"
+	// prefer and avoid are the intent's placement hints for replicas on
+	// peers (prefer node / avoid node).
+	prefer, avoid []string
 }
 
 func (n *Node) callPolicyOf(name string) callPolicy {

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -59,6 +60,9 @@ type mesh struct {
 
 	place   placement
 	syncNow chan struct{}
+
+	weights map[string]map[string]uint32 // cell -> node -> weight (under mu)
+	rr      atomic.Uint64
 }
 
 // nodeMeta is what a node gossips about itself (at most 512 bytes).
@@ -468,35 +472,150 @@ func (n *Node) FabricAddr() string {
 	return n.mesh.f.Addr().String()
 }
 
-// routes is what the ingress serves: the node's own cells, else a peer
-// that has the cell, by the lowest load.
+// routes is what the ingress serves: the node's own cells, a peer that
+// has the cell when this node does not (or its replicas are saturated), by
+// the lowest load, or by the cell's node route weights when `reroute` set
+// them.
 type routes struct{ n *Node }
 
 // Handler implements ingress.Cells.
 func (r routes) Handler(name string) http.Handler {
-	if h := r.n.reg.Handler(name); h != nil {
-		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			req.Header.Del(CallerHeader) // only cel.call sets it
-			h.ServeHTTP(w, req)
-		})
+	n := r.n
+	local := n.reg.Handler(name)
+	if n.mesh != nil {
+		if peer, ok := n.mesh.pickByWeight(name); ok {
+			if peer == nil {
+				return localHandler(local) // this node's share
+			}
+			p := *peer
+			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { n.mesh.forward(w, req, name, p) })
+		}
 	}
-	if r.n.mesh == nil {
+	if local != nil {
+		c := n.reg.Lookup(name)
+		if n.mesh == nil || c == nil || c.Queued() == 0 {
+			return localHandler(local)
+		}
+		// Saturated: a peer with the cell and less load takes the request.
+		if peer := n.mesh.leastLoaded(name, c.Queued()+c.InFlight()); peer != nil {
+			p := *peer
+			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { n.mesh.forward(w, req, name, p) })
+		}
+		return localHandler(local)
+	}
+	if n.mesh == nil {
 		return nil
 	}
+	peer := n.mesh.leastLoaded(name, -1)
+	if peer == nil {
+		return nil
+	}
+	p := *peer
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { n.mesh.forward(w, req, name, p) })
+}
+
+func localHandler(h http.Handler) http.Handler {
+	if h == nil {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		req.Header.Del(CallerHeader) // only cel.call sets it
+		h.ServeHTTP(w, req)
+	})
+}
+
+// leastLoaded is the live peer serving the cell with the lowest load, below
+// limit (no limit when negative), or nil.
+func (m *mesh) leastLoaded(name string, limit int64) *Member {
 	var best *Member
-	for _, mb := range r.n.Members() {
-		if mb.Self || mb.State != "alive" || !slices.Contains(mb.Cells, name) {
+	for _, mb := range m.n.Members() {
+		if mb.Self || mb.State != "alive" || !slices.Contains(mb.Cells, name) || (limit >= 0 && mb.Load >= limit) {
 			continue
 		}
 		if best == nil || mb.Load < best.Load {
 			best = &mb
 		}
 	}
-	if best == nil {
+	return best
+}
+
+// SetNodeWeights sets how a cell's requests arriving here are shared among
+// nodes (this one by its name): a weighted round robin over the named live
+// nodes that serve the cell. All-zero weights clear them.
+func (n *Node) SetNodeWeights(cellName string, weights map[string]uint32) error {
+	if n.mesh == nil {
+		return errors.New("this node runs without a fabric: no node to route to")
+	}
+	members := map[string]bool{}
+	for _, mb := range n.Members() {
+		members[mb.Name] = true
+	}
+	var total uint32
+	for node, w := range weights {
+		if !members[node] {
+			return fmt.Errorf("no node %q in the fabric", node)
+		}
+		total += w
+	}
+	n.mesh.mu.Lock()
+	defer n.mesh.mu.Unlock()
+	if n.mesh.weights == nil {
+		n.mesh.weights = map[string]map[string]uint32{}
+	}
+	if total == 0 {
+		delete(n.mesh.weights, cellName)
 		return nil
 	}
-	peer := *best
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { r.n.mesh.forward(w, req, name, peer) })
+	n.mesh.weights[cellName] = weights
+	n.log.Info("node route weights set", "cell", cellName, "weights", weights)
+	return nil
+}
+
+// pickByWeight chooses a node for a request by the cell's node weights:
+// ok is false without weights; a nil member means this node.
+func (m *mesh) pickByWeight(name string) (*Member, bool) {
+	m.mu.Lock()
+	ws := m.weights[name]
+	m.mu.Unlock()
+	if len(ws) == 0 {
+		return nil, false
+	}
+	type cand struct {
+		mb Member
+		w  uint64
+	}
+	var cands []cand
+	var total uint64
+	for _, mb := range m.n.Members() {
+		w := ws[mb.Name]
+		if w == 0 || mb.State != "alive" {
+			continue
+		}
+		if mb.Self {
+			if m.n.reg.Handler(name) == nil {
+				continue
+			}
+		} else if !slices.Contains(mb.Cells, name) {
+			continue
+		}
+		cands = append(cands, cand{mb, uint64(w)})
+		total += uint64(w)
+	}
+	if total == 0 {
+		return nil, false
+	}
+	k := (m.rr.Add(1) * 1_000_003) % total
+	for _, c := range cands {
+		if k < c.w {
+			if c.mb.Self {
+				return nil, true
+			}
+			mb := c.mb
+			return &mb, true
+		}
+		k -= c.w
+	}
+	return nil, false
 }
 
 // maxForwardBody bounds a forwarded request's body.

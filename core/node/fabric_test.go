@@ -23,3 +23,34 @@ func TestRenewalDue(t *testing.T) {
 		t.Error("no certificate: renewal not due")
 	}
 }
+
+func TestChoosePeer(t *testing.T) {
+	ms := []Member{
+		{Name: "self", State: "alive", Self: true},
+		{Name: "busy", State: "alive", Load: 9},
+		{Name: "idle", State: "alive", Load: 1},
+		{Name: "has", State: "alive", Cells: []string{"web"}},
+		{Name: "gone", State: "dead"},
+	}
+	pick := func(pol callPolicy) string {
+		if m := choosePeer(ms, "web", pol); m != nil {
+			return m.Name
+		}
+		return ""
+	}
+	if got := pick(callPolicy{}); got != "idle" {
+		t.Errorf("no hints: %q, want the least loaded peer without the cell", got)
+	}
+	if got := pick(callPolicy{prefer: []string{"busy"}}); got != "busy" {
+		t.Errorf("prefer busy: %q", got)
+	}
+	if got := pick(callPolicy{avoid: []string{"idle"}}); got != "busy" {
+		t.Errorf("avoid idle: %q", got)
+	}
+	if got := pick(callPolicy{avoid: []string{"idle", "busy"}}); got != "" {
+		t.Errorf("all avoided: %q", got)
+	}
+	if got := pick(callPolicy{prefer: []string{"gone", "has"}}); got != "idle" {
+		t.Errorf("preferred nodes dead or serving already: %q", got)
+	}
+}

@@ -445,15 +445,10 @@ func (n *Node) PlaceOnPeer(ctx context.Context, cellName, node string, replicas 
 		return "", 0, fmt.Errorf("no cell %s on this node", cellName)
 	}
 	if node == "" {
-		var best *Member
-		for _, mb := range n.Members() {
-			if mb.Self || mb.State != "alive" || containsStr(mb.Cells, cellName) {
-				continue
-			}
-			if best == nil || mb.Load < best.Load {
-				best = &mb
-			}
-		}
+		// The intent's preferred nodes first, never an avoided one; else
+		// the least loaded live node not serving the cell yet (so clones
+		// spread across nodes).
+		best := choosePeer(n.Members(), cellName, n.callPolicyOf(cellName))
 		if best == nil {
 			return "", 0, fmt.Errorf("every live peer already serves %s: %w", cellName, errNoPeer)
 		}
@@ -492,6 +487,27 @@ func (n *Node) placer() hostapi.Placer { return meshPlacer{n} }
 
 type meshPlacer struct{ n *Node }
 
+func (p meshPlacer) SetNodeWeights(cellName string, weights map[string]uint32) error {
+	return p.n.SetNodeWeights(cellName, weights)
+}
+
 func (p meshPlacer) PlaceOnPeer(ctx context.Context, cellName, node string, replicas int, reason string) (string, int, error) {
 	return p.n.PlaceOnPeer(ctx, cellName, node, replicas, reason)
+}
+
+// choosePeer picks the node for a replica of a cell: a live peer not
+// serving it yet and not avoided by the intent, the intent's preferred
+// nodes first, then the least loaded; nil when there is none.
+func choosePeer(members []Member, cellName string, pol callPolicy) *Member {
+	var best *Member
+	for _, mb := range members {
+		if mb.Self || mb.State != "alive" || containsStr(mb.Cells, cellName) || containsStr(pol.avoid, mb.Name) {
+			continue
+		}
+		bp, mp := best != nil && containsStr(pol.prefer, best.Name), containsStr(pol.prefer, mb.Name)
+		if best == nil || (mp && !bp) || (mp == bp && mb.Load < best.Load) {
+			best = &mb
+		}
+	}
+	return best
 }
