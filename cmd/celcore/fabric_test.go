@@ -200,6 +200,15 @@ func TestFabricCloneAndHeal(t *testing.T) {
 		t.Fatalf("the intent did not travel with the clone: %+v", in)
 	}
 
+	// `on peer`: the verbs plugin picks, from the gossiped nodes, the one
+	// not serving hello yet: C.
+	if out, err := a.celctl("verb", "clone", "hello", "1", "on", "peer"); err != nil || !strings.Contains(out, "node "+nameC+" serves hello") {
+		t.Fatalf("clone on peer: %v\n%s", err, out)
+	}
+	if hc := c.listCells()["hello"]; hc.State != "serving" {
+		t.Fatalf("hello on C after clone on peer: %+v", hc)
+	}
+
 	// reroute shifts A's traffic for hello between the nodes.
 	servedBy := func(n *proc, count int) map[string]int {
 		got := map[string]int{}
@@ -215,10 +224,13 @@ func TestFabricCloneAndHeal(t *testing.T) {
 	if out, err := a.celctl("verb", "reroute", "hello", nameA+"=0", nameB+"=100"); err != nil {
 		t.Fatalf("reroute to B: %v\n%s", err, out)
 	}
+	if out, err := a.celctl("verb", "reroute", "hello", nameA+"=0", nameB+"=100", nameC+"=0"); err != nil {
+		t.Fatalf("reroute to B only: %v\n%s", err, out)
+	}
 	if got := servedBy(a, 10); got[nameB] != 10 {
 		t.Fatalf("after reroute %s=100: served by %v", nameB, got)
 	}
-	if out, err := a.celctl("verb", "reroute", "hello", nameA+"=50", nameB+"=50"); err != nil {
+	if out, err := a.celctl("verb", "reroute", "hello", nameA+"=50", nameB+"=50", nameC+"=0"); err != nil {
 		t.Fatalf("reroute evenly: %v\n%s", err, out)
 	}
 	if got := servedBy(a, 20); got[nameB] == 0 || got[""] == 0 {

@@ -35,6 +35,10 @@ type Server struct {
 type Placer interface {
 	PlaceOnPeer(ctx context.Context, cell, node string, replicas int, reason string) (string, int, error)
 	SetNodeWeights(cell string, weights map[string]uint32) error
+	// Nodes lists the fabric's members (none without a fabric).
+	Nodes() []*pb.NodeState
+	// Placement returns a cell's placement hints from its intent.
+	Placement(cell string) (spread bool, prefer, avoid []string)
 }
 
 // isVersion reports whether a route target names a version: 8 to 64 hex
@@ -93,6 +97,9 @@ func (s *Server) ListCells(context.Context, *pb.ListCellsRequest) (*pb.ListCells
 			InFlight: c.InFlight, Error: c.Error,
 			Warm: uint32(c.Policy.Warm), MinReplicas: uint32(c.Policy.Min), MaxReplicas: uint32(c.Policy.Max),
 			IdleSeconds: c.Idle.Seconds(),
+		}
+		if s.place != nil {
+			cs.SpreadAcrossNodes, cs.PreferNodes, cs.AvoidNodes = s.place.Placement(c.Name)
 		}
 		for _, v := range c.Versions {
 			cs.Versions = append(cs.Versions, &pb.VersionState{
@@ -249,4 +256,12 @@ func (s *Server) AddJournalNote(ctx context.Context, req *pb.AddJournalNoteReque
 		return nil, status.Errorf(codes.Internal, "journal: %v", err)
 	}
 	return &pb.AddJournalNoteResponse{}, nil
+}
+
+// ListNodes implements pb.HostServer.
+func (s *Server) ListNodes(context.Context, *pb.ListNodesRequest) (*pb.ListNodesResponse, error) {
+	if s.place == nil {
+		return &pb.ListNodesResponse{}, nil
+	}
+	return &pb.ListNodesResponse{Nodes: s.place.Nodes()}, nil
 }

@@ -28,6 +28,7 @@ type callPolicy struct {
 	// prefer and avoid are the intent's placement hints for replicas on
 	// peers (prefer node / avoid node).
 	prefer, avoid []string
+	spread        bool
 }
 
 func (n *Node) callPolicyOf(name string) callPolicy {

@@ -22,6 +22,7 @@ import (
 	"github.com/celluster/celluster/core/intents"
 	"github.com/celluster/celluster/core/journal"
 	"github.com/celluster/celluster/core/wasm"
+	pb "github.com/celluster/celluster/pluginapi/v1"
 )
 
 // catalogEntry is one cell a node serves, as the fabric learns of it:
@@ -486,6 +487,19 @@ func containsStr(ss []string, s string) bool {
 func (n *Node) placer() hostapi.Placer { return meshPlacer{n} }
 
 type meshPlacer struct{ n *Node }
+
+func (p meshPlacer) Nodes() []*pb.NodeState {
+	var out []*pb.NodeState
+	for _, m := range p.n.Members() {
+		out = append(out, &pb.NodeState{Name: m.Name, State: m.State, Load: m.Load, Cells: m.Cells, Self: m.Self})
+	}
+	return out
+}
+
+func (p meshPlacer) Placement(cellName string) (bool, []string, []string) {
+	pol := p.n.callPolicyOf(cellName)
+	return pol.spread, pol.prefer, pol.avoid
+}
 
 func (p meshPlacer) SetNodeWeights(cellName string, weights map[string]uint32) error {
 	return p.n.SetNodeWeights(cellName, weights)

@@ -285,6 +285,7 @@ func (n *Node) applySource(ctx context.Context, c *cell.Cell, src intents.Source
 	calls.allowFrom = spec.GetAllowFrom()
 	calls.prefer = spec.GetPlacement().GetPreferNodes()
 	calls.avoid = spec.GetPlacement().GetAvoidNodes()
+	calls.spread = spec.GetPlacement().GetSpreadAcrossNodes()
 	n.intents[c.Name()] = &intentState{hash: hash, calls: calls, applied: &admin.Intent{
 		Cell: c.Name(), Origin: string(src.Origin), Source: src.Name, Text: string(src.Content),
 		Parser: parser, Applied: time.Now(), Min: prog.Min, Max: prog.Max, Warm: prog.Warm,

@@ -77,9 +77,14 @@ type CellState struct {
 	// Seconds since the cell's last request (since it loaded, if none).
 	IdleSeconds float64 `protobuf:"fixed64,13,opt,name=idle_seconds,json=idleSeconds,proto3" json:"idle_seconds,omitempty"`
 	// Versions routed now, the primary (serving most traffic) first.
-	Versions      []*VersionState `protobuf:"bytes,14,rep,name=versions,proto3" json:"versions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Versions []*VersionState `protobuf:"bytes,14,rep,name=versions,proto3" json:"versions,omitempty"`
+	// Placement hints from the intent: spread across nodes, prefer node,
+	// avoid node.
+	SpreadAcrossNodes bool     `protobuf:"varint,15,opt,name=spread_across_nodes,json=spreadAcrossNodes,proto3" json:"spread_across_nodes,omitempty"`
+	PreferNodes       []string `protobuf:"bytes,16,rep,name=prefer_nodes,json=preferNodes,proto3" json:"prefer_nodes,omitempty"`
+	AvoidNodes        []string `protobuf:"bytes,17,rep,name=avoid_nodes,json=avoidNodes,proto3" json:"avoid_nodes,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CellState) Reset() {
@@ -206,6 +211,27 @@ func (x *CellState) GetIdleSeconds() float64 {
 func (x *CellState) GetVersions() []*VersionState {
 	if x != nil {
 		return x.Versions
+	}
+	return nil
+}
+
+func (x *CellState) GetSpreadAcrossNodes() bool {
+	if x != nil {
+		return x.SpreadAcrossNodes
+	}
+	return false
+}
+
+func (x *CellState) GetPreferNodes() []string {
+	if x != nil {
+		return x.PreferNodes
+	}
+	return nil
+}
+
+func (x *CellState) GetAvoidNodes() []string {
+	if x != nil {
+		return x.AvoidNodes
 	}
 	return nil
 }
@@ -1728,12 +1754,171 @@ func (x *PlaceReplicasResponse) GetReplicas() uint32 {
 	return 0
 }
 
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{31}
+}
+
+type NodeState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// alive, suspect or dead.
+	State string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// Requests in flight or queued on the node.
+	Load  int64    `protobuf:"varint,3,opt,name=load,proto3" json:"load,omitempty"`
+	Cells []string `protobuf:"bytes,4,rep,name=cells,proto3" json:"cells,omitempty"`
+	// This node.
+	Self          bool `protobuf:"varint,5,opt,name=self,proto3" json:"self,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeState) Reset() {
+	*x = NodeState{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeState) ProtoMessage() {}
+
+func (x *NodeState) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeState.ProtoReflect.Descriptor instead.
+func (*NodeState) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *NodeState) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NodeState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *NodeState) GetLoad() int64 {
+	if x != nil {
+		return x.Load
+	}
+	return 0
+}
+
+func (x *NodeState) GetCells() []string {
+	if x != nil {
+		return x.Cells
+	}
+	return nil
+}
+
+func (x *NodeState) GetSelf() bool {
+	if x != nil {
+		return x.Self
+	}
+	return false
+}
+
+type ListNodesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Nodes         []*NodeState           `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_pluginapi_v1_host_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_host_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_host_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ListNodesResponse) GetNodes() []*NodeState {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
 var File_pluginapi_v1_host_proto protoreflect.FileDescriptor
 
 const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\n" +
 	"\x17pluginapi/v1/host.proto\x12\x16celluster.pluginapi.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cpluginapi/v1/telemetry.proto\"\x12\n" +
-	"\x10ListCellsRequest\"\xa1\x03\n" +
+	"\x10ListCellsRequest\"\x95\x04\n" +
 	"\tCellState\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x10\n" +
@@ -1749,7 +1934,11 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\fmin_replicas\x18\v \x01(\rR\vminReplicas\x12!\n" +
 	"\fmax_replicas\x18\f \x01(\rR\vmaxReplicas\x12!\n" +
 	"\fidle_seconds\x18\r \x01(\x01R\vidleSeconds\x12@\n" +
-	"\bversions\x18\x0e \x03(\v2$.celluster.pluginapi.v1.VersionStateR\bversions\"\xc7\x01\n" +
+	"\bversions\x18\x0e \x03(\v2$.celluster.pluginapi.v1.VersionStateR\bversions\x12.\n" +
+	"\x13spread_across_nodes\x18\x0f \x01(\bR\x11spreadAcrossNodes\x12!\n" +
+	"\fprefer_nodes\x18\x10 \x03(\tR\vpreferNodes\x12\x1f\n" +
+	"\vavoid_nodes\x18\x11 \x03(\tR\n" +
+	"avoidNodes\"\xc7\x01\n" +
 	"\fVersionState\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
 	"\x06weight\x18\x02 \x01(\rR\x06weight\x12\x1a\n" +
@@ -1842,8 +2031,16 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\"G\n" +
 	"\x15PlaceReplicasResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
-	"\breplicas\x18\x02 \x01(\rR\breplicas2\xd9\n" +
-	"\n" +
+	"\breplicas\x18\x02 \x01(\rR\breplicas\"\x12\n" +
+	"\x10ListNodesRequest\"s\n" +
+	"\tNodeState\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x12\n" +
+	"\x04load\x18\x03 \x01(\x03R\x04load\x12\x14\n" +
+	"\x05cells\x18\x04 \x03(\tR\x05cells\x12\x12\n" +
+	"\x04self\x18\x05 \x01(\bR\x04self\"L\n" +
+	"\x11ListNodesResponse\x127\n" +
+	"\x05nodes\x18\x01 \x03(\v2!.celluster.pluginapi.v1.NodeStateR\x05nodes2\xbb\v\n" +
 	"\x04Host\x12`\n" +
 	"\tListCells\x12(.celluster.pluginapi.v1.ListCellsRequest\x1a).celluster.pluginapi.v1.ListCellsResponse\x12f\n" +
 	"\vReadSignals\x12*.celluster.pluginapi.v1.ReadSignalsRequest\x1a+.celluster.pluginapi.v1.ReadSignalsResponse\x12g\n" +
@@ -1859,7 +2056,8 @@ const file_pluginapi_v1_host_proto_rawDesc = "" +
 	"ReadBPFMap\x12).celluster.pluginapi.v1.ReadBPFMapRequest\x1a*.celluster.pluginapi.v1.ReadBPFMapResponse\x12`\n" +
 	"\tUnloadBPF\x12(.celluster.pluginapi.v1.UnloadBPFRequest\x1a).celluster.pluginapi.v1.UnloadBPFResponse\x12l\n" +
 	"\rWaitBPFEvents\x12,.celluster.pluginapi.v1.WaitBPFEventsRequest\x1a-.celluster.pluginapi.v1.WaitBPFEventsResponse\x12l\n" +
-	"\rPlaceReplicas\x12,.celluster.pluginapi.v1.PlaceReplicasRequest\x1a-.celluster.pluginapi.v1.PlaceReplicasResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
+	"\rPlaceReplicas\x12,.celluster.pluginapi.v1.PlaceReplicasRequest\x1a-.celluster.pluginapi.v1.PlaceReplicasResponse\x12`\n" +
+	"\tListNodes\x12(.celluster.pluginapi.v1.ListNodesRequest\x1a).celluster.pluginapi.v1.ListNodesResponseB9Z7github.com/celluster/celluster/pluginapi/v1;pluginapiv1b\x06proto3"
 
 var (
 	file_pluginapi_v1_host_proto_rawDescOnce sync.Once
@@ -1873,7 +2071,7 @@ func file_pluginapi_v1_host_proto_rawDescGZIP() []byte {
 	return file_pluginapi_v1_host_proto_rawDescData
 }
 
-var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_pluginapi_v1_host_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_pluginapi_v1_host_proto_goTypes = []any{
 	(*ListCellsRequest)(nil),        // 0: celluster.pluginapi.v1.ListCellsRequest
 	(*CellState)(nil),               // 1: celluster.pluginapi.v1.CellState
@@ -1906,53 +2104,59 @@ var file_pluginapi_v1_host_proto_goTypes = []any{
 	(*WaitBPFEventsResponse)(nil),   // 28: celluster.pluginapi.v1.WaitBPFEventsResponse
 	(*PlaceReplicasRequest)(nil),    // 29: celluster.pluginapi.v1.PlaceReplicasRequest
 	(*PlaceReplicasResponse)(nil),   // 30: celluster.pluginapi.v1.PlaceReplicasResponse
-	nil,                             // 31: celluster.pluginapi.v1.SignalReading.LabelsEntry
-	nil,                             // 32: celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
-	(*Sample)(nil),                  // 33: celluster.pluginapi.v1.Sample
-	(*durationpb.Duration)(nil),     // 34: google.protobuf.Duration
+	(*ListNodesRequest)(nil),        // 31: celluster.pluginapi.v1.ListNodesRequest
+	(*NodeState)(nil),               // 32: celluster.pluginapi.v1.NodeState
+	(*ListNodesResponse)(nil),       // 33: celluster.pluginapi.v1.ListNodesResponse
+	nil,                             // 34: celluster.pluginapi.v1.SignalReading.LabelsEntry
+	nil,                             // 35: celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
+	(*Sample)(nil),                  // 36: celluster.pluginapi.v1.Sample
+	(*durationpb.Duration)(nil),     // 37: google.protobuf.Duration
 }
 var file_pluginapi_v1_host_proto_depIdxs = []int32{
 	2,  // 0: celluster.pluginapi.v1.CellState.versions:type_name -> celluster.pluginapi.v1.VersionState
 	1,  // 1: celluster.pluginapi.v1.ListCellsResponse.cells:type_name -> celluster.pluginapi.v1.CellState
 	6,  // 2: celluster.pluginapi.v1.ReadSignalsResponse.readings:type_name -> celluster.pluginapi.v1.SignalReading
-	31, // 3: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
+	34, // 3: celluster.pluginapi.v1.SignalReading.labels:type_name -> celluster.pluginapi.v1.SignalReading.LabelsEntry
 	10, // 4: celluster.pluginapi.v1.SetRouteWeightsRequest.weights:type_name -> celluster.pluginapi.v1.RouteWeight
-	33, // 5: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
-	32, // 6: celluster.pluginapi.v1.LoadBPFRequest.constants:type_name -> celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
+	36, // 5: celluster.pluginapi.v1.EmitSignalRequest.samples:type_name -> celluster.pluginapi.v1.Sample
+	35, // 6: celluster.pluginapi.v1.LoadBPFRequest.constants:type_name -> celluster.pluginapi.v1.LoadBPFRequest.ConstantsEntry
 	20, // 7: celluster.pluginapi.v1.LoadBPFResponse.programs:type_name -> celluster.pluginapi.v1.BPFProgram
 	23, // 8: celluster.pluginapi.v1.ReadBPFMapResponse.entries:type_name -> celluster.pluginapi.v1.BPFMapEntry
-	34, // 9: celluster.pluginapi.v1.WaitBPFEventsRequest.timeout:type_name -> google.protobuf.Duration
-	0,  // 10: celluster.pluginapi.v1.Host.ListCells:input_type -> celluster.pluginapi.v1.ListCellsRequest
-	4,  // 11: celluster.pluginapi.v1.Host.ReadSignals:input_type -> celluster.pluginapi.v1.ReadSignalsRequest
-	7,  // 12: celluster.pluginapi.v1.Host.SpawnReplicas:input_type -> celluster.pluginapi.v1.SpawnReplicasRequest
-	8,  // 13: celluster.pluginapi.v1.Host.DrainReplicas:input_type -> celluster.pluginapi.v1.DrainReplicasRequest
-	11, // 14: celluster.pluginapi.v1.Host.SetRouteWeights:input_type -> celluster.pluginapi.v1.SetRouteWeightsRequest
-	13, // 15: celluster.pluginapi.v1.Host.EmitSignal:input_type -> celluster.pluginapi.v1.EmitSignalRequest
-	15, // 16: celluster.pluginapi.v1.Host.AddJournalNote:input_type -> celluster.pluginapi.v1.AddJournalNoteRequest
-	17, // 17: celluster.pluginapi.v1.Host.RetireVersion:input_type -> celluster.pluginapi.v1.RetireVersionRequest
-	19, // 18: celluster.pluginapi.v1.Host.LoadBPF:input_type -> celluster.pluginapi.v1.LoadBPFRequest
-	22, // 19: celluster.pluginapi.v1.Host.ReadBPFMap:input_type -> celluster.pluginapi.v1.ReadBPFMapRequest
-	25, // 20: celluster.pluginapi.v1.Host.UnloadBPF:input_type -> celluster.pluginapi.v1.UnloadBPFRequest
-	27, // 21: celluster.pluginapi.v1.Host.WaitBPFEvents:input_type -> celluster.pluginapi.v1.WaitBPFEventsRequest
-	29, // 22: celluster.pluginapi.v1.Host.PlaceReplicas:input_type -> celluster.pluginapi.v1.PlaceReplicasRequest
-	3,  // 23: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
-	5,  // 24: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
-	9,  // 25: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	9,  // 26: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
-	12, // 27: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
-	14, // 28: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
-	16, // 29: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
-	18, // 30: celluster.pluginapi.v1.Host.RetireVersion:output_type -> celluster.pluginapi.v1.RetireVersionResponse
-	21, // 31: celluster.pluginapi.v1.Host.LoadBPF:output_type -> celluster.pluginapi.v1.LoadBPFResponse
-	24, // 32: celluster.pluginapi.v1.Host.ReadBPFMap:output_type -> celluster.pluginapi.v1.ReadBPFMapResponse
-	26, // 33: celluster.pluginapi.v1.Host.UnloadBPF:output_type -> celluster.pluginapi.v1.UnloadBPFResponse
-	28, // 34: celluster.pluginapi.v1.Host.WaitBPFEvents:output_type -> celluster.pluginapi.v1.WaitBPFEventsResponse
-	30, // 35: celluster.pluginapi.v1.Host.PlaceReplicas:output_type -> celluster.pluginapi.v1.PlaceReplicasResponse
-	23, // [23:36] is the sub-list for method output_type
-	10, // [10:23] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	37, // 9: celluster.pluginapi.v1.WaitBPFEventsRequest.timeout:type_name -> google.protobuf.Duration
+	32, // 10: celluster.pluginapi.v1.ListNodesResponse.nodes:type_name -> celluster.pluginapi.v1.NodeState
+	0,  // 11: celluster.pluginapi.v1.Host.ListCells:input_type -> celluster.pluginapi.v1.ListCellsRequest
+	4,  // 12: celluster.pluginapi.v1.Host.ReadSignals:input_type -> celluster.pluginapi.v1.ReadSignalsRequest
+	7,  // 13: celluster.pluginapi.v1.Host.SpawnReplicas:input_type -> celluster.pluginapi.v1.SpawnReplicasRequest
+	8,  // 14: celluster.pluginapi.v1.Host.DrainReplicas:input_type -> celluster.pluginapi.v1.DrainReplicasRequest
+	11, // 15: celluster.pluginapi.v1.Host.SetRouteWeights:input_type -> celluster.pluginapi.v1.SetRouteWeightsRequest
+	13, // 16: celluster.pluginapi.v1.Host.EmitSignal:input_type -> celluster.pluginapi.v1.EmitSignalRequest
+	15, // 17: celluster.pluginapi.v1.Host.AddJournalNote:input_type -> celluster.pluginapi.v1.AddJournalNoteRequest
+	17, // 18: celluster.pluginapi.v1.Host.RetireVersion:input_type -> celluster.pluginapi.v1.RetireVersionRequest
+	19, // 19: celluster.pluginapi.v1.Host.LoadBPF:input_type -> celluster.pluginapi.v1.LoadBPFRequest
+	22, // 20: celluster.pluginapi.v1.Host.ReadBPFMap:input_type -> celluster.pluginapi.v1.ReadBPFMapRequest
+	25, // 21: celluster.pluginapi.v1.Host.UnloadBPF:input_type -> celluster.pluginapi.v1.UnloadBPFRequest
+	27, // 22: celluster.pluginapi.v1.Host.WaitBPFEvents:input_type -> celluster.pluginapi.v1.WaitBPFEventsRequest
+	29, // 23: celluster.pluginapi.v1.Host.PlaceReplicas:input_type -> celluster.pluginapi.v1.PlaceReplicasRequest
+	31, // 24: celluster.pluginapi.v1.Host.ListNodes:input_type -> celluster.pluginapi.v1.ListNodesRequest
+	3,  // 25: celluster.pluginapi.v1.Host.ListCells:output_type -> celluster.pluginapi.v1.ListCellsResponse
+	5,  // 26: celluster.pluginapi.v1.Host.ReadSignals:output_type -> celluster.pluginapi.v1.ReadSignalsResponse
+	9,  // 27: celluster.pluginapi.v1.Host.SpawnReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	9,  // 28: celluster.pluginapi.v1.Host.DrainReplicas:output_type -> celluster.pluginapi.v1.ReplicasResponse
+	12, // 29: celluster.pluginapi.v1.Host.SetRouteWeights:output_type -> celluster.pluginapi.v1.SetRouteWeightsResponse
+	14, // 30: celluster.pluginapi.v1.Host.EmitSignal:output_type -> celluster.pluginapi.v1.EmitSignalResponse
+	16, // 31: celluster.pluginapi.v1.Host.AddJournalNote:output_type -> celluster.pluginapi.v1.AddJournalNoteResponse
+	18, // 32: celluster.pluginapi.v1.Host.RetireVersion:output_type -> celluster.pluginapi.v1.RetireVersionResponse
+	21, // 33: celluster.pluginapi.v1.Host.LoadBPF:output_type -> celluster.pluginapi.v1.LoadBPFResponse
+	24, // 34: celluster.pluginapi.v1.Host.ReadBPFMap:output_type -> celluster.pluginapi.v1.ReadBPFMapResponse
+	26, // 35: celluster.pluginapi.v1.Host.UnloadBPF:output_type -> celluster.pluginapi.v1.UnloadBPFResponse
+	28, // 36: celluster.pluginapi.v1.Host.WaitBPFEvents:output_type -> celluster.pluginapi.v1.WaitBPFEventsResponse
+	30, // 37: celluster.pluginapi.v1.Host.PlaceReplicas:output_type -> celluster.pluginapi.v1.PlaceReplicasResponse
+	33, // 38: celluster.pluginapi.v1.Host.ListNodes:output_type -> celluster.pluginapi.v1.ListNodesResponse
+	25, // [25:39] is the sub-list for method output_type
+	11, // [11:25] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_pluginapi_v1_host_proto_init() }
@@ -1967,7 +2171,7 @@ func file_pluginapi_v1_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginapi_v1_host_proto_rawDesc), len(file_pluginapi_v1_host_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	Host_UnloadBPF_FullMethodName       = "/celluster.pluginapi.v1.Host/UnloadBPF"
 	Host_WaitBPFEvents_FullMethodName   = "/celluster.pluginapi.v1.Host/WaitBPFEvents"
 	Host_PlaceReplicas_FullMethodName   = "/celluster.pluginapi.v1.Host/PlaceReplicas"
+	Host_ListNodes_FullMethodName       = "/celluster.pluginapi.v1.Host/ListNodes"
 )
 
 // HostClient is the client API for Host service.
@@ -81,6 +82,9 @@ type HostClient interface {
 	// cell's intent. An empty node lets the core pick the least loaded live
 	// peer that does not serve the cell yet.
 	PlaceReplicas(ctx context.Context, in *PlaceReplicasRequest, opts ...grpc.CallOption) (*PlaceReplicasResponse, error)
+	// ListNodes lists the fabric's members as this node sees them (gossip):
+	// state, load and the cells each serves. Empty without a fabric.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
 }
 
 type hostClient struct {
@@ -221,6 +225,16 @@ func (c *hostClient) PlaceReplicas(ctx context.Context, in *PlaceReplicasRequest
 	return out, nil
 }
 
+func (c *hostClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, Host_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -268,6 +282,9 @@ type HostServer interface {
 	// cell's intent. An empty node lets the core pick the least loaded live
 	// peer that does not serve the cell yet.
 	PlaceReplicas(context.Context, *PlaceReplicasRequest) (*PlaceReplicasResponse, error)
+	// ListNodes lists the fabric's members as this node sees them (gossip):
+	// state, load and the cells each serves. Empty without a fabric.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -316,6 +333,9 @@ func (UnimplementedHostServer) WaitBPFEvents(context.Context, *WaitBPFEventsRequ
 }
 func (UnimplementedHostServer) PlaceReplicas(context.Context, *PlaceReplicasRequest) (*PlaceReplicasResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PlaceReplicas not implemented")
+}
+func (UnimplementedHostServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -572,6 +592,24 @@ func _Host_PlaceReplicas_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(HostServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Host_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(HostServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -630,6 +668,10 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PlaceReplicas",
 			Handler:    _Host_PlaceReplicas_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _Host_ListNodes_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

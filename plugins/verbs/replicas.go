@@ -3,6 +3,7 @@ package verbs
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/celluster/celluster/sdk/plugin"
@@ -142,7 +143,14 @@ func cloneOnPeer(ctx context.Context, host plugin.Host, c plugin.CellState, args
 	}
 	target := args[on+1]
 	if target == "peer" {
-		target = ""
+		nodes, err := host.ListNodes(ctx)
+		if err != nil {
+			return failed("listing the fabric's nodes: %v", err)
+		}
+		target = choosePeer(nodes, c)
+		if target == "" {
+			return noop("no live peer can take %s: every one serves it already or is avoided by the intent", c.Name)
+		}
 	}
 	node, live, err := host.PlaceReplicas(ctx, c.Name, target, n, "clone "+strings.Join(args, " "))
 	if err != nil {
@@ -156,4 +164,26 @@ func dashIfEmpty(s, alt string) string {
 		return alt
 	}
 	return s
+}
+
+// choosePeer picks the node for a replica placed with `clone on peer`: a
+// live peer not serving the cell yet and not avoided by the intent, the
+// intent's preferred nodes first, then the least loaded (spreading clones
+// across nodes). "" when there is none.
+func choosePeer(nodes []plugin.NodeState, c plugin.CellState) string {
+	var best *plugin.NodeState
+	for i := range nodes {
+		n := &nodes[i]
+		if n.Self || n.State != "alive" || slices.Contains(n.Cells, c.Name) || slices.Contains(c.Avoid, n.Name) {
+			continue
+		}
+		bp, np := best != nil && slices.Contains(c.Prefer, best.Name), slices.Contains(c.Prefer, n.Name)
+		if best == nil || (np && !bp) || (np == bp && n.Load < best.Load) {
+			best = n
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return best.Name
 }

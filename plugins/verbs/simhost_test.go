@@ -33,6 +33,7 @@ type simHost struct {
 	before func(method string, n int) error
 
 	mu     sync.Mutex
+	nodes  []plugin.NodeState // what ListNodes answers
 	cells  []*plugin.CellState
 	calls  []plugintest.HostCall
 	counts map[string]int
@@ -236,6 +237,12 @@ func (h *simHost) PlaceReplicas(_ context.Context, cell, node string, count int,
 		node = "peer-1"
 	}
 	return node, count, nil
+}
+
+func (h *simHost) ListNodes(context.Context) ([]plugin.NodeState, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.nodes), nil
 }
 
 func (h *simHost) UnloadBPF(context.Context, string) error { return errors.New("simHost: no BPF") }

@@ -229,12 +229,26 @@ func TestReplicaVerbsBadArgs(t *testing.T) {
 // TestCloneOnPeer: `clone [N] on NODE|peer` asks the host to place the
 // replicas on another node ("peer": the host picks the least loaded).
 func TestCloneOnPeer(t *testing.T) {
-	h := newSimHost(plugin.CellState{Name: "web", Replicas: 8, MaxReplicas: 8})
+	h := newSimHost(plugin.CellState{Name: "web", Replicas: 8, MaxReplicas: 8, Prefer: []string{"far"}, Avoid: []string{"bad"}})
+	h.nodes = []plugin.NodeState{
+		{Name: "me", State: "alive", Self: true},
+		{Name: "bad", State: "alive"},
+		{Name: "busy", State: "alive", Load: 9},
+		{Name: "calm", State: "alive", Load: 1},
+		{Name: "has", State: "alive", Cells: []string{"web"}},
+		{Name: "far", State: "dead"},
+	}
 	want(t, run(t, h, "clone", "web", "2", "on", "edge-1"), plugin.Done, "node edge-1 serves web: 2 live there")
-	want(t, run(t, h, "clone", "web", "on", "peer"), plugin.Done, "node peer-1 serves web: 1 live there")
-	if calls := h.callsTo("PlaceReplicas"); len(calls) != 2 || calls[0].Note != "edge-1" || calls[0].Count != 2 || calls[1].Note != "" || calls[1].Count != 1 {
+	// The least loaded live peer without the cell, not the avoided one
+	// (the preferred one is dead).
+	want(t, run(t, h, "clone", "web", "on", "peer"), plugin.Done, "node calm serves web: 1 live there")
+	if calls := h.callsTo("PlaceReplicas"); len(calls) != 2 || calls[0].Note != "edge-1" || calls[0].Count != 2 || calls[1].Note != "calm" || calls[1].Count != 1 {
 		t.Fatalf("PlaceReplicas calls %+v", calls)
 	}
+	h.nodes[5].State = "alive" // the preferred node is back
+	want(t, run(t, h, "clone", "web", "on", "peer"), plugin.Done, "node far serves web")
+	h.nodes = h.nodes[:1]
+	want(t, run(t, h, "clone", "web", "on", "peer"), plugin.Noop, "no live peer")
 	checkCount(t, h, "SpawnReplicas", 0)
 }
 

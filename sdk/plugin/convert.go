@@ -472,19 +472,22 @@ func verbResultFromPB(r *pb.VerbResponse) (VerbResult, error) {
 
 func cellStateToPB(c *conv, s CellState) *pb.CellState {
 	return &pb.CellState{
-		Name:        s.Name,
-		Sha256:      s.SHA256,
-		Abi:         s.ABI,
-		State:       s.State,
-		Replicas:    c.u32("replicas", s.Replicas),
-		Requests:    s.Requests,
-		Errors:      s.Errors,
-		InFlight:    s.InFlight,
-		Error:       s.Error,
-		Warm:        c.u32("warm", s.Warm),
-		MinReplicas: c.u32("min replicas", s.MinReplicas),
-		MaxReplicas: c.u32("max replicas", s.MaxReplicas),
-		IdleSeconds: s.Idle.Seconds(),
+		Name:              s.Name,
+		Sha256:            s.SHA256,
+		Abi:               s.ABI,
+		State:             s.State,
+		Replicas:          c.u32("replicas", s.Replicas),
+		Requests:          s.Requests,
+		Errors:            s.Errors,
+		InFlight:          s.InFlight,
+		Error:             s.Error,
+		Warm:              c.u32("warm", s.Warm),
+		MinReplicas:       c.u32("min replicas", s.MinReplicas),
+		MaxReplicas:       c.u32("max replicas", s.MaxReplicas),
+		IdleSeconds:       s.Idle.Seconds(),
+		SpreadAcrossNodes: s.Spread,
+		PreferNodes:       s.Prefer,
+		AvoidNodes:        s.Avoid,
 		Versions: convertSlice(s.Versions, func(v VersionState) *pb.VersionState {
 			return &pb.VersionState{
 				Sha256:     v.SHA256,
@@ -514,6 +517,9 @@ func cellStateFromPB(s *pb.CellState) CellState {
 		MinReplicas: int(s.GetMinReplicas()),
 		MaxReplicas: int(s.GetMaxReplicas()),
 		Idle:        secondsToDuration(s.GetIdleSeconds()),
+		Spread:      s.GetSpreadAcrossNodes(),
+		Prefer:      s.GetPreferNodes(),
+		Avoid:       s.GetAvoidNodes(),
 		Versions: convertSlice(s.GetVersions(), func(v *pb.VersionState) VersionState {
 			return VersionState{
 				SHA256:   v.GetSha256(),

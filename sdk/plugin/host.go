@@ -313,6 +313,22 @@ func (p hostProxy) PlaceReplicas(ctx context.Context, cell, node string, count i
 	return resp.GetNode(), int(resp.GetReplicas()), err
 }
 
+func (p hostProxy) ListNodes(ctx context.Context) ([]NodeState, error) {
+	h, err := p.conn("ListNodes")
+	if err != nil {
+		return nil, err
+	}
+	var out []NodeState
+	err = h.call(ctx, "ListNodes", func(ctx context.Context) error {
+		resp, err := h.client.ListNodes(ctx, &pb.ListNodesRequest{})
+		for _, n := range resp.GetNodes() {
+			out = append(out, NodeState{Name: n.GetName(), State: n.GetState(), Load: n.GetLoad(), Cells: n.GetCells(), Self: n.GetSelf()})
+		}
+		return err
+	})
+	return out, err
+}
+
 // samplesToPB converts samples, stamping those with a zero Time with now.
 func samplesToPB(samples []Sample, now time.Time) []*pb.Sample {
 	return convertSlice(samples, func(s Sample) *pb.Sample {
@@ -450,6 +466,18 @@ func (s *hostServer) PlaceReplicas(ctx context.Context, req *pb.PlaceReplicasReq
 		return nil, toStatus(err)
 	}
 	return &pb.PlaceReplicasResponse{Node: node, Replicas: uint32(max(n, 0))}, nil
+}
+
+func (s *hostServer) ListNodes(ctx context.Context, _ *pb.ListNodesRequest) (*pb.ListNodesResponse, error) {
+	nodes, err := s.h.ListNodes(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &pb.ListNodesResponse{}
+	for _, n := range nodes {
+		resp.Nodes = append(resp.Nodes, &pb.NodeState{Name: n.Name, State: n.State, Load: n.Load, Cells: n.Cells, Self: n.Self})
+	}
+	return resp, nil
 }
 
 // toStatus turns an error into a gRPC status error: status errors (also

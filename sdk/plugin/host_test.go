@@ -92,6 +92,11 @@ func (f *fakeHost) PlaceReplicas(ctx context.Context, cell, node string, count i
 	return node + "!", count, nil
 }
 
+func (f *fakeHost) ListNodes(ctx context.Context) ([]NodeState, error) {
+	f.rec("ListNodes")
+	return []NodeState{{Name: "a", State: "alive", Load: 3, Cells: []string{"hello"}, Self: true}}, nil
+}
+
 func (f *fakeHost) UnloadBPF(ctx context.Context, objectID string) error {
 	f.rec("UnloadBPF")
 	return nil
@@ -220,6 +225,9 @@ func TestHostCalls(t *testing.T) {
 	if node, n, err := host.PlaceReplicas(ctx, "hello", "b", 2, "test"); err != nil || node != "b!" || n != 2 {
 		t.Errorf("PlaceReplicas = %q, %d, %v", node, n, err)
 	}
+	if ns, err := host.ListNodes(ctx); err != nil || len(ns) != 1 || ns[0].Name != "a" || ns[0].Load != 3 || !ns[0].Self || ns[0].Cells[0] != "hello" {
+		t.Errorf("ListNodes = %+v, %v", ns, err)
+	}
 	if err := host.UnloadBPF(ctx, "tcp"); err != nil {
 		t.Errorf("UnloadBPF: %v", err)
 	}
@@ -239,7 +247,7 @@ func TestHostCalls(t *testing.T) {
 	if len(f.samples) != 1 || f.samples[0].Time.Before(before.Add(-time.Second)) {
 		t.Errorf("host got samples %+v; want one stamped now", f.samples)
 	}
-	if len(f.calls) != 13 {
+	if len(f.calls) != 14 {
 		t.Errorf("host got calls %v", f.calls)
 	}
 }

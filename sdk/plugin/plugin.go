@@ -100,6 +100,21 @@ type Host interface {
 	// "" lets the core pick the least loaded live peer) and returns the
 	// node and its live replicas.
 	PlaceReplicas(ctx context.Context, cell, node string, count int, reason string) (string, int, error)
+	// ListNodes lists the fabric's members as this node sees them; none
+	// without a fabric.
+	ListNodes(ctx context.Context) ([]NodeState, error)
+}
+
+// NodeState is one member of the fabric, from gossip.
+type NodeState struct {
+	// Name is the node's name; State is alive, suspect or dead.
+	Name, State string
+	// Load is the requests in flight or queued on the node.
+	Load int64
+	// Cells are the cells the node serves.
+	Cells []string
+	// Self is true for the node the plugin runs on.
+	Self bool
 }
 
 // BPFObject is a BPF object the core loaded for the plugin.
@@ -154,6 +169,10 @@ type CellState struct {
 	Idle time.Duration
 	// Versions are the versions routed now, the primary first.
 	Versions []VersionState
+	// Spread, Prefer and Avoid are the intent's placement hints: spread
+	// across nodes, prefer node, avoid node.
+	Spread        bool
+	Prefer, Avoid []string
 }
 
 // VersionState is one module version of a cell and the traffic it takes.

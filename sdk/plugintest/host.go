@@ -31,6 +31,8 @@ type RecordingHost struct {
 	// BPFMaps is what ReadBPFMap answers, by "objectID/map"; LoadBPF
 	// answers an object whose ID is the name loaded.
 	BPFMaps map[string][]plugin.BPFMapEntry
+	// Nodes is what ListNodes answers.
+	Nodes []plugin.NodeState
 	// BPFEvents is what WaitBPFEvents answers, once, by "objectID/map".
 	BPFEvents map[string][][]byte
 	// Err, if set, is returned by every call after it has been recorded,
@@ -241,6 +243,15 @@ func (h *RecordingHost) PlaceReplicas(ctx context.Context, cell, node string, co
 		node = "peer-1"
 	}
 	return node, count, nil
+}
+
+// ListNodes implements plugin.Host: it answers Nodes.
+func (h *RecordingHost) ListNodes(ctx context.Context) ([]plugin.NodeState, error) {
+	h.record(HostCall{Method: "ListNodes"})
+	if h.Err != nil {
+		return nil, h.Err
+	}
+	return slices.Clone(h.Nodes), nil
 }
 
 // UnloadBPF implements plugin.Host.
