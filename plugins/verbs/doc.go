@@ -12,7 +12,7 @@
 // the full reference; in short:
 //
 //	spawn                                  live replicas up to max(warm, min)
-//	clone [N]                              N more replicas (default 1), up to max
+//	clone [N] [on NODE|peer]               N more replicas (default 1), up to max; on another node
 //	decay [N|all]                          drain N replicas (default 1) or all
 //	reroute TARGET=WEIGHT [TARGET=WEIGHT ...]
 //	                                       set route weights (0..1000) exactly
