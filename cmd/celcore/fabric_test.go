@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -349,22 +347,7 @@ func TestFabricJoinToken(t *testing.T) {
 // cut is lifted the sides find each other again and the stand-in is
 // drained: one copy of the cell, on C, as before.
 func TestFabricPartitionHeals(t *testing.T) {
-	requireRoot(t)
-	for _, tool := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required (make deps): %v", tool, err)
-		}
-	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	ns := "celtest-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v: %s", err, out)
-	}
+	ns, _ := testNetns(t)
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca")
 	if out, err := runCelctl(t, "ca", "init", "--trust-domain", "test.local", "--out", ca); err != nil {

@@ -61,6 +61,30 @@ func lossyTransfer(port string) error {
 	return nil
 }
 
+// testNetns creates a network namespace with its loopback up, removed when
+// the test ends, after checking for root and the tools the test names (ip
+// and nft always). It returns the name and the random bytes in it.
+func testNetns(t *testing.T, tools ...string) (string, []byte) {
+	t.Helper()
+	requireRoot(t)
+	for _, tool := range append([]string{"ip", "nft"}, tools...) {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is required (make deps): %v", tool, err)
+		}
+	}
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	ns := "celtest-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v: %s", err, out)
+	}
+	return ns, b
+}
+
 // requireRoot skips (or, with CI=true, fails) a test that needs root for
 // eBPF and network namespaces.
 func requireRoot(t *testing.T) {
@@ -80,22 +104,7 @@ func requireRoot(t *testing.T) {
 // journal shows the kernel values that caused it. After the node stops,
 // none of its programs remain.
 func TestKernelSignalRule(t *testing.T) {
-	requireRoot(t)
-	for _, tool := range []string{"ip", "nft", "bpftool"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required (make deps): %v", tool, err)
-		}
-	}
-	b := make([]byte, 4)
-	_, _ = rand.Read(b)
-	ns := "celtest-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	if out, err := exec.Command("ip", "-n", ns, "link", "set", "lo", "up").CombinedOutput(); err != nil {
-		t.Fatalf("lo up: %v: %s", err, out)
-	}
+	ns, b := testNetns(t, "bpftool")
 	port := strconv.Itoa(41000 + int(b[0])<<4 + int(b[1]&15))
 
 	n := startNode(t, "", "--telemetry-interval", "200ms", "--node", "kt"+hex.EncodeToString(b[:2]))
