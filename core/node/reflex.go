@@ -120,7 +120,9 @@ func (n *Node) precheck(_ context.Context, req dispatch.Request) (dispatch.Resul
 
 // onVerbResult keeps the cell's state in step with a finished verb.
 func (n *Node) onVerbResult(req dispatch.Request, res dispatch.Result) {
-	n.metrics.ObserveVerb(req.Verb, res.Outcome)
+	if n.metrics != nil {
+		n.metrics.ObserveVerb(req.Verb, res.Outcome)
+	}
 	c := n.reg.Lookup(req.Cell)
 	if c == nil {
 		return
