@@ -199,7 +199,8 @@ func TestFabricCloneAndHeal(t *testing.T) {
 	}
 
 	// `on peer`: the verbs plugin picks, from the gossiped nodes, the one
-	// not serving hello yet: C.
+	// not serving hello yet: C (once gossip says B serves it).
+	eventually(t, "A to learn that B serves hello", func() bool { return slices.Contains(a.nodes()[nameB].Cells, "hello") })
 	if out, err := a.celctl("verb", "clone", "hello", "1", "on", "peer"); err != nil || !strings.Contains(out, "node "+nameC+" serves hello") {
 		t.Fatalf("clone on peer: %v\n%s", err, out)
 	}
