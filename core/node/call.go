@@ -7,10 +7,8 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/celluster/celluster/core/cell"
-	"github.com/celluster/celluster/core/fabric/frame"
 	"github.com/celluster/celluster/pluginapi/cellabi"
 )
 
@@ -68,13 +66,7 @@ func (n *Node) callCell(ctx context.Context, caller, target string, req []byte) 
 		if mb.Self || mb.State != "alive" || !slices.Contains(mb.Cells, name) {
 			continue
 		}
-		cctx, cancel := context.WithTimeout(ctx, n.cfg.Limits.RequestTimeout+5*time.Second)
-		defer cancel()
-		p, err := n.mesh.f.Dial(cctx, mb.Addr)
-		if err != nil {
-			return nil, fmt.Errorf("cell %s lives on node %s, which is unreachable: %w", name, mb.Name, err)
-		}
-		return p.Request(cctx, frame.TypeRequest, append([]byte(name+"\x00"), env...))
+		return n.mesh.requestCell(ctx, mb, name, env)
 	}
 	return refusal(404, "no node of the fabric serves cell "+name), nil
 }

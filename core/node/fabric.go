@@ -640,18 +640,10 @@ func (m *mesh) forward(w http.ResponseWriter, r *http.Request, cellName string, 
 		}
 	}
 	req.Headers = append(req.Headers, cellabi.Header{Name: ForwardedByHeader, Value: m.n.cfg.Name})
-	payload := append([]byte(cellName+"\x00"), cellabi.AppendRequest(nil, &req)...)
-	ctx, cancel := context.WithTimeout(r.Context(), m.n.cfg.Limits.RequestTimeout+5*time.Second)
-	defer cancel()
-	p, err := m.f.Dial(ctx, peer.Addr)
+	out, err := m.requestCell(r.Context(), peer, cellName, cellabi.AppendRequest(nil, &req))
 	if err != nil {
-		m.n.log.Warn("forwarding: peer unreachable", "cell", cellName, "peer", peer.Name, "err", err)
-		http.Error(w, fmt.Sprintf("cell %s lives on node %s, which is unreachable: %v", cellName, peer.Name, err), http.StatusBadGateway)
-		return
-	}
-	out, err := p.Request(ctx, frame.TypeRequest, payload)
-	if err != nil {
-		http.Error(w, fmt.Sprintf("forwarding to node %s: %v", peer.Name, err), http.StatusBadGateway)
+		m.n.log.Warn("forwarding failed", "cell", cellName, "peer", peer.Name, "err", err)
+		http.Error(w, err.Error(), http.StatusBadGateway)
 		return
 	}
 	resp, err := cellabi.DecodeResponse(out)
@@ -664,6 +656,23 @@ func (m *mesh) forward(w http.ResponseWriter, r *http.Request, cellName string, 
 	}
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(resp.Body)
+}
+
+// requestCell sends a request envelope for a cell to the peer serving it
+// (a forwarded request or a cell-to-cell call) and returns its response
+// envelope, bounded by the request time limit.
+func (m *mesh) requestCell(ctx context.Context, peer Member, cellName string, env []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, m.n.cfg.Limits.RequestTimeout+5*time.Second)
+	defer cancel()
+	p, err := m.f.Dial(ctx, peer.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("cell %s lives on node %s, which is unreachable: %w", cellName, peer.Name, err)
+	}
+	out, err := p.Request(ctx, frame.TypeRequest, append([]byte(cellName+"\x00"), env...))
+	if err != nil {
+		return nil, fmt.Errorf("forwarding to node %s: %w", peer.Name, err)
+	}
+	return out, nil
 }
 
 // serveForwarded answers a request a peer forwarded to one of our cells.

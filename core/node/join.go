@@ -130,8 +130,12 @@ func (m *mesh) joinWithToken() error {
 			return err
 		}
 		for name, body := range map[string]string{"node.crt": ans.Chain, identity.CACertFile: ans.CA} {
-			if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-				return err
+			chain, err := parseChainPEM([]byte(body))
+			if err == nil {
+				err = identity.WriteChain(filepath.Join(dir, name), chain)
+			}
+			if err != nil {
+				return fmt.Errorf("fabric: join answer from %s: %s: %w", seed, name, err)
 			}
 		}
 		n.log.Info("joined the trust domain with a token", "through", seed, "node", n.cfg.Name)

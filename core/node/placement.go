@@ -10,6 +10,7 @@ import (
 	"hash/fnv"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -473,15 +474,6 @@ func (n *Node) PlaceOnPeer(ctx context.Context, cellName, node string, replicas 
 	return node, live, nil
 }
 
-func containsStr(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // placer is the node as the host service's Placer, or nil without a
 // fabric. The fabric starts after the plugins, so the check is per call.
 func (n *Node) placer() hostapi.Placer { return meshPlacer{n} }
@@ -515,10 +507,10 @@ func (p meshPlacer) PlaceOnPeer(ctx context.Context, cellName, node string, repl
 func choosePeer(members []Member, cellName string, pol callPolicy) *Member {
 	var best *Member
 	for _, mb := range members {
-		if mb.Self || mb.State != "alive" || containsStr(mb.Cells, cellName) || containsStr(pol.avoid, mb.Name) {
+		if mb.Self || mb.State != "alive" || slices.Contains(mb.Cells, cellName) || slices.Contains(pol.avoid, mb.Name) {
 			continue
 		}
-		bp, mp := best != nil && containsStr(pol.prefer, best.Name), containsStr(pol.prefer, mb.Name)
+		bp, mp := best != nil && slices.Contains(pol.prefer, best.Name), slices.Contains(pol.prefer, mb.Name)
 		if best == nil || (mp && !bp) || (mp == bp && mb.Load < best.Load) {
 			best = &mb
 		}
