@@ -13,7 +13,9 @@
 // journal.log.N-1 is deleted, every journal.log.K is renamed journal.log.K+1,
 // journal.log becomes journal.log.1, and a new journal.log begins with the
 // entry. At most Options.MaxFiles files are kept, journal.log included; a
-// single entry larger than MaxFileBytes gets a file of its own.
+// single entry larger than MaxFileBytes gets a file of its own. The files
+// are readable by the node's user only (FileMode, 0600): Open restricts
+// files an earlier version left readable by others.
 //
 // # Sequence numbers
 //

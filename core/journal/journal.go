@@ -82,11 +82,14 @@ func Open(dir string, opts Options) (*Journal, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("journal: creating %s: %w", dir, err)
 	}
 	j := &Journal{dir: dir, opts: opts, log: opts.Logger}
 	if err := j.removeExtra(); err != nil {
+		return nil, err
+	}
+	if err := j.restrict(); err != nil {
 		return nil, err
 	}
 	for i := opts.MaxFiles - 1; i >= 1; i-- {
@@ -130,6 +133,33 @@ func (j *Journal) removeExtra() error {
 			}
 			j.log.Info("journal: removed file beyond MaxFiles", "file", p, "max_files", j.opts.MaxFiles)
 		}
+	}
+	return nil
+}
+
+// FileMode is the mode of the journal's files: the entries name cells,
+// rules and signal values, so only the node's user reads them.
+const FileMode fs.FileMode = 0o600
+
+// restrict gives every kept file FileMode, whatever mode an earlier version
+// created it with.
+func (j *Journal) restrict() error {
+	for i := range j.opts.MaxFiles {
+		p := j.path(i)
+		fi, err := os.Lstat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("journal: %w", err)
+		}
+		if !fi.Mode().IsRegular() || fi.Mode().Perm() == FileMode {
+			continue
+		}
+		if err := os.Chmod(p, FileMode); err != nil {
+			return fmt.Errorf("journal: restricting %s to mode %v: %w", p, FileMode, err)
+		}
+		j.log.Info("journal: restricted file mode", "file", p, "was", fi.Mode().Perm(), "now", FileMode)
 	}
 	return nil
 }
@@ -202,7 +232,7 @@ func appendFile(path string, b []byte) error {
 // shared.
 func (j *Journal) openActive() error {
 	p := j.path(0)
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, FileMode)
 	if err != nil {
 		return fmt.Errorf("journal: opening %s: %w", p, err)
 	}

@@ -395,3 +395,59 @@ func TestValuesRoundTrip(t *testing.T) {
 		t.Fatalf("values %+v", got)
 	}
 }
+
+// TestFilesReadableByOwnerOnly: a new journal's files, rotated ones
+// included, are created 0600 whatever the umask, and files left 0644 by an
+// earlier version are restricted on Open.
+func TestFilesReadableByOwnerOnly(t *testing.T) {
+	modes := func(dir string) map[string]os.FileMode {
+		t.Helper()
+		des, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]os.FileMode{}
+		for _, de := range des {
+			fi, err := de.Info()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[de.Name()] = fi.Mode().Perm()
+		}
+		return out
+	}
+
+	dir := t.TempDir()
+	j := open(t, dir, Options{MaxFileBytes: 512, MaxFiles: 3})
+	for i := range 20 {
+		mustAppend(t, j, Entry{Cell: "hello", Verb: "clone", Message: strings.Repeat("x", 40) + fmt.Sprint(i)})
+	}
+	got := modes(dir)
+	if len(got) != 3 {
+		t.Fatalf("files %v, want journal.log and 2 rotated", got)
+	}
+	for name, m := range got {
+		if m != FileMode {
+			t.Errorf("%s has mode %v, want %v", name, m, FileMode)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Files an earlier version created world-readable.
+	for name := range got {
+		if err := os.Chmod(filepath.Join(dir, name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j2 := open(t, dir, Options{MaxFileBytes: 512, MaxFiles: 3})
+	for name, m := range modes(dir) {
+		if m != FileMode {
+			t.Errorf("after reopening, %s has mode %v, want %v", name, m, FileMode)
+		}
+	}
+	if n := len(j2.Query(Query{})); n == 0 {
+		t.Error("no entries read back after the modes were restricted")
+	}
+}
