@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -47,6 +49,26 @@ func entryJSON(e *adminpb.JournalEntry) map[string]any {
 	}
 }
 
+// journalEntries reads the entries req selects through StreamJournal, so a
+// journal larger than one gRPC message still arrives whole.
+func journalEntries(ctx context.Context, c adminpb.AdminClient, req *adminpb.JournalRequest) ([]*adminpb.JournalEntry, error) {
+	stream, err := c.StreamJournal(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	var out []*adminpb.JournalEntry
+	for {
+		batch, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, batch.GetEntries()...)
+	}
+}
+
 func journalCmd(o *options) *cobra.Command {
 	var limit int32
 	cmd := &cobra.Command{
@@ -59,20 +81,20 @@ func journalCmd(o *options) *cobra.Command {
 				cell = args[0]
 			}
 			return o.call(cmd, func(ctx context.Context, c adminpb.AdminClient) error {
-				resp, err := c.Journal(ctx, &adminpb.JournalRequest{Cell: cell, Limit: limit})
+				entries, err := journalEntries(ctx, c, &adminpb.JournalRequest{Cell: cell, Limit: limit})
 				if err != nil {
 					return fmt.Errorf("journal: %w", err)
 				}
 				if o.output == "json" {
-					out := make([]map[string]any, 0, len(resp.GetEntries()))
-					for _, e := range resp.GetEntries() {
+					out := make([]map[string]any, 0, len(entries))
+					for _, e := range entries {
 						out = append(out, entryJSON(e))
 					}
 					return o.json(out)
 				}
 				tw := tabwriter.NewWriter(o.out, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "SEQ\tTIME\tCELL\tVERB\tRULE\tOUTCOME\tTOOK\tMESSAGE")
-				for _, e := range resp.GetEntries() {
+				for _, e := range entries {
 					verb := strings.TrimSpace(e.GetVerb() + " " + strings.Join(e.GetArgs(), " "))
 					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.GetSeq(), e.GetTime().AsTime().Local().Format("15:04:05.000"),
 						e.GetCell(), dash(verb), e.GetRule(), e.GetOutcome(), e.GetDuration().AsDuration().Round(time.Microsecond), oneLine(e.GetMessage()))
@@ -93,22 +115,22 @@ func whyCmd(o *options) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.call(cmd, func(ctx context.Context, c adminpb.AdminClient) error {
-				resp, err := c.Journal(ctx, &adminpb.JournalRequest{Cell: args[0], Limit: limit})
+				entries, err := journalEntries(ctx, c, &adminpb.JournalRequest{Cell: args[0], Limit: limit})
 				if err != nil {
 					return fmt.Errorf("why: %w", err)
 				}
 				if o.output == "json" {
-					out := make([]string, 0, len(resp.GetEntries()))
-					for _, e := range resp.GetEntries() {
+					out := make([]string, 0, len(entries))
+					for _, e := range entries {
 						out = append(out, e.GetExplanation())
 					}
 					return o.json(out)
 				}
-				if len(resp.GetEntries()) == 0 {
+				if len(entries) == 0 {
 					fmt.Fprintf(o.out, "no decisions about %s in the journal\n", args[0])
 					return nil
 				}
-				for _, e := range resp.GetEntries() {
+				for _, e := range entries {
 					fmt.Fprintln(o.out, e.GetExplanation())
 				}
 				return nil

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -280,6 +281,41 @@ func (s *Server) Journal(_ context.Context, req *adminpb.JournalRequest) (*admin
 		resp.Entries = append(resp.Entries, EntryPB(e))
 	}
 	return resp, nil
+}
+
+// streamBatchBytes bounds the encoded entries of one StreamJournal message,
+// well under gRPC's default 4 MiB receive limit.
+const streamBatchBytes = 1 << 20
+
+// StreamJournal implements adminpb.AdminServer: the entries Journal would
+// return, in messages of at most streamBatchBytes of entries (or a single
+// larger entry).
+func (s *Server) StreamJournal(req *adminpb.JournalRequest, stream grpc.ServerStreamingServer[adminpb.JournalResponse]) error {
+	es := s.node.Journal(req.GetCell(), int(req.GetLimit()))
+	batch := &adminpb.JournalResponse{}
+	size := 0
+	flush := func() error {
+		if len(batch.Entries) == 0 {
+			return nil
+		}
+		if err := stream.Send(batch); err != nil {
+			return fmt.Errorf("sending %d journal entries: %w", len(batch.Entries), err)
+		}
+		batch, size = &adminpb.JournalResponse{}, 0
+		return nil
+	}
+	for _, e := range es {
+		pe := EntryPB(e)
+		n := proto.Size(pe) + 8 // the field's tag and length
+		if size > 0 && size+n > streamBatchBytes {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		batch.Entries = append(batch.Entries, pe)
+		size += n
+	}
+	return flush()
 }
 
 // EntryPB converts a journal entry for the admin API.

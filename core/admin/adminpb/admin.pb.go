@@ -2367,13 +2367,14 @@ const file_admin_proto_rawDesc = "" +
 	"\x05nodes\x18\x01 \x03(\v2\x18.celluster.admin.v1.NodeR\x05nodes\x12\x1f\n" +
 	"\vfabric_addr\x18\x02 \x01(\tR\n" +
 	"fabricAddr\x12!\n" +
-	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain2\xbc\x05\n" +
+	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain2\x98\x06\n" +
 	"\x05Admin\x12O\n" +
 	"\x06Status\x12!.celluster.admin.v1.StatusRequest\x1a\".celluster.admin.v1.StatusResponse\x12X\n" +
 	"\tListCells\x12$.celluster.admin.v1.ListCellsRequest\x1a%.celluster.admin.v1.ListCellsResponse\x12^\n" +
 	"\vListPlugins\x12&.celluster.admin.v1.ListPluginsRequest\x1a'.celluster.admin.v1.ListPluginsResponse\x12^\n" +
 	"\vListSignals\x12&.celluster.admin.v1.ListSignalsRequest\x1a'.celluster.admin.v1.ListSignalsResponse\x12R\n" +
-	"\aJournal\x12\".celluster.admin.v1.JournalRequest\x1a#.celluster.admin.v1.JournalResponse\x12O\n" +
+	"\aJournal\x12\".celluster.admin.v1.JournalRequest\x1a#.celluster.admin.v1.JournalResponse\x12Z\n" +
+	"\rStreamJournal\x12\".celluster.admin.v1.JournalRequest\x1a#.celluster.admin.v1.JournalResponse0\x01\x12O\n" +
 	"\x06Intent\x12!.celluster.admin.v1.IntentRequest\x1a\".celluster.admin.v1.IntentResponse\x12I\n" +
 	"\x04Verb\x12\x1f.celluster.admin.v1.VerbRequest\x1a .celluster.admin.v1.JournalEntry\x12X\n" +
 	"\tListNodes\x12$.celluster.admin.v1.ListNodesRequest\x1a%.celluster.admin.v1.ListNodesResponseB3Z1github.com/celluster/celluster/core/admin/adminpbb\x06proto3"
@@ -2458,19 +2459,21 @@ var file_admin_proto_depIdxs = []int32{
 	9,  // 31: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
 	12, // 32: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
 	15, // 33: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
-	19, // 34: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
-	22, // 35: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
-	23, // 36: celluster.admin.v1.Admin.ListNodes:input_type -> celluster.admin.v1.ListNodesRequest
-	1,  // 37: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
-	6,  // 38: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
-	10, // 39: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
-	13, // 40: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
-	16, // 41: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
-	21, // 42: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
-	18, // 43: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
-	25, // 44: celluster.admin.v1.Admin.ListNodes:output_type -> celluster.admin.v1.ListNodesResponse
-	37, // [37:45] is the sub-list for method output_type
-	29, // [29:37] is the sub-list for method input_type
+	15, // 34: celluster.admin.v1.Admin.StreamJournal:input_type -> celluster.admin.v1.JournalRequest
+	19, // 35: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
+	22, // 36: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
+	23, // 37: celluster.admin.v1.Admin.ListNodes:input_type -> celluster.admin.v1.ListNodesRequest
+	1,  // 38: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
+	6,  // 39: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
+	10, // 40: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
+	13, // 41: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
+	16, // 42: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
+	16, // 43: celluster.admin.v1.Admin.StreamJournal:output_type -> celluster.admin.v1.JournalResponse
+	21, // 44: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
+	18, // 45: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
+	25, // 46: celluster.admin.v1.Admin.ListNodes:output_type -> celluster.admin.v1.ListNodesResponse
+	38, // [38:47] is the sub-list for method output_type
+	29, // [29:38] is the sub-list for method input_type
 	29, // [29:29] is the sub-list for extension type_name
 	29, // [29:29] is the sub-list for extension extendee
 	0,  // [0:29] is the sub-list for field type_name

@@ -22,14 +22,15 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_Status_FullMethodName      = "/celluster.admin.v1.Admin/Status"
-	Admin_ListCells_FullMethodName   = "/celluster.admin.v1.Admin/ListCells"
-	Admin_ListPlugins_FullMethodName = "/celluster.admin.v1.Admin/ListPlugins"
-	Admin_ListSignals_FullMethodName = "/celluster.admin.v1.Admin/ListSignals"
-	Admin_Journal_FullMethodName     = "/celluster.admin.v1.Admin/Journal"
-	Admin_Intent_FullMethodName      = "/celluster.admin.v1.Admin/Intent"
-	Admin_Verb_FullMethodName        = "/celluster.admin.v1.Admin/Verb"
-	Admin_ListNodes_FullMethodName   = "/celluster.admin.v1.Admin/ListNodes"
+	Admin_Status_FullMethodName        = "/celluster.admin.v1.Admin/Status"
+	Admin_ListCells_FullMethodName     = "/celluster.admin.v1.Admin/ListCells"
+	Admin_ListPlugins_FullMethodName   = "/celluster.admin.v1.Admin/ListPlugins"
+	Admin_ListSignals_FullMethodName   = "/celluster.admin.v1.Admin/ListSignals"
+	Admin_Journal_FullMethodName       = "/celluster.admin.v1.Admin/Journal"
+	Admin_StreamJournal_FullMethodName = "/celluster.admin.v1.Admin/StreamJournal"
+	Admin_Intent_FullMethodName        = "/celluster.admin.v1.Admin/Intent"
+	Admin_Verb_FullMethodName          = "/celluster.admin.v1.Admin/Verb"
+	Admin_ListNodes_FullMethodName     = "/celluster.admin.v1.Admin/ListNodes"
 )
 
 // AdminClient is the client API for Admin service.
@@ -47,7 +48,13 @@ type AdminClient interface {
 	// ListSignals lists every live signal with its source and latest value.
 	ListSignals(ctx context.Context, in *ListSignalsRequest, opts ...grpc.CallOption) (*ListSignalsResponse, error)
 	// Journal returns decision journal entries, oldest first.
+	// Its answer is one message, so it fails (ResourceExhausted) once the
+	// entries exceed the client's message limit (4 MiB by default): use
+	// StreamJournal when the journal may be large.
 	Journal(ctx context.Context, in *JournalRequest, opts ...grpc.CallOption) (*JournalResponse, error)
+	// StreamJournal returns the entries Journal would, oldest first, in
+	// batches each well under the message limit, however large the journal.
+	StreamJournal(ctx context.Context, in *JournalRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JournalResponse], error)
 	// Intent returns the intent a cell runs on and its compiled rules.
 	Intent(ctx context.Context, in *IntentRequest, opts ...grpc.CallOption) (*IntentResponse, error)
 	// Verb runs a verb by hand through the dispatch loop and returns its
@@ -115,6 +122,25 @@ func (c *adminClient) Journal(ctx context.Context, in *JournalRequest, opts ...g
 	return out, nil
 }
 
+func (c *adminClient) StreamJournal(ctx context.Context, in *JournalRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[JournalResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_StreamJournal_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[JournalRequest, JournalResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_StreamJournalClient = grpc.ServerStreamingClient[JournalResponse]
+
 func (c *adminClient) Intent(ctx context.Context, in *IntentRequest, opts ...grpc.CallOption) (*IntentResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(IntentResponse)
@@ -160,7 +186,13 @@ type AdminServer interface {
 	// ListSignals lists every live signal with its source and latest value.
 	ListSignals(context.Context, *ListSignalsRequest) (*ListSignalsResponse, error)
 	// Journal returns decision journal entries, oldest first.
+	// Its answer is one message, so it fails (ResourceExhausted) once the
+	// entries exceed the client's message limit (4 MiB by default): use
+	// StreamJournal when the journal may be large.
 	Journal(context.Context, *JournalRequest) (*JournalResponse, error)
+	// StreamJournal returns the entries Journal would, oldest first, in
+	// batches each well under the message limit, however large the journal.
+	StreamJournal(*JournalRequest, grpc.ServerStreamingServer[JournalResponse]) error
 	// Intent returns the intent a cell runs on and its compiled rules.
 	Intent(context.Context, *IntentRequest) (*IntentResponse, error)
 	// Verb runs a verb by hand through the dispatch loop and returns its
@@ -192,6 +224,9 @@ func (UnimplementedAdminServer) ListSignals(context.Context, *ListSignalsRequest
 }
 func (UnimplementedAdminServer) Journal(context.Context, *JournalRequest) (*JournalResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Journal not implemented")
+}
+func (UnimplementedAdminServer) StreamJournal(*JournalRequest, grpc.ServerStreamingServer[JournalResponse]) error {
+	return status.Error(codes.Unimplemented, "method StreamJournal not implemented")
 }
 func (UnimplementedAdminServer) Intent(context.Context, *IntentRequest) (*IntentResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Intent not implemented")
@@ -313,6 +348,17 @@ func _Admin_Journal_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_StreamJournal_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(JournalRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdminServer).StreamJournal(m, &grpc.GenericServerStream[JournalRequest, JournalResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_StreamJournalServer = grpc.ServerStreamingServer[JournalResponse]
+
 func _Admin_Intent_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(IntentRequest)
 	if err := dec(in); err != nil {
@@ -407,6 +453,12 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_ListNodes_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "StreamJournal",
+			Handler:       _Admin_StreamJournal_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "admin.proto",
 }
