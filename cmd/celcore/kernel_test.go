@@ -87,7 +87,7 @@ func testNetns(t *testing.T, tools ...string) (string, []byte) {
 
 // requireRoot skips (or, with CI=true, fails) a test that needs root for
 // eBPF and network namespaces.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() == 0 {
 		return
