@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"slices"
@@ -9,6 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
 
 	"github.com/celluster/celluster/core/pluginhost/testdata/plugins/tplug"
 	pb "github.com/celluster/celluster/pluginapi/v1"
@@ -110,56 +114,104 @@ func BenchmarkVerbCall(b *testing.B) {
 	})
 }
 
-// BenchmarkTelemetryStream measures samples per second from a plugin
-// streaming batches of 1000 samples as fast as it can, for a bounded count
-// (b.N batches), into a Subscribe callback. One op is one batch.
+// BenchmarkTelemetryStream measures samples per second streamed by a
+// telemetry source sending batches of 1000 samples as fast as it can into
+// a Subscribe-style callback. One op is one batch. The timed span runs from
+// the moment the first batch is let through to the arrival of the last of
+// b.N more: the plugin's start is outside it.
+//
+//   - peer=in-process: the same source (tplug.Ticker, as the firehose
+//     plugin runs it) called as a Go function, its batches handed straight
+//     to the callback: the cost of making the samples.
+//   - peer=plugin: the firehose plugin process started by a Manager, the
+//     batches crossing go-plugin's gRPC stream (mTLS) to Manager.Subscribe.
 func BenchmarkTelemetryStream(b *testing.B) {
-	dir := b.TempDir()
-	install(b, dir, "firehose", "firehose")
-	n := int64(b.N)
-	var got atomic.Int64
-	var first, last atomic.Int64 // unix nanos
-	done := make(chan struct{})
-	m := New(Config{
-		Dir:            dir,
-		Logger:         quietLogger(),
-		StartTimeout:   30 * time.Second,
-		HealthInterval: time.Second,
-		Settings:       map[string]map[string]string{"firehose": {"every": "0", "size": "1000", "batches": strconv.FormatInt(n+1, 10)}},
+	b.Run("peer=in-process", func(b *testing.B) {
+		src := &tplug.Ticker{Signal: "test.firehose", Size: 1000}
+		tplug.Log = hclog.NewNullLogger() // in process, its log would go to the benchmark's output
+		var got int
+		stream := &sinkStream{ctx: context.Background(), send: func(batch *pb.SampleBatch) error {
+			if len(batch.GetSamples()) != 1000 {
+				b.Fatalf("batch of %d", len(batch.GetSamples()))
+			}
+			got++
+			if got == b.N {
+				return errEnough
+			}
+			return nil
+		}}
+		b.ResetTimer()
+		if err := src.Stream(&pb.StreamRequest{}, stream); err != errEnough {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)*1000/b.Elapsed().Seconds(), "samples/s")
 	})
-	m.Subscribe(func(_ string, batch *pb.SampleBatch) {
-		if len(batch.GetSamples()) != 1000 {
-			b.Errorf("batch of %d", len(batch.GetSamples()))
+
+	b.Run("peer=plugin", func(b *testing.B) {
+		dir := b.TempDir()
+		install(b, dir, "firehose", "firehose")
+		n := int64(b.N)
+		var got atomic.Int64
+		first := make(chan struct{}) // the first batch arrived
+		release := make(chan struct{})
+		done := make(chan struct{})
+		m := New(Config{
+			Dir:            dir,
+			Logger:         quietLogger(),
+			StartTimeout:   30 * time.Second,
+			HealthInterval: time.Second,
+			Settings:       map[string]map[string]string{"firehose": {"every": "0", "size": "1000", "batches": strconv.FormatInt(n+1, 10)}},
+		})
+		m.Subscribe(func(_ string, batch *pb.SampleBatch) {
+			if len(batch.GetSamples()) != 1000 {
+				b.Errorf("batch of %d", len(batch.GetSamples()))
+			}
+			switch got.Add(1) {
+			case 1:
+				// Hold the stream until the clock runs.
+				close(first)
+				<-release
+			case n + 1:
+				close(done)
+			}
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer func() {
+			cancel()
+			m.Close()
+		}()
+		b.StopTimer()
+		if err := m.Start(ctx); err != nil {
+			b.Fatal(err)
 		}
-		c := got.Add(1)
-		now := time.Now().UnixNano()
-		if c == 1 {
-			first.Store(now)
+		select {
+		case <-first:
+		case <-time.After(time.Minute):
+			b.Fatal("no first batch within a minute of the plugin's start")
 		}
-		if c == n+1 {
-			last.Store(now)
-			close(done)
+		b.ResetTimer()
+		b.StartTimer()
+		close(release)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Minute):
+			b.Fatalf("got %d of %d batches", got.Load(), n+1)
 		}
+		b.StopTimer()
+		b.ReportMetric(float64(n)*1000/b.Elapsed().Seconds(), "samples/s")
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() {
-		cancel()
-		m.Close()
-	}()
-	b.ResetTimer()
-	if err := m.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	select {
-	case <-done:
-	case <-time.After(5 * time.Minute):
-		b.Fatalf("got %d of %d batches", got.Load(), n+1)
-	}
-	b.StopTimer()
-	// From the first batch to the last: b.N batches' worth of streaming,
-	// process start excluded.
-	secs := float64(last.Load()-first.Load()) / 1e9
-	if secs > 0 {
-		b.ReportMetric(float64(n*1000)/secs, "samples/s")
-	}
 }
+
+var errEnough = errors.New("enough batches")
+
+// sinkStream is the server side of a telemetry stream in process: Send
+// hands each batch to send.
+type sinkStream struct {
+	grpc.ServerStream
+	ctx  context.Context
+	send func(*pb.SampleBatch) error
+}
+
+func (s *sinkStream) Send(b *pb.SampleBatch) error { return s.send(b) }
+func (s *sinkStream) Context() context.Context     { return s.ctx }
