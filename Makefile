@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 14m
 BENCH_TIME  ?= 1s
 PROTOC      ?= protoc
 
-.PHONY: all build run test bench generate lint clean cells fuzz api-image protoc deps bpf-toolchain
+.PHONY: all build run test bench bench-once generate lint clean cells fuzz api-image protoc deps bpf-toolchain
 
 all: build
 
@@ -57,9 +57,16 @@ deps:
 	fi
 
 # The third-party example plugin is a module of its own: tested from its dir.
+# Every benchmark then runs once (bench-once), so that none can rot unseen.
 test: deps
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 	cd examples/plugins/logtail && $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	$(MAKE) --no-print-directory bench-once
+
+# Each benchmark once, without the race detector (it would time the detector):
+# proves they all still run and hold their own checks, not how fast they are.
+bench-once:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 10m ./...
 
 # Fuzz every parser and decoder for FUZZTIME each; crashers land in testdata.
 FUZZTIME ?= 30s
