@@ -18,7 +18,10 @@ import (
 // simHost is a simulated core: a plugin.Host that keeps each cell's
 // replicas and versions (weights and counters), clamps replica counts to
 // the cell's bounds as the core does, and lets the test decide how much
-// traffic each version takes.
+// traffic each version takes and which call fails. It stands in for the
+// core only where the real one cannot be steered (failing a given call,
+// chosen counters, a cancellation at a given point); the verbs' behaviour
+// against the real host API is tested through a real node in cmd/celcore.
 type simHost struct {
 	// idle names cells past their `decay after` time: the host lets them
 	// drain to 0 below their min.
