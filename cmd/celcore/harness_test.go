@@ -34,10 +34,10 @@ func TestMain(m *testing.M) {
 }
 
 // raceBinaries says whether the daemon under test is built with the race
-// detector. It is not: wazero's compiler runs ~30x slower under it (a Go
-// cell takes over a minute to compile), and the core's concurrency is
-// race-tested in process by its own packages.
-const raceBinaries = false
+// detector: it is when this test binary is (go test -race), so the
+// "DATA RACE" check in stop means something. testbuild leaves wazero's
+// compiler uninstrumented, which keeps compiling a cell fast.
+const raceBinaries = testbuild.Race
 
 // nodeSeq numbers the nodes a test binary starts.
 var nodeSeq atomic.Int64
