@@ -26,7 +26,8 @@ import (
 
 // TestSoak runs one node for SOAK_TIME (default 10m; `make soak`) under
 // mixed load through hello, counter, echo, slow and front, while hello is
-// upgraded every minute, slow's intent is edited every 20 s and one of the
+// upgraded every minute (every other upgrade losing its verbs plugin
+// half-way), slow's intent is edited every 20 s and one of the
 // node's plugin processes is killed every 45 s. It fails on any failed
 // request, an upgrade that does not converge to the file on disk, an
 // intent edit not applied, a plugin not restarted, a leak (a significant
@@ -109,15 +110,33 @@ func TestSoak(t *testing.T) {
 			b := builds[i%2]
 			n.drop("hello", b.mod)
 			t0 := time.Now()
+			interrupted := ""
+			if i%2 == 1 {
+				// Every other upgrade loses its verbs plugin half-way: once
+				// the new build takes part of the traffic.
+				if waitCtx(ctx, 30*time.Second, func() bool {
+					vs, err := versionsOf(n, "hello")
+					return err == nil && len(vs) > 1 && slices.ContainsFunc(vs, func(v versionJSON) bool { return v.Weight > 0 && v.Weight < 100 })
+				}) {
+					for p, name := range pluginProcs(pid) {
+						if name == "verbs" && syscall.Kill(p, syscall.SIGKILL) == nil {
+							interrupted = fmt.Sprintf(", its verbs plugin (pid %d) killed mid-upgrade", p)
+						}
+					}
+				}
+				if interrupted == "" && ctx.Err() == nil {
+					r.fail("upgrade to %s: could not catch it half-way to kill its verbs plugin", b.version)
+				}
+			}
 			ok := waitCtx(ctx, 60*time.Second, func() bool {
 				resp, err := n.do("GET", "/hello", "")
 				return err == nil && resp.status == 200 && resp.header.Get("X-Cell-Version") == b.version
 			})
 			switch {
 			case ok:
-				r.note(&r.upgrades, "upgrade to %s served after %s", b.version, time.Since(t0).Round(time.Millisecond))
+				r.note(&r.upgrades, "upgrade to %s served after %s%s", b.version, time.Since(t0).Round(time.Millisecond), interrupted)
 			case ctx.Err() == nil:
-				r.fail("upgrade to %s: still not served 60s after the file was replaced", b.version)
+				r.fail("upgrade to %s%s: still not served 60s after the file was replaced", b.version, interrupted)
 			}
 		}
 	})
@@ -547,6 +566,29 @@ func isZombie(stat string) bool {
 	rest := stat[strings.LastIndexByte(stat, ')')+1:]
 	f := strings.Fields(rest)
 	return len(f) > 0 && f[0] == "Z"
+}
+
+// versionsOf returns the versions a cell routes to, as celctl reports
+// them; unlike proc.versions it returns errors instead of failing the test,
+// for use off the test's goroutine.
+func versionsOf(n *proc, cell string) ([]versionJSON, error) {
+	out, err := n.celctl("cells", "-o", "json")
+	if err != nil {
+		return nil, fmt.Errorf("celctl cells: %w: %s", err, out)
+	}
+	var list []struct {
+		Name     string        `json:"name"`
+		Versions []versionJSON `json:"versions"`
+	}
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, err
+	}
+	for _, c := range list {
+		if c.Name == cell {
+			return c.Versions, nil
+		}
+	}
+	return nil, nil
 }
 
 // sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
