@@ -35,8 +35,8 @@ func TestMain(m *testing.M) {
 
 // raceBinaries says whether the daemon under test is built with the race
 // detector: it is when this test binary is (go test -race), so the
-// "DATA RACE" check in stop means something. testbuild leaves wazero's
-// compiler uninstrumented, which keeps compiling a cell fast.
+// "DATA RACE" check in stop means something. testbuild leaves wazero (a
+// dependency) uninstrumented, which keeps compiling and calling cells fast.
 const raceBinaries = testbuild.Race
 
 // nodeSeq numbers the nodes a test binary starts.
