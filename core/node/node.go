@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -411,20 +410,10 @@ func (n *Node) removeCell(name string) {
 	}
 }
 
+// readModule reads a module file: a regular file of at most
+// MaxModuleSize bytes (cellwatch.ReadFile), checked before it is read.
 func readModule(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxModuleSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if len(b) > MaxModuleSize {
-		return nil, fmt.Errorf("%s: module larger than %d bytes", path, MaxModuleSize)
-	}
-	return b, nil
+	return cellwatch.ReadFile(path, MaxModuleSize)
 }
 
 // Status implements admin.Node.
