@@ -588,6 +588,15 @@ func (c *Cell) Info() Info {
 		if p.pool == nil {
 			in.Replicas = int(c.stats.inflight.Load())
 		}
+		// A version serving without the disk cache still serves; say so.
+		for _, r := range t.routes {
+			if w := r.v.mod.CacheError; w != "" {
+				if in.Error != "" {
+					in.Error += "; "
+				}
+				in.Error += "version " + r.v.mod.SHA256[:12] + ": " + w
+			}
+		}
 	}
 	in.InFlight = c.stats.inflight.Load()
 	in.Queued = c.stats.queued.Load()
