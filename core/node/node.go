@@ -118,9 +118,13 @@ type Node struct {
 	imu          sync.Mutex
 	intents      map[string]*intentState
 
+	umu sync.Mutex
+	ups map[string]*upgradeState // per cell, see converge.go
+
 	mu      sync.Mutex
 	busy    map[string]bool
 	next    map[string]cellwatch.Event
+	stopped bool // no more loads start
 	loading sync.WaitGroup
 }
 
@@ -183,6 +187,7 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 		busy:    map[string]bool{},
 		next:    map[string]cellwatch.Event{},
 		intents: map[string]*intentState{},
+		ups:     map[string]*upgradeState{},
 
 		pluginsReady: make(chan struct{}),
 	}
@@ -282,6 +287,10 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		n.log.Warn("drain incomplete", "err", err)
 	}
 	adm.Stop()
+	n.mu.Lock()
+	n.stopped = true
+	n.mu.Unlock()
+	n.stopRetries()
 	n.loading.Wait()
 	n.disp.Close(dctx)
 	if n.plugins != nil {
@@ -300,8 +309,15 @@ func (n *Node) HTTPAddr() string { return n.httpAddr }
 func (n *Node) submit(ev cellwatch.Event) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.stopped {
+		return
+	}
 	if n.busy[ev.Cell] {
-		n.next[ev.Cell] = ev
+		// The latest wins, except that a change of the module file itself
+		// is kept (apply treats it as a new write).
+		if prev, ok := n.next[ev.Cell]; !ok || !strings.HasSuffix(prev.Path, cellwatch.Ext) || strings.HasSuffix(ev.Path, cellwatch.Ext) {
+			n.next[ev.Cell] = ev
+		}
 		return
 	}
 	n.busy[ev.Cell] = true
@@ -366,35 +382,11 @@ func (n *Node) apply(ev cellwatch.Event) {
 			n.log.Error("rejected cell module", "cell", ev.Cell, "path", path, "err", err)
 			return
 		}
+		n.noteInterrupted(ev.Cell, c.Info().SHA256)
 	} else {
-		n.upgrade(ctx, c, src, path)
+		n.upgrade(ctx, c, src, path, strings.HasSuffix(ev.Path, cellwatch.Ext))
 	}
 	n.applyIntent(ctx, c, path, src)
-}
-
-// upgrade stages a changed module beside the serving one and dispatches the
-// upgrade verb, which shifts traffic and rolls back if the new version
-// breaks the cell's objectives.
-func (n *Node) upgrade(ctx context.Context, c *cell.Cell, src []byte, path string) {
-	sha, staged, err := c.Stage(ctx, src, path)
-	if err != nil {
-		n.log.Error("rejected cell module; the serving version keeps serving", "cell", c.Name(), "path", path, "err", err)
-		return
-	}
-	if !staged {
-		return
-	}
-	args := []string{sha}
-	n.imu.Lock()
-	if st := n.intents[c.Name()]; st != nil && st.applied != nil {
-		args = append(args, st.applied.UpgradeArgs...)
-	}
-	n.imu.Unlock()
-	if n.cfg.UpgradeStepTime > 0 {
-		args = append(args, "step-time="+n.cfg.UpgradeStepTime.String())
-	}
-	n.disp.Submit(dispatch.Request{Cell: c.Name(), Verb: "upgrade", Args: args, Rule: "module-changed",
-		Origin: "module " + filepath.Base(path) + " replaced (sha256 " + sha[:12] + ")"})
 }
 
 // removeCell drains a cell whose module was removed and journals it.

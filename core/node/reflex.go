@@ -131,18 +131,12 @@ func (n *Node) onVerbResult(req dispatch.Request, res dispatch.Result) {
 		switch res.Outcome {
 		case journal.RolledBack:
 			c.NoteError(fmt.Sprintf("upgrade to %s rolled back: %s", short(req.Args[0]), res.Message))
-		case journal.Failed, journal.Refused, journal.Superseded:
-			// Never leave a half-done upgrade behind: the old version keeps
-			// all traffic and the staged one goes.
-			if in := c.Info(); len(in.Versions) > 1 && !strings.HasPrefix(in.SHA256, req.Args[0]) {
-				if err := c.RetireVersion(req.Args[0]); err == nil {
-					n.log.Warn("upgrade did not complete; staged version retired", "cell", req.Cell, "version", short(req.Args[0]), "outcome", res.Outcome, "message", res.Message)
-				}
-			}
-			c.NoteError(fmt.Sprintf("upgrade to %s %s: %s", short(req.Args[0]), res.Outcome, res.Message))
 		case journal.Done:
 			c.ClearError()
 		}
+		// Whatever the outcome, the cell converges to its file on disk
+		// (converge.go): a failed upgrade is retried, a done one checked.
+		n.upgradeEnded(req, res)
 	}
 	if res.Outcome != journal.Done {
 		return // nothing changed (and refusals may run on the signal path)
