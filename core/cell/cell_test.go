@@ -356,3 +356,39 @@ func TestErrorBodiesAreGeneric(t *testing.T) {
 		t.Fatalf("broken guest answered %d %q", code, body)
 	}
 }
+
+// TestRequirementRefusesModule: a module without the pinned sha256, or of
+// another ABI than required, is refused and the serving version serves on.
+func TestRequirementRefusesModule(t *testing.T) {
+	reg, srv := newTestRegistry(t, Limits{})
+	ctx := context.Background()
+	v1 := module(t, "v1.wasm")
+	if err := reg.Load(ctx, "app", v1, "v1.wasm"); err != nil {
+		t.Fatal(err)
+	}
+	c := reg.Lookup("app")
+	pin := c.Info().SHA256
+	c.Require(Requirement{SHA256: pin, SHA256At: "app.intent:2:8"})
+	err := c.Load(ctx, module(t, "v2.wasm"), "/cells/app.wasm")
+	if err == nil || !strings.Contains(err.Error(), "does not match the pin "+pin+" in app.intent:2:8") {
+		t.Fatalf("module off its pin: %v", err)
+	}
+	if _, _, err := c.Stage(ctx, module(t, "v2.wasm"), "/cells/app.wasm"); err == nil {
+		t.Fatal("module off its pin staged")
+	}
+	c.Require(Requirement{ABI: "command", ABIAt: "app.intent:3:1"})
+	err = c.Load(ctx, module(t, "v2.wasm"), "/cells/app.wasm")
+	if err == nil || !strings.Contains(err.Error(), "a reactor module, but app.intent:3:1 says abi command") {
+		t.Fatalf("module of the wrong ABI: %v", err)
+	}
+	if code, body := get(t, srv.URL+"/app"); code != 200 || body != "v1" {
+		t.Fatalf("after refusals: %d %q, want v1 serving", code, body)
+	}
+	if in := c.Info(); in.State != StateServing || !strings.Contains(in.Error, "says abi command") || len(in.Versions) != 1 {
+		t.Fatalf("info after refusals: %+v", in)
+	}
+	c.Require(Requirement{SHA256: pin})
+	if err := c.Load(ctx, v1, "v1.wasm"); err != nil {
+		t.Fatalf("the pinned module: %v", err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/celluster/celluster/core/cellwatch"
 	"github.com/celluster/celluster/core/dispatch"
 	"github.com/celluster/celluster/core/ingress"
+	"github.com/celluster/celluster/core/intents"
 	"github.com/celluster/celluster/core/journal"
 	"github.com/celluster/celluster/core/metrics"
 	"github.com/celluster/celluster/core/pluginhost"
@@ -377,6 +378,26 @@ func (n *Node) apply(ev cellwatch.Event) {
 	if _, err := n.storeModule(src); err != nil {
 		n.log.Warn("keeping the module in the content store", "cell", ev.Cell, "err", err)
 	}
+	// An intent (file or section) comes first: what it pins (module
+	// sha256, abi) decides whether the module may load. The defaults pin
+	// nothing, so a cell without an intent loads without waiting for the
+	// parser plugin to start.
+	isrc, ierr := intents.Find(path, src)
+	var prep *preparedIntent
+	if ierr != nil || isrc.Origin != intents.FromDefault {
+		prep = n.prepareFound(ctx, c, isrc, ierr)
+		c.Require(n.requirement(ev.Cell, prep))
+	} else {
+		c.Require(cell.Requirement{})
+	}
+	defer func() {
+		if ierr == nil && isrc.Origin == intents.FromDefault {
+			prep = n.prepareSource(ctx, c, isrc)
+		}
+		if prep != nil {
+			n.commitIntent(ctx, c, prep, src, path)
+		}
+	}()
 	if c.Info().SHA256 == "" {
 		if err := c.Load(ctx, src, path); err != nil {
 			n.log.Error("rejected cell module", "cell", ev.Cell, "path", path, "err", err)
@@ -386,7 +407,6 @@ func (n *Node) apply(ev cellwatch.Event) {
 	} else {
 		n.upgrade(ctx, c, src, path, strings.HasSuffix(ev.Path, cellwatch.Ext))
 	}
-	n.applyIntent(ctx, c, path, src)
 }
 
 // removeCell drains a cell whose module was removed and journals it.
