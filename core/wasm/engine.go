@@ -99,8 +99,8 @@ type Engine struct {
 
 	mu       sync.Mutex
 	uncached wazero.Runtime // started when the disk cache fails a write
-	cacheErr error           // the last cache failure
-	cacheAt  time.Time       // when it happened
+	cacheErr error          // the last cache failure
+	cacheAt  time.Time      // when it happened
 	modules  map[moduleKey]*moduleEntry
 	idle     []moduleKey // unreferenced modules, oldest first
 	closed   bool
