@@ -46,3 +46,23 @@ func (c *Cell) checkABI(mod *wasm.Module, source string) error {
 	}
 	return fmt.Errorf("%s: a %s module, but %s says abi %s; module refused", source, mod.ABI, r.ABIAt, r.ABI)
 }
+
+// Check reports whether src, the cell's module file, meets the cell's
+// requirement as far as it can be told without compiling: its hash, and
+// the ABI of the version with that hash if it is routed. A module that is
+// not routed has its ABI checked when it is loaded or staged.
+func (c *Cell) Check(src []byte, source string) error {
+	if err := c.checkSource(src, source); err != nil {
+		return err
+	}
+	sum := sha256.Sum256(src)
+	sha := hex.EncodeToString(sum[:])
+	if t := c.table.Load(); t != nil {
+		for _, r := range t.routes {
+			if r.v.mod.SHA256 == sha {
+				return c.checkABI(r.v.mod, source)
+			}
+		}
+	}
+	return nil
+}

@@ -99,7 +99,10 @@ func (n *Node) upgrade(ctx context.Context, c *cell.Cell, src []byte, path strin
 	case routed >= 0 && len(in.Versions) == 1:
 		st.failures = 0
 		n.umu.Unlock()
-		return // converged
+		// Converged: an error about an earlier file (refused, rolled
+		// back, retried) no longer holds.
+		c.ClearError()
+		return
 	case st.rolledBack == sha:
 		n.umu.Unlock()
 		return // rolled back; waits for the file to be written again

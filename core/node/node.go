@@ -398,6 +398,12 @@ func (n *Node) apply(ev cellwatch.Event) {
 			n.commitIntent(ctx, c, prep, src, path)
 		}
 	}()
+	if err := c.Check(src, path); err != nil {
+		// Off the intent's pin: refused, whatever serves serves on.
+		c.Reject(err)
+		n.log.Error("rejected cell module; the serving version, if any, keeps serving", "cell", ev.Cell, "path", path, "err", err)
+		return
+	}
 	if c.Info().SHA256 == "" {
 		if err := c.Load(ctx, src, path); err != nil {
 			n.log.Error("rejected cell module", "cell", ev.Cell, "path", path, "err", err)
