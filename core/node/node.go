@@ -122,11 +122,12 @@ type Node struct {
 	umu sync.Mutex
 	ups map[string]*upgradeState // per cell, see converge.go
 
-	mu      sync.Mutex
-	busy    map[string]bool
-	next    map[string]cellwatch.Event
-	stopped bool // no more loads start
-	loading sync.WaitGroup
+	mu        sync.Mutex
+	busy      map[string]bool
+	next      map[string]cellwatch.Event
+	stopped   bool // no more loads start
+	freeTimer *time.Timer
+	loading   sync.WaitGroup
 }
 
 // Run starts a node and serves until ctx ends, then drains in-flight
@@ -421,11 +422,41 @@ func (n *Node) removeCell(name string) {
 	defer cancel()
 	if n.reg.Remove(dctx, name) {
 		n.forgetIntent(name)
+		n.freeSoon()
 		if _, err := n.journal.Append(journal.Entry{Cell: name, Verb: "decay", Args: []string{"all"}, Rule: "module-removed",
 			Origin: "module " + name + cellwatch.Ext + " removed", Outcome: journal.Done, Message: "cell drained and removed"}); err != nil {
 			n.log.Error("journal", "err", err)
 		}
 	}
+}
+
+// freeDelay is how long after the last cell removal the node returns freed
+// memory to the system.
+const freeDelay = time.Second
+
+// freeSoon returns the memory of removed cells to the system once removals
+// stop for freeDelay. Without it, an idle node runs no garbage collection
+// (nothing allocates), so the instances of removed cells would stay
+// resident however long it waits.
+func (n *Node) freeSoon() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.freeTimer != nil {
+		n.freeTimer.Reset(freeDelay)
+		return
+	}
+	n.freeTimer = time.AfterFunc(freeDelay, func() {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		debug.FreeOSMemory()
+		// Memory freed by finalizers (wazero's compiled code, closed
+		// instances) is only returned by the collection after they ran.
+		time.Sleep(100 * time.Millisecond)
+		debug.FreeOSMemory()
+		runtime.ReadMemStats(&after)
+		n.log.Info("returned the memory of removed cells to the system",
+			"heap_before", before.HeapInuse, "heap_after", after.HeapInuse, "released", after.HeapReleased-before.HeapReleased)
+	})
 }
 
 // readModule reads a module file: a regular file of at most
