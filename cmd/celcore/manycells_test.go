@@ -68,3 +68,53 @@ func TestManyCellsMemoryReturned(t *testing.T) {
 		t.Fatalf("hello answered %d", r.status)
 	}
 }
+
+// TestManyTinyCells drops 200 small cells at once: `celctl cells -o json`
+// keeps answering while they load, each cell costs well under a MiB of
+// resident memory (1 MiB of latency histograms alone before), and removing
+// them returns what they took.
+func TestManyTinyCells(t *testing.T) {
+	const cells = 200
+	n := startNode(t, "")
+	tiny, err := os.ReadFile(filepath.Join("..", "..", "core", "wasm", "testdata", "tiny.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.listCells() // builds celctl before the clock matters
+	pid := n.cmd.Process.Pid
+	base := rssKiB(t, pid)
+	for i := range cells {
+		tmp := filepath.Join(n.cellsDir, fmt.Sprintf(".t%d.tmp", i))
+		if err := os.WriteFile(tmp, tiny, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(n.cellsDir, fmt.Sprintf("t%d.wasm", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	calls := 0
+	eventually(t, "every cell to serve", func() bool {
+		calls++
+		serving := 0
+		for _, c := range n.listCells() { // fails the test if celctl fails
+			if c.State == "serving" {
+				serving++
+			}
+		}
+		return serving == cells
+	})
+	// Let each cell's telemetry run a few ticks.
+	time.Sleep(3 * time.Second)
+	peak := rssKiB(t, pid)
+	perCell := (peak - base) / cells
+	t.Logf("%d cells: celctl cells answered %d times while they loaded; RSS %d KiB before, %d KiB after (%d KiB a cell)", cells, calls, base, peak, perCell)
+	if perCell > 512 {
+		t.Fatalf("%d KiB resident per tiny cell", perCell)
+	}
+	for i := range cells {
+		if err := os.Remove(filepath.Join(n.cellsDir, fmt.Sprintf("t%d.wasm", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "every cell to go", func() bool { return len(n.listCells()) == 0 })
+}

@@ -127,6 +127,7 @@ type Node struct {
 	next      map[string]cellwatch.Event
 	stopped   bool // no more loads start
 	freeTimer *time.Timer
+	loadSlots chan struct{} // bounds the loads running at once
 	loading   sync.WaitGroup
 }
 
@@ -190,6 +191,8 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 		next:    map[string]cellwatch.Event{},
 		intents: map[string]*intentState{},
 		ups:     map[string]*upgradeState{},
+
+		loadSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
 
 		pluginsReady: make(chan struct{}),
 	}
@@ -335,7 +338,12 @@ func (n *Node) submit(ev cellwatch.Event) {
 func (n *Node) process(ev cellwatch.Event) {
 	defer n.loading.Done()
 	for {
+		// A bounded number of cells load at once, so that thousands of
+		// files appearing together leave the CPU to requests and the
+		// admin API.
+		n.loadSlots <- struct{}{}
 		n.apply(ev)
+		<-n.loadSlots
 		n.mu.Lock()
 		next, ok := n.next[ev.Cell]
 		if !ok {
