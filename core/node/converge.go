@@ -92,7 +92,7 @@ func (n *Node) upgrade(ctx context.Context, c *cell.Cell, src []byte, path strin
 	if fromFile {
 		st.rolledBack = ""
 	}
-	if st.failTarget != sha {
+	if !strings.HasPrefix(sha, st.failTarget) || st.failTarget == "" {
 		st.failTarget, st.failures = sha, 0
 	}
 	switch {
@@ -103,7 +103,7 @@ func (n *Node) upgrade(ctx context.Context, c *cell.Cell, src []byte, path strin
 		// back, retried) no longer holds.
 		c.ClearError()
 		return
-	case st.rolledBack == sha:
+	case st.rolledBack != "" && strings.HasPrefix(sha, st.rolledBack):
 		n.umu.Unlock()
 		return // rolled back; waits for the file to be written again
 	case st.inFlight == sha:
@@ -149,7 +149,10 @@ func (n *Node) upgrade(ctx context.Context, c *cell.Cell, src []byte, path strin
 // and looks at the cell's file again, at once or, after a failure, later;
 // after too many failures it promotes the file's version by mechanism.
 func (n *Node) upgradeEnded(req dispatch.Request, res dispatch.Result) {
-	sha := req.Args[0]
+	sha := req.Args[0] // a full sha256, or a prefix given by hand
+	if res.Outcome == journal.Coalesced {
+		return // the identical request queued ends it
+	}
 	n.umu.Lock()
 	st := n.upgradeStateLocked(req.Cell)
 	if st.inFlight != "" && strings.HasPrefix(st.inFlight, sha) {
@@ -164,7 +167,7 @@ func (n *Node) upgradeEnded(req dispatch.Request, res dispatch.Result) {
 	case journal.Done, journal.Noop:
 		st.failures = 0
 	default:
-		if st.failTarget != sha {
+		if st.failTarget == "" || !strings.HasPrefix(st.failTarget, sha) {
 			st.failTarget, st.failures = sha, 0
 		}
 		st.failures++
