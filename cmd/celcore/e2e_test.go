@@ -66,6 +66,8 @@ func TestServesExampleCells(t *testing.T) {
 		t.Fatalf("unknown cell answered %d %q", r.status, r.body)
 	}
 
+	// spin is never requested: wait for it to load.
+	eventually(t, "spin to serve", func() bool { return n.listCells()["spin"].State == "serving" })
 	cells := n.listCells()
 	for name, abi := range map[string]string{"hello": "reactor", "counter": "reactor", "spin": "reactor", "echo": "command"} {
 		c, ok := cells[name]

@@ -192,7 +192,7 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 		intents: map[string]*intentState{},
 		ups:     map[string]*upgradeState{},
 
-		loadSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		loadSlots: make(chan struct{}, max(8, 2*runtime.GOMAXPROCS(0))),
 
 		pluginsReady: make(chan struct{}),
 	}
