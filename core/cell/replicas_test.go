@@ -256,6 +256,11 @@ func TestQueueTimeoutWaitingForReplica(t *testing.T) {
 	if in := c.Info(); in.Queued != 0 || in.Requests != 1 || in.Errors != 1 || in.Replicas != 1 {
 		t.Fatalf("after the timeout: %+v", in)
 	}
+	// The refusal is the cell's capacity, not the version's error: an
+	// upgrade watching the version's errors must not see it.
+	if vs := c.Info().Versions; len(vs) != 1 || vs[0].Errors != 0 || vs[0].Requests != 0 {
+		t.Fatalf("version after a refusal for want of a replica: %+v", vs)
+	}
 	s.stop()
 	if code, body := call(c, "/hold"); code != 200 {
 		t.Fatalf("after the replica was freed: %d %q", code, body)

@@ -78,12 +78,19 @@ func (c *Cell) serve(w http.ResponseWriter, r *http.Request) (int, *version) {
 		return c.fail(w, http.StatusBadRequest, "could not read the request body"), v
 	}
 	if v.pool != nil {
-		return c.serveReactor(ctx, w, r, v, lim, body), v
+		status, refused := c.serveReactor(ctx, w, r, v, lim, body)
+		if refused {
+			// No replica free in time is the cell's capacity, not the
+			// version's fault: it counts for the cell only, so a
+			// saturated queue cannot roll back a good upgrade.
+			return status, nil
+		}
+		return status, v
 	}
 	return c.serveCommand(ctx, w, r, v, lim, body), v
 }
 
-func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) int {
+func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) (status int, refused bool) {
 	req := cellabi.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: body}
 	n := 0
 	for _, vs := range r.Header {
@@ -103,25 +110,25 @@ func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
-		return 0
+		return 0, false
 	case errors.Is(err, errQueueTimeout):
 		c.log.Warn("request refused: no replica free", "path", r.URL.Path, "wait", lim.QueueTimeout, "live", v.replicas())
 		w.Header().Set("Retry-After", "1")
-		return c.fail(w, http.StatusServiceUnavailable, "is busy: no replica free in time; retry later")
+		return c.fail(w, http.StatusServiceUnavailable, "is busy: no replica free in time; retry later"), true
 	default:
 		c.log.Error("cannot start instance", "err", err)
-		return c.fail(w, http.StatusInternalServerError, "could not start an instance")
+		return c.fail(w, http.StatusInternalServerError, "could not start an instance"), false
 	}
 	out, err := inst.Handle(ctx, lim.RequestTimeout, env)
 	if err != nil {
 		v.pool.put(inst, false)
-		return c.callFailed(w, r, lim, err)
+		return c.callFailed(w, r, lim, err), false
 	}
 	resp, err := cellabi.DecodeResponse(out)
 	if err != nil {
 		v.pool.put(inst, false)
 		c.log.Error("malformed response envelope; instance replaced", "path", r.URL.Path, "err", err)
-		return c.fail(w, http.StatusBadGateway, "returned a malformed response")
+		return c.fail(w, http.StatusBadGateway, "returned a malformed response"), false
 	}
 	v.pool.put(inst, true)
 	h := w.Header()
@@ -131,7 +138,7 @@ func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.
 	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(resp.Body)
-	return resp.Status
+	return resp.Status, false
 }
 
 func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) int {
