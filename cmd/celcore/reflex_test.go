@@ -76,9 +76,11 @@ func (n *proc) writeIntent(name, text string) {
 }
 
 type intentJSON struct {
-	Origin   string `json:"origin"`
-	Source   string `json:"source"`
-	Error    string `json:"error"`
+	Origin   string   `json:"origin"`
+	Source   string   `json:"source"`
+	Text     string   `json:"text"`
+	Error    string   `json:"error"`
+	Warnings []string `json:"warnings"`
 	Replicas struct {
 		Min, Max, Warm int
 	} `json:"replicas"`

@@ -176,11 +176,15 @@ func intentCmd(o *options) *cobra.Command {
 						"replicas":           map[string]any{"min": in.GetMinReplicas(), "max": in.GetMaxReplicas(), "warm": in.GetWarm()},
 						"decay_after_idle_s": in.GetDecayAfterIdle().AsDuration().Seconds(),
 						"upgrade_args":       nonNil(in.GetUpgradeArgs()), "rules": rules,
+						"warnings": nonNil(in.GetWarnings()),
 					})
 				}
 				fmt.Fprintf(o.out, "cell %s: intent from %s (%s), parsed by %s, applied %s\n", in.GetCell(), in.GetSource(), in.GetOrigin(), dash(in.GetParser()), ts(in.GetApplied()))
 				if e := in.GetError(); e != "" {
 					fmt.Fprintf(o.out, "REJECTED (the intent below stays in force): %s\n", e)
+				}
+				for _, w := range in.GetWarnings() {
+					fmt.Fprintf(o.out, "WARNING: %s\n", w)
 				}
 				fmt.Fprintf(o.out, "replicas %d..%d, warm %d", in.GetMinReplicas(), in.GetMaxReplicas(), in.GetWarm())
 				if d := in.GetDecayAfterIdle().AsDuration(); d > 0 {

@@ -96,6 +96,9 @@ type Intent struct {
 	Rules                              []reflex.RuleStatus
 	// Error is the last rejected intent's diagnostics.
 	Error string
+	// Warnings are about the intent in force (e.g. a rule on a signal no
+	// source emits); it applies regardless.
+	Warnings []string
 }
 
 // Server is the admin gRPC server.
@@ -342,6 +345,7 @@ func (s *Server) Intent(_ context.Context, req *adminpb.IntentRequest) (*adminpb
 		Cell: in.Cell, Origin: in.Origin, Source: in.Source, Text: in.Text, Parser: in.Parser,
 		MinReplicas: int32(in.Min), MaxReplicas: int32(in.Max), Warm: int32(in.Warm),
 		DecayAfterIdle: durationpb.New(in.DecayIdle), UpgradeArgs: in.UpgradeArgs, Error: in.Error,
+		Warnings: in.Warnings,
 	}
 	if !in.Applied.IsZero() {
 		resp.Applied = timestamppb.New(in.Applied)

@@ -38,6 +38,7 @@ type Cell struct {
 
 	lim    atomic.Pointer[Limits]
 	pol    atomic.Pointer[Policy]
+	req    atomic.Pointer[Requirement]
 	slots  atomic.Pointer[chan struct{}] // concurrency limiter
 	table  atomic.Pointer[routeTable]
 	rr     atomic.Uint64
@@ -218,9 +219,16 @@ func (c *Cell) ClearError() {
 
 func (c *Cell) load(ctx context.Context, src []byte, source string, stage bool) (string, bool, error) {
 	lim := c.Limits()
+	if err := c.checkSource(src, source); err != nil {
+		return "", false, err
+	}
 	mod, err := c.eng.Compile(ctx, src, wasm.CompileOptions{MemoryLimit: lim.Memory})
 	if err != nil {
 		return "", false, fmt.Errorf("%s: %w", source, err)
+	}
+	if err := c.checkABI(mod, source); err != nil {
+		mod.Release()
+		return "", false, err
 	}
 	c.rmu.Lock()
 	old := c.table.Load()
@@ -587,6 +595,15 @@ func (c *Cell) Info() Info {
 		}
 		if p.pool == nil {
 			in.Replicas = int(c.stats.inflight.Load())
+		}
+		// A version serving without the disk cache still serves; say so.
+		for _, r := range t.routes {
+			if w := r.v.mod.CacheError; w != "" {
+				if in.Error != "" {
+					in.Error += "; "
+				}
+				in.Error += "version " + r.v.mod.SHA256[:12] + ": " + w
+			}
 		}
 	}
 	in.InFlight = c.stats.inflight.Load()

@@ -143,7 +143,7 @@ func TestTimeLimitAnswers504AndReplacesInstance(t *testing.T) {
 		t.Fatalf("warm instances = %d, want 2", n)
 	}
 	code, body := get(t, srv.URL+"/loop")
-	if code != 504 || !strings.Contains(body, "time limit of 100ms") {
+	if code != 504 || body != "celluster: cell loop request exceeded its time limit\n" {
 		t.Fatalf("looping request: %d %q", code, body)
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -235,12 +235,16 @@ func TestRejectedModuleKeepsOldVersion(t *testing.T) {
 	if in := reg.Lookup("app").Info(); in.Error != "" {
 		t.Fatalf("error not cleared by a good module: %+v", in)
 	}
-	// A cell that never loaded is failed and answers 503 with the reason.
 	if err := reg.Load(ctx, "bad", []byte("junk"), "bad.wasm"); err == nil {
 		t.Fatal("junk loaded")
 	}
-	if code, body := get(t, srv.URL+"/bad"); code != 503 || !strings.Contains(body, "bad.wasm") {
+	// A cell that never loaded answers 503 with a generic reason; the
+	// details (which name the file) are in Info for the operator.
+	if code, body := get(t, srv.URL+"/bad"); code != 503 || body != "celluster: cell bad is not serving\n" {
 		t.Fatalf("failed cell: %d %q", code, body)
+	}
+	if in := reg.Lookup("bad").Info(); in.State != StateFailed || !strings.Contains(in.Error, "bad.wasm") {
+		t.Fatalf("failed cell info: %+v", in)
 	}
 	if err := reg.Load(ctx, "Bad Name", module(t, "v1.wasm"), "x"); err == nil {
 		t.Fatal("invalid cell name accepted")
@@ -333,5 +337,58 @@ func TestTakeWindow(t *testing.T) {
 	}
 	if in := reg.Lookup("app").Info(); in.Requests != 5 {
 		t.Fatalf("windows disturbed the totals: %+v", in)
+	}
+}
+
+// TestErrorBodiesAreGeneric: a guest that breaks the ABI answers 500 with a
+// fixed reason; the guest's error (export names, offsets) is only logged.
+func TestErrorBodiesAreGeneric(t *testing.T) {
+	reg, srv := newTestRegistry(t, Limits{})
+	src, err := os.ReadFile(filepath.Join("..", "wasm", "testdata", "badptr.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.Load(context.Background(), "badptr", src, "/secret/host/path/badptr.wasm"); err != nil {
+		t.Fatal(err)
+	}
+	code, body := get(t, srv.URL+"/badptr")
+	if code != 500 || body != "celluster: cell badptr failed while handling the request\n" {
+		t.Fatalf("broken guest answered %d %q", code, body)
+	}
+}
+
+// TestRequirementRefusesModule: a module without the pinned sha256, or of
+// another ABI than required, is refused and the serving version serves on.
+func TestRequirementRefusesModule(t *testing.T) {
+	reg, srv := newTestRegistry(t, Limits{})
+	ctx := context.Background()
+	v1 := module(t, "v1.wasm")
+	if err := reg.Load(ctx, "app", v1, "v1.wasm"); err != nil {
+		t.Fatal(err)
+	}
+	c := reg.Lookup("app")
+	pin := c.Info().SHA256
+	c.Require(Requirement{SHA256: pin, SHA256At: "app.intent:2:8"})
+	err := c.Load(ctx, module(t, "v2.wasm"), "/cells/app.wasm")
+	if err == nil || !strings.Contains(err.Error(), "does not match the pin "+pin+" in app.intent:2:8") {
+		t.Fatalf("module off its pin: %v", err)
+	}
+	if _, _, err := c.Stage(ctx, module(t, "v2.wasm"), "/cells/app.wasm"); err == nil {
+		t.Fatal("module off its pin staged")
+	}
+	c.Require(Requirement{ABI: "command", ABIAt: "app.intent:3:1"})
+	err = c.Load(ctx, module(t, "v2.wasm"), "/cells/app.wasm")
+	if err == nil || !strings.Contains(err.Error(), "a reactor module, but app.intent:3:1 says abi command") {
+		t.Fatalf("module of the wrong ABI: %v", err)
+	}
+	if code, body := get(t, srv.URL+"/app"); code != 200 || body != "v1" {
+		t.Fatalf("after refusals: %d %q, want v1 serving", code, body)
+	}
+	if in := c.Info(); in.State != StateServing || !strings.Contains(in.Error, "says abi command") || len(in.Versions) != 1 {
+		t.Fatalf("info after refusals: %+v", in)
+	}
+	c.Require(Requirement{SHA256: pin})
+	if err := c.Load(ctx, v1, "v1.wasm"); err != nil {
+		t.Fatalf("the pinned module: %v", err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -46,7 +45,11 @@ func (c *Cell) serve(w http.ResponseWriter, r *http.Request) (int, *version) {
 		c.log.Warn("request refused: over concurrency limit", "path", r.URL.Path, "reason", err,
 			"concurrency", lim.Concurrency, "queue", lim.QueueLength)
 		w.Header().Set("Retry-After", "1")
-		return c.fail(w, http.StatusServiceUnavailable, "cell %s is over its concurrency limit of %d (%v)", c.name, lim.Concurrency, err), nil
+		reason := errQueueTimeout.Error()
+		if errors.Is(err, errQueueFull) {
+			reason = errQueueFull.Error()
+		}
+		return c.fail(w, http.StatusServiceUnavailable, "is over its concurrency limit ("+reason+"); retry later"), nil
 	}
 	defer func() { <-slots }()
 	c.stats.inflight.Add(1)
@@ -54,13 +57,14 @@ func (c *Cell) serve(w http.ResponseWriter, r *http.Request) (int, *version) {
 
 	v := c.acquire(ctx)
 	if v == nil {
+		// The reason (a path, a compiler error) is for the operator: it is
+		// in the log and `celctl cells`, not in the answer.
 		c.mu.Lock()
 		msg := c.err
 		c.mu.Unlock()
-		if msg == "" {
-			msg = "no version loaded"
-		}
-		return c.fail(w, http.StatusServiceUnavailable, "cell %s is not serving: %s", c.name, msg), nil
+		c.log.Debug("request refused: no version serving", "path", r.URL.Path, "err", msg)
+		w.Header().Set("Retry-After", "1")
+		return c.fail(w, http.StatusServiceUnavailable, "is not serving"), nil
 	}
 	defer v.release()
 
@@ -68,17 +72,25 @@ func (c *Cell) serve(w http.ResponseWriter, r *http.Request) (int, *version) {
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			return c.fail(w, http.StatusRequestEntityTooLarge, "cell %s accepts bodies up to %d bytes", c.name, lim.MaxBody), v
+			return c.fail(w, http.StatusRequestEntityTooLarge, "accepts request bodies up to "+strconv.FormatInt(lim.MaxBody, 10)+" bytes"), v
 		}
-		return c.fail(w, http.StatusBadRequest, "reading request body: %v", err), v
+		c.log.Debug("reading request body", "path", r.URL.Path, "err", err)
+		return c.fail(w, http.StatusBadRequest, "could not read the request body"), v
 	}
 	if v.pool != nil {
-		return c.serveReactor(ctx, w, r, v, lim, body), v
+		status, refused := c.serveReactor(ctx, w, r, v, lim, body)
+		if refused {
+			// No replica free in time is the cell's capacity, not the
+			// version's fault: it counts for the cell only, so a
+			// saturated queue cannot roll back a good upgrade.
+			return status, nil
+		}
+		return status, v
 	}
 	return c.serveCommand(ctx, w, r, v, lim, body), v
 }
 
-func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) int {
+func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) (status int, refused bool) {
 	req := cellabi.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: body}
 	n := 0
 	for _, vs := range r.Header {
@@ -98,24 +110,25 @@ func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.
 	switch {
 	case err == nil:
 	case ctx.Err() != nil:
-		return 0
+		return 0, false
 	case errors.Is(err, errQueueTimeout):
+		c.log.Warn("request refused: no replica free", "path", r.URL.Path, "wait", lim.QueueTimeout, "live", v.replicas())
 		w.Header().Set("Retry-After", "1")
-		return c.fail(w, http.StatusServiceUnavailable, "cell %s: no replica free within %s (%d live)", c.name, lim.QueueTimeout, v.replicas())
+		return c.fail(w, http.StatusServiceUnavailable, "is busy: no replica free in time; retry later"), true
 	default:
 		c.log.Error("cannot start instance", "err", err)
-		return c.fail(w, http.StatusInternalServerError, "cell %s: cannot start an instance: %v", c.name, err)
+		return c.fail(w, http.StatusInternalServerError, "could not start an instance"), false
 	}
 	out, err := inst.Handle(ctx, lim.RequestTimeout, env)
 	if err != nil {
 		v.pool.put(inst, false)
-		return c.callFailed(w, r, lim, err)
+		return c.callFailed(w, r, lim, err), false
 	}
 	resp, err := cellabi.DecodeResponse(out)
 	if err != nil {
 		v.pool.put(inst, false)
 		c.log.Error("malformed response envelope; instance replaced", "path", r.URL.Path, "err", err)
-		return c.fail(w, http.StatusBadGateway, "cell %s returned a malformed response: %v", c.name, err)
+		return c.fail(w, http.StatusBadGateway, "returned a malformed response"), false
 	}
 	v.pool.put(inst, true)
 	h := w.Header()
@@ -125,7 +138,7 @@ func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.
 	h.Set("Content-Length", strconv.Itoa(len(resp.Body)))
 	w.WriteHeader(resp.Status)
 	_, _ = w.Write(resp.Body)
-	return resp.Status
+	return resp.Status, false
 }
 
 func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) int {
@@ -144,12 +157,12 @@ func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.
 	}
 	if out.overflow {
 		c.log.Error("command output too large", "path", r.URL.Path, "limit", out.limit)
-		return c.fail(w, http.StatusBadGateway, "cell %s wrote more than %d bytes", c.name, out.limit)
+		return c.fail(w, http.StatusBadGateway, "wrote a response larger than the limit")
 	}
 	resp, err := cgi.ParseResponse(out.Bytes())
 	if err != nil {
 		c.log.Error("malformed CGI response", "path", r.URL.Path, "err", err)
-		return c.fail(w, http.StatusBadGateway, "cell %s returned a malformed CGI response: %v", c.name, err)
+		return c.fail(w, http.StatusBadGateway, "returned a malformed response")
 	}
 	h := w.Header()
 	for k, vs := range resp.Header {
@@ -167,20 +180,24 @@ func (c *Cell) callFailed(w http.ResponseWriter, r *http.Request, lim *Limits, e
 	switch {
 	case errors.Is(err, wasm.ErrTimeout):
 		c.log.Warn("request stopped at its time limit; instance replaced", "path", r.URL.Path, "limit", lim.RequestTimeout)
-		return c.fail(w, http.StatusGatewayTimeout, "cell %s: request exceeded its time limit of %s", c.name, lim.RequestTimeout)
+		return c.fail(w, http.StatusGatewayTimeout, "request exceeded its time limit")
 	case errors.Is(err, wasm.ErrCanceled):
 		c.log.Debug("request canceled by client; instance replaced", "path", r.URL.Path)
 		return 0
 	}
 	c.log.Error("cell failed; instance replaced", "path", r.URL.Path, "err", err)
-	return c.fail(w, http.StatusInternalServerError, "cell %s failed: %v", c.name, err)
+	return c.fail(w, http.StatusInternalServerError, "failed while handling the request")
 }
 
-func (c *Cell) fail(w http.ResponseWriter, status int, format string, args ...any) int {
+// fail answers status with a short generic reason: "celluster: cell NAME
+// " + reason. Reasons are fixed strings: a client never sees host paths,
+// guest traps or stack traces, or file contents; those go to the log (and
+// the cell's error in `celctl cells`).
+func (c *Cell) fail(w http.ResponseWriter, status int, reason string) int {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_, _ = fmt.Fprintf(w, format+"\n", args...)
+	_, _ = io.WriteString(w, "celluster: cell "+c.name+" "+reason+"\n")
 	return status
 }
 

@@ -7,6 +7,10 @@
 // are picked up once no event has touched them for the settle time; a file
 // caught half-written fails to compile, is reported, and is loaded again
 // when the write completes.
+//
+// Only regular files are cells (ReadFile): symbolic links are refused, even
+// ones pointing inside the directory, so the directory never serves a file
+// from elsewhere; FIFOs, devices and sockets are refused without blocking.
 package cellwatch
 
 import (
@@ -164,7 +168,9 @@ func (w *Watcher) Run(ctx context.Context, fn func(Event)) error {
 			}
 		case path := <-ready:
 			ev := Event{Cell: CellName(path), Path: path, Op: Changed}
-			if fi, err := os.Stat(path); err != nil || fi.IsDir() {
+			// Lstat: a symlink or a FIFO is reported Changed, and refused
+			// with its reason by ReadFile, rather than followed.
+			if fi, err := os.Lstat(path); err != nil || fi.IsDir() {
 				ev.Op = Removed
 			}
 			fn(ev)

@@ -28,14 +28,31 @@ func TestCellName(t *testing.T) {
 	}
 }
 
-// watch runs a watcher on dir and returns its events.
-func watch(t *testing.T, dir string, settle time.Duration) <-chan Event {
+// seen is an event with the size its file had when the event was
+// delivered (-1: no file).
+type seen struct {
+	Event
+	size int64
+}
+
+// watch runs a watcher on dir and returns its events, each with the size
+// of its file read inside the callback, at the moment the watcher reported
+// it: what a consumer reading the file then would get.
+func watch(t *testing.T, dir string, settle time.Duration) <-chan seen {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan Event, 64)
+	events := make(chan seen, 64)
 	w := New(dir, settle, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, func(ev Event) { events <- ev }) }()
+	go func() {
+		done <- w.Run(ctx, func(ev Event) {
+			s := seen{Event: ev, size: -1}
+			if b, err := os.ReadFile(ev.Path); err == nil {
+				s.size = int64(len(b))
+			}
+			events <- s
+		})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -45,7 +62,7 @@ func watch(t *testing.T, dir string, settle time.Duration) <-chan Event {
 	return events
 }
 
-func next(t *testing.T, events <-chan Event) Event {
+func next(t *testing.T, events <-chan seen) seen {
 	t.Helper()
 	select {
 	case ev := <-events:
@@ -53,10 +70,10 @@ func next(t *testing.T, events <-chan Event) Event {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no event within 10s")
 	}
-	return Event{}
+	return seen{}
 }
 
-func none(t *testing.T, events <-chan Event, d time.Duration) {
+func none(t *testing.T, events <-chan seen, d time.Duration) {
 	t.Helper()
 	select {
 	case ev := <-events:
@@ -82,25 +99,39 @@ func TestWatcher(t *testing.T) {
 	}
 	none(t, events, 2*settle)
 
-	// A file written in place in pieces is reported once, after it settles.
+	// A file written in place in pieces, each write well inside the settle
+	// time, is reported once, after the last write: the size read when the
+	// event is delivered (not after the writer finished) is the whole file.
 	path := filepath.Join(dir, "slow.wasm")
 	f, err := os.Create(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 5; i++ {
+	early := make(chan seen, 1)
+	for i := 0; i < 8; i++ {
 		if _, err := f.Write([]byte("chunk")); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(settle / 3)
+		select {
+		case ev := <-events:
+			early <- ev
+		case <-time.After(settle / 3):
+		}
+		if len(early) > 0 {
+			break
+		}
 	}
 	f.Close()
+	if len(early) > 0 {
+		ev := <-early
+		t.Fatalf("reported while the file was still being written: %+v (%d of 40 bytes)", ev.Event, ev.size)
+	}
 	ev := next(t, events)
 	if ev.Cell != "slow" || ev.Op != Changed || ev.Path != path {
 		t.Fatalf("in-place write: %+v", ev)
 	}
-	if b, _ := os.ReadFile(path); len(b) != 25 {
-		t.Fatalf("reported before the write finished: %d bytes", len(b))
+	if ev.size != 40 {
+		t.Fatalf("reported with %d of 40 bytes written", ev.size)
 	}
 	none(t, events, 2*settle)
 

@@ -9,10 +9,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/celluster/celluster/core/cellwatch"
 )
 
 // Ext is the extension of intent files.
@@ -82,19 +83,11 @@ func Find(modulePath string, module []byte) (Source, error) {
 }
 
 func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
+	b, err := cellwatch.ReadFile(path, MaxSize)
+	if errors.Is(err, cellwatch.ErrTooLarge) {
+		return nil, fmt.Errorf("intent too large: %w", err)
 	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if len(b) > MaxSize {
-		return nil, fmt.Errorf("%s: intent larger than %d bytes", path, MaxSize)
-	}
-	return b, nil
+	return b, err
 }
 
 var magic = []byte{0x00, 0x61, 0x73, 0x6d}

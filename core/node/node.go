@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -22,6 +21,7 @@ import (
 	"github.com/celluster/celluster/core/cellwatch"
 	"github.com/celluster/celluster/core/dispatch"
 	"github.com/celluster/celluster/core/ingress"
+	"github.com/celluster/celluster/core/intents"
 	"github.com/celluster/celluster/core/journal"
 	"github.com/celluster/celluster/core/metrics"
 	"github.com/celluster/celluster/core/pluginhost"
@@ -119,10 +119,16 @@ type Node struct {
 	imu          sync.Mutex
 	intents      map[string]*intentState
 
-	mu      sync.Mutex
-	busy    map[string]bool
-	next    map[string]cellwatch.Event
-	loading sync.WaitGroup
+	umu sync.Mutex
+	ups map[string]*upgradeState // per cell, see converge.go
+
+	mu        sync.Mutex
+	busy      map[string]bool
+	next      map[string]cellwatch.Event
+	stopped   bool // no more loads start
+	freeTimer *time.Timer
+	loadSlots chan struct{} // bounds the loads running at once
+	loading   sync.WaitGroup
 }
 
 // Run starts a node and serves until ctx ends, then drains in-flight
@@ -184,6 +190,9 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 		busy:    map[string]bool{},
 		next:    map[string]cellwatch.Event{},
 		intents: map[string]*intentState{},
+		ups:     map[string]*upgradeState{},
+
+		loadSlots: make(chan struct{}, max(8, 2*runtime.GOMAXPROCS(0))),
 
 		pluginsReady: make(chan struct{}),
 	}
@@ -283,6 +292,10 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		n.log.Warn("drain incomplete", "err", err)
 	}
 	adm.Stop()
+	n.mu.Lock()
+	n.stopped = true
+	n.mu.Unlock()
+	n.stopRetries()
 	n.loading.Wait()
 	n.disp.Close(dctx)
 	if n.plugins != nil {
@@ -301,8 +314,15 @@ func (n *Node) HTTPAddr() string { return n.httpAddr }
 func (n *Node) submit(ev cellwatch.Event) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.stopped {
+		return
+	}
 	if n.busy[ev.Cell] {
-		n.next[ev.Cell] = ev
+		// The latest wins, except that a change of the module file itself
+		// is kept (apply treats it as a new write).
+		if prev, ok := n.next[ev.Cell]; !ok || !strings.HasSuffix(prev.Path, cellwatch.Ext) || strings.HasSuffix(ev.Path, cellwatch.Ext) {
+			n.next[ev.Cell] = ev
+		}
 		return
 	}
 	n.busy[ev.Cell] = true
@@ -318,7 +338,12 @@ func (n *Node) submit(ev cellwatch.Event) {
 func (n *Node) process(ev cellwatch.Event) {
 	defer n.loading.Done()
 	for {
+		// A bounded number of cells load at once, so that thousands of
+		// files appearing together leave the CPU to requests and the
+		// admin API.
+		n.loadSlots <- struct{}{}
 		n.apply(ev)
+		<-n.loadSlots
 		n.mu.Lock()
 		next, ok := n.next[ev.Cell]
 		if !ok {
@@ -362,40 +387,41 @@ func (n *Node) apply(ev cellwatch.Event) {
 	if _, err := n.storeModule(src); err != nil {
 		n.log.Warn("keeping the module in the content store", "cell", ev.Cell, "err", err)
 	}
+	// An intent (file or section) comes first: what it pins (module
+	// sha256, abi) decides whether the module may load. The defaults pin
+	// nothing, so a cell without an intent loads without waiting for the
+	// parser plugin to start.
+	isrc, ierr := intents.Find(path, src)
+	var prep *preparedIntent
+	if ierr != nil || isrc.Origin != intents.FromDefault {
+		prep = n.prepareFound(ctx, c, isrc, ierr)
+		c.Require(n.requirement(ev.Cell, prep))
+	} else {
+		c.Require(cell.Requirement{})
+	}
+	defer func() {
+		if ierr == nil && isrc.Origin == intents.FromDefault {
+			prep = n.prepareSource(ctx, c, isrc)
+		}
+		if prep != nil {
+			n.commitIntent(ctx, c, prep, src, path)
+		}
+	}()
+	if err := c.Check(src, path); err != nil {
+		// Off the intent's pin: refused, whatever serves serves on.
+		c.Reject(err)
+		n.log.Error("rejected cell module; the serving version, if any, keeps serving", "cell", ev.Cell, "path", path, "err", err)
+		return
+	}
 	if c.Info().SHA256 == "" {
 		if err := c.Load(ctx, src, path); err != nil {
 			n.log.Error("rejected cell module", "cell", ev.Cell, "path", path, "err", err)
 			return
 		}
+		n.noteInterrupted(ev.Cell, c.Info().SHA256)
 	} else {
-		n.upgrade(ctx, c, src, path)
+		n.upgrade(ctx, c, src, path, strings.HasSuffix(ev.Path, cellwatch.Ext))
 	}
-	n.applyIntent(ctx, c, path, src)
-}
-
-// upgrade stages a changed module beside the serving one and dispatches the
-// upgrade verb, which shifts traffic and rolls back if the new version
-// breaks the cell's objectives.
-func (n *Node) upgrade(ctx context.Context, c *cell.Cell, src []byte, path string) {
-	sha, staged, err := c.Stage(ctx, src, path)
-	if err != nil {
-		n.log.Error("rejected cell module; the serving version keeps serving", "cell", c.Name(), "path", path, "err", err)
-		return
-	}
-	if !staged {
-		return
-	}
-	args := []string{sha}
-	n.imu.Lock()
-	if st := n.intents[c.Name()]; st != nil && st.applied != nil {
-		args = append(args, st.applied.UpgradeArgs...)
-	}
-	n.imu.Unlock()
-	if n.cfg.UpgradeStepTime > 0 {
-		args = append(args, "step-time="+n.cfg.UpgradeStepTime.String())
-	}
-	n.disp.Submit(dispatch.Request{Cell: c.Name(), Verb: "upgrade", Args: args, Rule: "module-changed",
-		Origin: "module " + filepath.Base(path) + " replaced (sha256 " + sha[:12] + ")"})
 }
 
 // removeCell drains a cell whose module was removed and journals it.
@@ -404,6 +430,7 @@ func (n *Node) removeCell(name string) {
 	defer cancel()
 	if n.reg.Remove(dctx, name) {
 		n.forgetIntent(name)
+		n.freeSoon()
 		if _, err := n.journal.Append(journal.Entry{Cell: name, Verb: "decay", Args: []string{"all"}, Rule: "module-removed",
 			Origin: "module " + name + cellwatch.Ext + " removed", Outcome: journal.Done, Message: "cell drained and removed"}); err != nil {
 			n.log.Error("journal", "err", err)
@@ -411,20 +438,39 @@ func (n *Node) removeCell(name string) {
 	}
 }
 
+// freeDelay is how long after the last cell removal the node returns freed
+// memory to the system.
+const freeDelay = time.Second
+
+// freeSoon returns the memory of removed cells to the system once removals
+// stop for freeDelay. Without it, an idle node runs no garbage collection
+// (nothing allocates), so the instances of removed cells would stay
+// resident however long it waits.
+func (n *Node) freeSoon() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.freeTimer != nil {
+		n.freeTimer.Reset(freeDelay)
+		return
+	}
+	n.freeTimer = time.AfterFunc(freeDelay, func() {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		debug.FreeOSMemory()
+		// Memory freed by finalizers (wazero's compiled code, closed
+		// instances) is only returned by the collection after they ran.
+		time.Sleep(100 * time.Millisecond)
+		debug.FreeOSMemory()
+		runtime.ReadMemStats(&after)
+		n.log.Info("returned the memory of removed cells to the system",
+			"heap_before", before.HeapInuse, "heap_after", after.HeapInuse, "released", after.HeapReleased-before.HeapReleased)
+	})
+}
+
+// readModule reads a module file: a regular file of at most
+// MaxModuleSize bytes (cellwatch.ReadFile), checked before it is read.
 func readModule(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, MaxModuleSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	if len(b) > MaxModuleSize {
-		return nil, fmt.Errorf("%s: module larger than %d bytes", path, MaxModuleSize)
-	}
-	return b, nil
+	return cellwatch.ReadFile(path, MaxModuleSize)
 }
 
 // Status implements admin.Node.

@@ -24,6 +24,7 @@ import (
 // intentState is what the node keeps per cell about its intent.
 type intentState struct {
 	applied *admin.Intent
+	require cell.Requirement // what the intent in force pins about the module
 	calls   callPolicy
 	err     string
 	hash    string // sha256 of the applied text and origin
@@ -138,18 +139,12 @@ func (n *Node) onVerbResult(req dispatch.Request, res dispatch.Result) {
 		switch res.Outcome {
 		case journal.RolledBack:
 			c.NoteError(fmt.Sprintf("upgrade to %s rolled back: %s", short(req.Args[0]), res.Message))
-		case journal.Failed, journal.Refused, journal.Superseded:
-			// Never leave a half-done upgrade behind: the old version keeps
-			// all traffic and the staged one goes.
-			if in := c.Info(); len(in.Versions) > 1 && !strings.HasPrefix(in.SHA256, req.Args[0]) {
-				if err := c.RetireVersion(req.Args[0]); err == nil {
-					n.log.Warn("upgrade did not complete; staged version retired", "cell", req.Cell, "version", short(req.Args[0]), "outcome", res.Outcome, "message", res.Message)
-				}
-			}
-			c.NoteError(fmt.Sprintf("upgrade to %s %s: %s", short(req.Args[0]), res.Outcome, res.Message))
 		case journal.Done:
 			c.ClearError()
 		}
+		// Whatever the outcome, the cell converges to its file on disk
+		// (converge.go): a failed upgrade is retried, a done one checked.
+		n.upgradeEnded(req, res)
 	}
 	if res.Outcome != journal.Done {
 		return // nothing changed (and refusals may run on the signal path)
@@ -219,21 +214,54 @@ func outcomeName(o pb.Outcome) string {
 	return journal.Failed
 }
 
-// applyIntent finds, parses, compiles and applies the intent of a cell
-// whose module is at path. A bad intent leaves the one in force; the error
-// shows in `celctl cells`.
-func (n *Node) applyIntent(ctx context.Context, c *cell.Cell, path string, module []byte) {
-	src, err := intents.Find(path, module)
+// preparedIntent is an intent parsed, checked and compiled, not yet applied.
+type preparedIntent struct {
+	src      intents.Source
+	hash     string
+	spec     *pb.IntentSpec
+	parser   string
+	prog     *reflex.Program
+	require  cell.Requirement
+	warnings []string
+}
+
+// prepareFound parses and checks the intent intents.Find returned (src,
+// err) for a cell. It returns nil when the intent is unchanged or was
+// rejected (the one in force stays; the error shows in `celctl cells`).
+func (n *Node) prepareFound(ctx context.Context, c *cell.Cell, src intents.Source, err error) *preparedIntent {
 	if err != nil {
 		n.intentError(c, err.Error())
-		return
+		return nil
 	}
-	n.applySource(ctx, c, src, module, path)
+	return n.prepareSource(ctx, c, src)
 }
 
 // applySource parses, compiles and applies one intent source for a cell
 // whose module is module (loaded from path).
 func (n *Node) applySource(ctx context.Context, c *cell.Cell, src intents.Source, module []byte, path string) {
+	if p := n.prepareSource(ctx, c, src); p != nil {
+		c.Require(p.require)
+		n.commitIntent(ctx, c, p, module, path)
+	}
+}
+
+// requirement returns what the intent to be in force pins about the cell's
+// module: p's when a new intent was prepared, else the one in force.
+func (n *Node) requirement(name string, p *preparedIntent) cell.Requirement {
+	if p != nil {
+		return p.require
+	}
+	n.imu.Lock()
+	defer n.imu.Unlock()
+	if st := n.intents[name]; st != nil {
+		return st.require
+	}
+	return cell.Requirement{}
+}
+
+// prepareSource parses, checks and compiles one intent source; nil when it
+// is unchanged or rejected.
+func (n *Node) prepareSource(ctx context.Context, c *cell.Cell, src intents.Source) *preparedIntent {
 	sum := sha256.Sum256(append([]byte(string(src.Origin)+"\x00"), src.Content...))
 	hash := hex.EncodeToString(sum[:])
 	n.imu.Lock()
@@ -241,22 +269,37 @@ func (n *Node) applySource(ctx context.Context, c *cell.Cell, src intents.Source
 	unchanged := st != nil && st.hash == hash && st.err == ""
 	n.imu.Unlock()
 	if unchanged {
-		return
+		return nil
 	}
-	spec, parser, err := n.parseIntent(ctx, src)
+	spec, parser, warnings, err := n.parseIntent(ctx, src)
 	if err != nil {
 		n.intentError(c, err.Error())
-		return
+		return nil
 	}
 	if spec.GetCell() != "" && spec.GetCell() != c.Name() {
 		n.intentError(c, fmt.Sprintf("%s: the intent is for cell %q, but the module is %s", src.Name, spec.GetCell(), c.Name()))
-		return
+		return nil
+	}
+	req, err := checkStatements(c.Name(), src, spec)
+	if err != nil {
+		n.intentError(c, err.Error())
+		return nil
 	}
 	prog, err := reflex.Compile(c.Name(), spec, reflex.Defaults{})
 	if err != nil {
 		n.intentError(c, fmt.Sprintf("%s: %v", src.Name, err))
-		return
+		return nil
 	}
+	warnings = append(warnings, n.silentSignals(src, prog.Rules)...)
+	for _, w := range warnings {
+		n.log.Warn("intent warning", "cell", c.Name(), "warning", w)
+	}
+	return &preparedIntent{src: src, hash: hash, spec: spec, parser: parser, prog: &prog, require: req, warnings: warnings}
+}
+
+// commitIntent applies a prepared intent to the cell.
+func (n *Node) commitIntent(ctx context.Context, c *cell.Cell, p *preparedIntent, module []byte, path string) {
+	src, spec, prog := p.src, p.spec, p.prog
 	lim := n.cfg.Limits
 	if l := spec.GetLimits(); l != nil {
 		if d := l.GetRequestTime(); d != nil {
@@ -295,27 +338,27 @@ func (n *Node) applySource(ctx context.Context, c *cell.Cell, src intents.Source
 	calls.prefer = spec.GetPlacement().GetPreferNodes()
 	calls.avoid = spec.GetPlacement().GetAvoidNodes()
 	calls.spread = spec.GetPlacement().GetSpreadAcrossNodes()
-	n.intents[c.Name()] = &intentState{hash: hash, calls: calls, applied: &admin.Intent{
+	n.intents[c.Name()] = &intentState{hash: p.hash, calls: calls, require: p.require, applied: &admin.Intent{
 		Cell: c.Name(), Origin: string(src.Origin), Source: src.Name, Text: string(src.Content),
-		Parser: parser, Applied: time.Now(), Min: prog.Min, Max: prog.Max, Warm: prog.Warm,
-		DecayIdle: prog.DecayIdle, UpgradeArgs: prog.UpgradeArgs,
+		Parser: p.parser, Applied: time.Now(), Min: prog.Min, Max: prog.Max, Warm: prog.Warm,
+		DecayIdle: prog.DecayIdle, UpgradeArgs: prog.UpgradeArgs, Warnings: p.warnings,
 	}}
 	n.imu.Unlock()
 	n.log.Info("intent applied", "cell", c.Name(), "source", src.Name, "rules", len(prog.Rules),
-		"replicas", fmt.Sprintf("%d..%d", prog.Min, prog.Max), "warm", prog.Warm)
+		"replicas", fmt.Sprintf("%d..%d", prog.Min, prog.Max), "warm", prog.Warm, "warnings", len(p.warnings))
 	n.disp.Submit(dispatch.Request{Cell: c.Name(), Verb: "spawn", Rule: "intent", Origin: "intent applied from " + src.Name})
 }
 
 // parseIntent has an intent plugin parse src, waiting (bounded by ctx) for
 // the plugins to start.
-func (n *Node) parseIntent(ctx context.Context, src intents.Source) (*pb.IntentSpec, string, error) {
+func (n *Node) parseIntent(ctx context.Context, src intents.Source) (*pb.IntentSpec, string, []string, error) {
 	select {
 	case <-n.pluginsReady:
 	case <-ctx.Done():
-		return nil, "", ctx.Err()
+		return nil, "", nil, ctx.Err()
 	}
 	if n.plugins == nil {
-		return nil, "", fmt.Errorf("%s: no intent parser plugin is running", src.Name)
+		return nil, "", nil, fmt.Errorf("%s: no intent parser plugin is running", src.Name)
 	}
 	filename := src.Name
 	if src.Origin != intents.FromFile {
@@ -332,16 +375,16 @@ func (n *Node) parseIntent(ctx context.Context, src intents.Source) (*pb.IntentS
 		select { // the parser is restarting
 		case <-time.After(250 * time.Millisecond):
 		case <-ctx.Done():
-			return nil, "", ctx.Err()
+			return nil, "", nil, ctx.Err()
 		}
 	}
 	if err != nil {
-		return nil, parser, fmt.Errorf("%s: %w", src.Name, err)
+		return nil, parser, nil, fmt.Errorf("%s: %w", src.Name, err)
 	}
-	var errs []string
+	var errs, warnings []string
 	for _, d := range resp.GetDiagnostics() {
 		if d.GetSeverity() == pb.Severity_SEVERITY_WARNING {
-			n.log.Warn("intent warning", "file", src.Name, "line", d.GetLine(), "column", d.GetColumn(), "msg", d.GetMessage())
+			warnings = append(warnings, fmt.Sprintf("%s:%d:%d: %s", src.Name, d.GetLine(), d.GetColumn(), d.GetMessage()))
 			continue
 		}
 		msg := fmt.Sprintf("%s:%d:%d: %s", src.Name, d.GetLine(), d.GetColumn(), d.GetMessage())
@@ -354,9 +397,9 @@ func (n *Node) parseIntent(ctx context.Context, src intents.Source) (*pb.IntentS
 		if len(errs) == 0 {
 			errs = append(errs, src.Name+": the parser returned no intent and no diagnostics")
 		}
-		return nil, parser, errors.New(strings.Join(errs, "; "))
+		return nil, parser, nil, errors.New(strings.Join(errs, "; "))
 	}
-	return resp.GetSpec(), parser, nil
+	return resp.GetSpec(), parser, warnings, nil
 }
 
 // intentError records a rejected intent; the one in force stays.

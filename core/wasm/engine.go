@@ -91,11 +91,16 @@ func (m InterruptMode) String() string {
 type Engine struct {
 	mode    InterruptMode
 	rt      wazero.Runtime
+	rc      wazero.RuntimeConfig // rt's configuration
+	cached  bool                 // rt writes compiled code to a disk cache
 	log     *slog.Logger
 	workers int
 	retain  int
 
 	mu       sync.Mutex
+	uncached wazero.Runtime // started when the disk cache fails a write
+	cacheErr error          // the last cache failure
+	cacheAt  time.Time      // when it happened
 	modules  map[moduleKey]*moduleEntry
 	idle     []moduleKey // unreferenced modules, oldest first
 	closed   bool
@@ -126,10 +131,7 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Retain <= 0 {
 		cfg.Retain = 8
 	}
-	rc := wazero.NewRuntimeConfigCompiler()
-	if cfg.Interrupt == InterruptContext {
-		rc = rc.WithCloseOnContextDone(true)
-	}
+	rc := runtimeConfig(cfg.Interrupt)
 	if cfg.CacheDir != "" {
 		if err := os.MkdirAll(cfg.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("wasm: creating compilation cache dir: %w", err)
@@ -148,6 +150,8 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	e := &Engine{
 		mode:    cfg.Interrupt,
 		rt:      rt,
+		rc:      rc,
+		cached:  cfg.CacheDir != "",
 		log:     cfg.Logger,
 		workers: cfg.CompileWorkers,
 		retain:  cfg.Retain,
@@ -160,12 +164,49 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	return e, nil
 }
 
+func runtimeConfig(mode InterruptMode) wazero.RuntimeConfig {
+	rc := wazero.NewRuntimeConfigCompiler()
+	if mode == InterruptContext {
+		rc = rc.WithCloseOnContextDone(true)
+	}
+	return rc
+}
+
 // Close stops the runtime and every instance created from it.
 func (e *Engine) Close(ctx context.Context) error {
 	e.mu.Lock()
 	e.closed = true
+	un := e.uncached
 	e.mu.Unlock()
+	if un != nil {
+		_ = un.Close(ctx)
+	}
 	return e.rt.Close(ctx)
+}
+
+// uncachedRuntime returns a runtime like the engine's without the disk
+// cache, starting it on first use: modules whose cache write failed (a
+// full or read-only disk) are compiled and run there.
+func (e *Engine) uncachedRuntime(ctx context.Context) (wazero.Runtime, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.uncached != nil {
+		return e.uncached, nil
+	}
+	if e.closed {
+		return nil, errors.New("wasm: engine closed")
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, runtimeConfig(e.mode))
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		_ = rt.Close(ctx)
+		return nil, fmt.Errorf("wasm: instantiating WASI: %w", err)
+	}
+	if err := instantiateHost(ctx, rt, e.log); err != nil {
+		_ = rt.Close(ctx)
+		return nil, err
+	}
+	e.uncached = rt
+	return rt, nil
 }
 
 // CompileOptions are the per-cell settings fixed at compile time.
@@ -238,7 +279,7 @@ func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey) (*Modul
 		return nil, fmt.Errorf("not a usable WebAssembly module: %w", err)
 	}
 	cctx := experimental.WithCompilationWorkers(ctx, e.workers)
-	cm, err := e.rt.CompileModule(cctx, inst)
+	cm, rt, cacheErr, err := e.compileCached(cctx, inst, key)
 	if err != nil {
 		return nil, fmt.Errorf("compiling module: %w", err)
 	}
@@ -252,12 +293,59 @@ func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey) (*Modul
 		ABI:         abi,
 		Size:        len(src),
 		CompileTime: time.Since(start),
+		CacheError:  cacheErr,
 		engine:      e,
+		rt:          rt,
 		key:         key,
 		compiled:    cm,
 	}
 	e.log.Debug("compiled module", "sha256", m.SHA256[:12], "abi", abi.String(), "bytes", len(src), "took", m.CompileTime)
 	return m, nil
+}
+
+// cacheRetry is how long the engine compiles without the disk cache after
+// a cache write failed, before it tries the cache again.
+const cacheRetry = time.Minute
+
+// compileCached compiles inst in the cached runtime. wazero fails the
+// compilation when it cannot write the disk cache (a full or read-only
+// disk): then the module is compiled again in a runtime without the cache,
+// and if that works it serves uncached (each restart compiles it again),
+// with the cache's error returned as cacheErr. For cacheRetry after a
+// failure, modules go straight to the uncached runtime.
+func (e *Engine) compileCached(ctx context.Context, inst []byte, key moduleKey) (cm wazero.CompiledModule, rt wazero.Runtime, cacheErr string, err error) {
+	if !e.cached {
+		cm, err = e.rt.CompileModule(ctx, inst)
+		return cm, e.rt, "", err
+	}
+	e.mu.Lock()
+	recent, last := time.Since(e.cacheAt) < cacheRetry, e.cacheErr
+	e.mu.Unlock()
+	if !recent {
+		cm, err = e.rt.CompileModule(ctx, inst)
+		if err == nil || ctx.Err() != nil {
+			return cm, e.rt, "", err
+		}
+		last = err
+	}
+	urt, uerr := e.uncachedRuntime(ctx)
+	if uerr != nil {
+		return nil, nil, "", err
+	}
+	ucm, uerr := urt.CompileModule(ctx, inst)
+	if uerr != nil {
+		if err != nil {
+			return nil, nil, "", err // the module is at fault, not the cache
+		}
+		return nil, nil, "", uerr
+	}
+	if !recent {
+		e.mu.Lock()
+		e.cacheErr, e.cacheAt = last, time.Now()
+		e.mu.Unlock()
+		e.log.Warn("compile cache write failed; modules are compiled without it for a while", "sha256", hex.EncodeToString(key.sha[:6]), "retry", cacheRetry, "err", last)
+	}
+	return ucm, urt, "compile cache unavailable, serving uncached: " + last.Error(), nil
 }
 
 // release drops one reference to key; unreferenced modules are retained in a

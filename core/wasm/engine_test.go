@@ -318,3 +318,44 @@ func cacheFiles(t testing.TB, dir string) []string {
 	}
 	return out
 }
+
+// TestCacheWriteFailureServesUncached: when the disk cache cannot be
+// written (here its directory is replaced by a file, as a full or
+// read-only disk would refuse it), the module still compiles and serves,
+// and says why it is not cached; a bad module still fails with its own
+// error.
+func TestCacheWriteFailureServesUncached(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "cache")
+	e, logs := newEngine(t, Config{CacheDir: dir})
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, []byte("not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, mem := range []uint64{0, 1 << 20} { // the second goes straight to the uncached runtime
+		m, err := e.Compile(context.Background(), testdata(t, "tiny.wasm"), CompileOptions{MemoryLimit: mem})
+		if err != nil {
+			t.Fatalf("compile %d with a broken cache: %v", i, err)
+		}
+		if !strings.Contains(m.CacheError, "uncached") || !strings.Contains(m.CacheError, "not a directory") {
+			t.Fatalf("CacheError = %q, want the cache's failure", m.CacheError)
+		}
+		r, err := m.NewReactor(context.Background(), InstanceConfig{Cell: "tiny"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := r.Handle(context.Background(), time.Second, []byte("request"))
+		if err != nil || !bytes.HasSuffix(out, []byte("ok")) {
+			t.Fatalf("uncached module answered %q, %v", out, err)
+		}
+		r.Close(context.Background())
+		m.Release()
+	}
+	if !strings.Contains(logs.String(), "compile cache write failed") {
+		t.Fatalf("no log of the cache failure:\n%s", logs.String())
+	}
+	if _, err := e.Compile(context.Background(), testdata(t, "badimport.wasm"), CompileOptions{}); err == nil || strings.Contains(err.Error(), "cache") {
+		t.Fatalf("bad module with a broken cache: %v, want its own error", err)
+	}
+}

@@ -46,8 +46,13 @@ type Module struct {
 	// CompileTime is how long instrumenting and compiling took (a disk
 	// cache hit is much shorter than a cold compile).
 	CompileTime time.Duration
+	// CacheError, when not empty, says why the compiled code could not be
+	// written to the disk cache: the module serves, but a restart compiles
+	// it again.
+	CacheError string
 
 	engine      *Engine
+	rt          wazero.Runtime // the runtime it was compiled in
 	key         moduleKey
 	compiled    wazero.CompiledModule
 	releaseOnce sync.Once
@@ -142,7 +147,7 @@ func signature(f api.FunctionDefinition) string {
 // instantiate creates an anonymous instance without running any start
 // function; callers run _initialize or _start themselves under a time limit.
 func (m *Module) instantiate(ctx context.Context, cfg wazero.ModuleConfig) (api.Module, error) {
-	mod, err := m.engine.rt.InstantiateModule(ctx, m.compiled, cfg.WithName("").WithStartFunctions())
+	mod, err := m.rt.InstantiateModule(ctx, m.compiled, cfg.WithName("").WithStartFunctions())
 	if err != nil {
 		return nil, fmt.Errorf("instantiating module %s: %w", m.SHA256[:12], err)
 	}

@@ -139,7 +139,19 @@ type upgrader struct {
 func (u *upgrader) run(ctx context.Context) plugin.VerbResult {
 	base := u.next
 	var quiet []string // steps that saw no traffic
-	for _, p := range u.args.steps {
+	// An upgrade cut short (its plugin killed, its node's verb interrupted)
+	// resumes: steps at or below the share the new version already has
+	// are not taken again, so traffic never moves back to the old version.
+	steps := u.args.steps
+	resumed := u.next.Weight
+	for len(steps) > 0 && steps[0] <= resumed {
+		steps = steps[1:]
+	}
+	if resumed > 0 {
+		u.moved = true
+		u.note(ctx, "upgrade %s -> %s: resumed with %d%% of traffic already on the new version", joinShort(u.olds), short(u.next.SHA256), resumed)
+	}
+	for _, p := range steps {
 		if err := ctx.Err(); err != nil {
 			return u.fail(ctx, "canceled before the %d%% step: %v", p, err)
 		}
@@ -181,13 +193,19 @@ func (u *upgrader) run(ctx context.Context) plugin.VerbResult {
 			return failed("all traffic of cell %s is on %s, but retiring the old version %s failed: %v", u.cell, short(u.next.SHA256), short(old), err)
 		}
 	}
-	steps := make([]string, len(u.args.steps))
-	for i, p := range u.args.steps {
-		steps[i] = fmt.Sprintf("%d%%", p)
+	taken := make([]string, len(steps))
+	for i, p := range steps {
+		taken[i] = fmt.Sprintf("%d%%", p)
 	}
 	msg := fmt.Sprintf("upgraded %s -> %s in %s (%s); new version: %s, %d errors, p99 %s",
-		joinShort(u.olds), short(u.next.SHA256), plural(len(steps), "step"), strings.Join(steps, ", "),
+		joinShort(u.olds), short(u.next.SHA256), plural(len(taken), "step"), strings.Join(taken, ", "),
 		plural(int(base.Requests), "request"), base.Errors, duration(base.P99))
+	if len(taken) == 0 {
+		msg = fmt.Sprintf("upgraded %s -> %s: it already had all traffic; the old version is retired", joinShort(u.olds), short(u.next.SHA256))
+	}
+	if resumed > 0 {
+		msg += fmt.Sprintf("; resumed with %d%% already on it", resumed)
+	}
 	if len(quiet) > 0 {
 		msg += "; no traffic during " + strings.Join(quiet, ", ")
 	}

@@ -336,3 +336,29 @@ func TestUpgradeBadArgs(t *testing.T) {
 		})
 	}
 }
+
+// TestUpgradeResumes: an upgrade cut short leaves the new version with a
+// share of traffic; upgrading to it again takes up from that share and
+// never moves traffic back to the old version.
+func TestUpgradeResumes(t *testing.T) {
+	for _, tc := range []struct {
+		weight uint32
+		steps  []map[string]uint32
+		msg    string
+	}{
+		{100, nil, "it already had all traffic"},
+		{50, []map[string]uint32{w(newSHA, 100, oldSHA, 0)}, "in 1 step (100%)"},
+		{10, []map[string]uint32{w(newSHA, 50, oldSHA, 50), w(newSHA, 100, oldSHA, 0)}, "in 2 steps (50%, 100%)"},
+	} {
+		c := twoVersions()
+		c.Versions = []plugin.VersionState{{SHA256: oldSHA, Weight: 100 - tc.weight, Replicas: 2}, {SHA256: newSHA, Weight: tc.weight}}
+		h := newSimHost(c)
+		res := run(t, h, "upgrade", "web", newSHA, fast)
+		want(t, res, plugin.Done, tc.msg)
+		if !strings.Contains(res.Message, "resumed with") {
+			t.Errorf("at %d%%: message %q does not say it resumed", tc.weight, res.Message)
+		}
+		checkSteps(t, h, tc.steps...)
+		checkRetired(t, h, oldSHA)
+	}
+}

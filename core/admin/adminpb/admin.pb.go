@@ -1789,7 +1789,10 @@ type IntentResponse struct {
 	UpgradeArgs    []string               `protobuf:"bytes,11,rep,name=upgrade_args,json=upgradeArgs,proto3" json:"upgrade_args,omitempty"`
 	Rules          []*Rule                `protobuf:"bytes,12,rep,name=rules,proto3" json:"rules,omitempty"`
 	// The last rejected intent's diagnostics; the intent shown stays in force.
-	Error         string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
+	// Warnings about the intent in force, e.g. a rule on a signal that no
+	// source emits; the intent applies regardless.
+	Warnings      []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1913,6 +1916,13 @@ func (x *IntentResponse) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *IntentResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 type VerbRequest struct {
@@ -2334,7 +2344,7 @@ const file_admin_proto_rawDesc = "" +
 	"quietUntil\x12\x1d\n" +
 	"\n" +
 	"last_value\x18\b \x01(\x01R\tlastValue\x127\n" +
-	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xbe\x03\n" +
+	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xda\x03\n" +
 	"\x0eIntentResponse\x12\x12\n" +
 	"\x04cell\x18\x01 \x01(\tR\x04cell\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x16\n" +
@@ -2349,7 +2359,8 @@ const file_admin_proto_rawDesc = "" +
 	" \x01(\v2\x19.google.protobuf.DurationR\x0edecayAfterIdle\x12!\n" +
 	"\fupgrade_args\x18\v \x03(\tR\vupgradeArgs\x12.\n" +
 	"\x05rules\x18\f \x03(\v2\x18.celluster.admin.v1.RuleR\x05rules\x12\x14\n" +
-	"\x05error\x18\r \x01(\tR\x05error\"I\n" +
+	"\x05error\x18\r \x01(\tR\x05error\x12\x1a\n" +
+	"\bwarnings\x18\x0e \x03(\tR\bwarnings\"I\n" +
 	"\vVerbRequest\x12\x12\n" +
 	"\x04verb\x18\x01 \x01(\tR\x04verb\x12\x12\n" +
 	"\x04cell\x18\x02 \x01(\tR\x04cell\x12\x12\n" +
