@@ -3,42 +3,12 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/celluster/celluster/core/testbuild"
 )
-
-// versionJSON is one routed version in `celctl cells -o json`.
-type versionJSON struct {
-	SHA256   string `json:"sha256"`
-	Weight   uint32 `json:"weight"`
-	Replicas int    `json:"replicas"`
-}
-
-// versions returns the versions a cell routes, the primary first.
-func (n *proc) versions(cell string) []versionJSON {
-	n.t.Helper()
-	out, err := n.celctl("cells", "-o", "json")
-	if err != nil {
-		n.t.Fatalf("celctl cells: %v\n%s", err, out)
-	}
-	var list []struct {
-		Name     string        `json:"name"`
-		Versions []versionJSON `json:"versions"`
-	}
-	if err := json.Unmarshal([]byte(out), &list); err != nil {
-		n.t.Fatalf("celctl cells -o json: %v\n%s", err, out)
-	}
-	for _, c := range list {
-		if c.Name == cell {
-			return c.Versions
-		}
-	}
-	return nil
-}
 
 // weightOf returns the weight of version sha in vs, or -1.
 func weightOf(vs []versionJSON, sha string) int {
