@@ -19,7 +19,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
 
 	"github.com/celluster/celluster/pluginapi"
@@ -270,14 +272,20 @@ func (p *managed) describe(ctx context.Context, name string) (*pluginapiv1.Plugi
 	defer cancel()
 	args := append(slices.Clone(p.spec.Args), "describe")
 	cmdline := strings.Join(append([]string{p.spec.Path}, args...), " ")
-	cmd := exec.CommandContext(dctx, p.spec.Path, args...)
-	cmd.SysProcAttr = sysProcAttr()
+	cmd := exec.Command(p.spec.Path, args...)
+	cmd.Env = p.m.env(os.Environ())
 	cmd.WaitDelay = time.Second
 	stdout := &limitedBuffer{max: 1 << 20}
 	stderr := newTail(2048)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
-	err := cmd.Run()
+	g := &groupProc{cmd: cmd}
+	if err := g.start(); err != nil {
+		return nil, refused(ErrDescribe, "plugin %s: `%s` did not start: %w", name, cmdline, err)
+	}
+	stop := context.AfterFunc(dctx, g.kill)
+	err := g.wait()
+	stop()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -532,7 +540,7 @@ func (p *managed) settings(name string) map[string]string {
 // instance is one process of a plugin, from handshake to exit.
 type instance struct {
 	client  *plugin.Client
-	cmd     *exec.Cmd
+	run     *procRunner // set when go-plugin asks for the runner
 	proto   plugin.ClientProtocol
 	pid     int
 	api     int
@@ -577,17 +585,19 @@ func (in *instance) stop(hard bool) {
 	})
 }
 
-// sigkill SIGKILLs the process, if it was started.
+// sigkill SIGKILLs the process and its group, if it was started.
 func (in *instance) sigkill() {
-	if p := in.cmd.Process; p != nil {
-		_ = p.Kill()
+	if in.run != nil {
+		in.run.g.kill()
 	}
 }
 
 // exitStatus says how the process ended; valid after stop.
 func (in *instance) exitStatus() string {
-	if ps := in.cmd.ProcessState; ps != nil {
-		return ps.String()
+	if in.run != nil {
+		if ps := in.run.g.cmd.ProcessState; ps != nil {
+			return ps.String()
+		}
 	}
 	return "exit status unknown"
 }
@@ -617,8 +627,22 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 	name, info, pin, log := p.name, p.info, p.pin, p.log
 	p.mu.Unlock()
 
-	cmd := exec.Command(p.spec.Path, p.spec.Args...)
-	cmd.SysProcAttr = sysProcAttr()
+	inst := &instance{started: time.Now(), stderr: newTail(4096)}
+	// The pin is checked again immediately before the process starts: the
+	// file may have been replaced since prepare hashed it.
+	var check func() error
+	if pin != "" {
+		check = func() error {
+			sum, err := sha256File(p.spec.Path)
+			if err != nil {
+				return refused(ErrNotExecutable, "plugin %s: hashing %s: %w", name, p.spec.Path, err)
+			}
+			if !strings.EqualFold(strings.TrimSpace(pin), sum) {
+				return refused(ErrChecksumMismatch, "plugin %s: %w: %s changed after it was checked: it has %s, pinned %s", name, ErrChecksumMismatch, p.spec.Path, sum, pin)
+			}
+			return nil
+		}
+	}
 	cc := &plugin.ClientConfig{
 		HandshakeConfig: plugin.HandshakeConfig{
 			ProtocolVersion:  pluginapi.ProtocolVersion,
@@ -626,28 +650,26 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 			MagicCookieValue: pluginapi.MagicCookieValue,
 		},
 		VersionedPlugins: pluginSets(),
-		Cmd:              cmd,
+		// go-plugin passes a command carrying only its environment.
+		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, tmpDir string) (runner.Runner, error) {
+			cmd := exec.Command(p.spec.Path, p.spec.Args...)
+			cmd.Env = p.m.env(spec.Env)
+			r, err := newProcRunner(cmd, tmpDir, check)
+			if err != nil {
+				return nil, err
+			}
+			inst.run = r
+			return r, nil
+		},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     cfg.StartTimeout,
 		Logger:           newHCLogger(log),
-		Stderr:           newTail(4096),
+		Stderr:           inst.stderr,
 		SyncStdout:       newLineLogger(log, "stdout"),
 		SyncStderr:       newLineLogger(log, "stderr"),
 	}
-	if pin != "" {
-		sum, herr := hex.DecodeString(strings.TrimSpace(pin))
-		if herr != nil {
-			return nil, refused(ErrChecksumMismatch, "plugin %s: pinned sha256 %q is not hex: %w", name, pin, herr)
-		}
-		cc.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
-	}
-	inst := &instance{
-		client:  plugin.NewClient(cc),
-		cmd:     cmd,
-		started: time.Now(),
-		stderr:  cc.Stderr.(*tail),
-	}
+	inst.client = plugin.NewClient(cc)
 	register(inst)
 	defer func() {
 		if err != nil {
@@ -662,7 +684,7 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 		return nil, p.startError(name, inst, err)
 	}
 	inst.proto = proto
-	inst.pid = cmd.Process.Pid
+	inst.pid = inst.run.g.pid
 	inst.api = inst.client.NegotiatedVersion()
 
 	raw, err := proto.Dispense(pluginapi.ServicePlugin)
@@ -769,8 +791,8 @@ func (p *managed) startError(name string, inst *instance, err error) error {
 	stderr := inst.stderr.String()
 	msg := err.Error()
 	switch {
-	case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
-		return refused(ErrChecksumMismatch, "plugin %s: %w: the executable changed after it was checked", name, ErrChecksumMismatch)
+	case isRefusal(err):
+		return err // the pin checked as the process started
 	case strings.Contains(msg, "timeout while waiting for plugin to start"):
 		return refused(ErrHandshakeTimeout, "plugin %s did not complete the handshake within %v", name, p.m.cfg.StartTimeout)
 	case strings.Contains(msg, "incompatible API version with plugin"):

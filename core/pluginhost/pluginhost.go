@@ -8,6 +8,14 @@
 // never work: wrong magic cookie, unsupported API version, a handshake that
 // never completes, a sha256 that does not match its pin.
 //
+// Every plugin process runs in a process group of its own, forked from one
+// OS thread locked for the life of the node, with a parent-death signal
+// (SIGKILL): whatever a plugin forks is killed with it when it exits, is
+// restarted or is stopped, and the plugin dies with the node even under
+// kill -9. What a plugin forked cannot be signalled by a node killed
+// outright; it carries the node's mark in its environment, and the next
+// Manager with the same Config.Owner kills it at Start.
+//
 // Calls into plugins (Parse, Execute) are routed by kind and capability and
 // never outlive the plugin: a call into a plugin that is not running, or that
 // dies mid-call, returns an error wrapping ErrPluginShutdown. Telemetry
@@ -21,6 +29,8 @@ package pluginhost
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -145,6 +155,16 @@ type Config struct {
 	// StreamInterval is the batch interval requested when opening a
 	// telemetry stream (the source may differ; default 1s).
 	StreamInterval time.Duration
+	// Owner, if set, names this node's plugin processes across restarts
+	// (the node passes its data directory). Every process the Manager
+	// starts carries it, with this process's pid and start time, in its
+	// environment (CELLUSTER_PLUGIN_OWNER), and so does whatever those
+	// processes fork unless they clear their environment. Start SIGKILLs
+	// every process marked with the same Owner by a process that is no
+	// longer alive: what a node killed outright (kill -9, a crash) left
+	// behind. Plugins themselves die with the node (a parent-death signal);
+	// this catches what they forked. Linux only.
+	Owner string
 }
 
 // withDefaults fills in the documented defaults.
@@ -261,6 +281,8 @@ type Manager struct {
 
 	// pingTimeout bounds a health ping: max(HealthInterval, 5s).
 	pingTimeout time.Duration
+	// owner is the hashed Config.Owner, "" if none.
+	owner string
 }
 
 // fileHash is a cached checksum and the stat it was computed for.
@@ -273,11 +295,40 @@ type fileHash struct {
 // Start.
 func New(cfg Config) *Manager {
 	cfg = cfg.withDefaults()
-	return &Manager{
+	m := &Manager{
 		cfg:         cfg,
 		log:         cfg.Logger,
 		hashes:      map[string]fileHash{},
 		pingTimeout: max(cfg.HealthInterval, 5*time.Second),
+	}
+	if cfg.Owner != "" {
+		h := sha256.Sum256([]byte(cfg.Owner))
+		m.owner = hex.EncodeToString(h[:8])
+	}
+	return m
+}
+
+// env returns base plus the owner mark (see Config.Owner) for a plugin
+// process.
+func (m *Manager) env(base []string) []string {
+	env := slices.Clone(base)
+	if m.owner != "" && selfStart() != "" {
+		env = append(env, fmt.Sprintf("%s=%s/%d/%s", ownerEnv, m.owner, os.Getpid(), selfStart()))
+	}
+	return env
+}
+
+// killOrphans kills what a dead previous owner left (see Config.Owner).
+func (m *Manager) killOrphans() {
+	if m.owner == "" {
+		return
+	}
+	found, err := killOrphans(m.owner)
+	if err != nil && !errors.Is(err, errNoProc) {
+		m.log.Warn("could not look for plugin processes a previous run left behind", "err", err)
+	}
+	for _, o := range found {
+		m.log.Warn("killed a plugin process a previous run of this node left behind", "pid", o.pid, "cmd", o.cmdline, "owner", o.owner)
 	}
 }
 
@@ -306,6 +357,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	mctx := m.ctx
 	m.mu.Unlock()
 	managers.add(m)
+	m.killOrphans()
 
 	specs, err := m.discover()
 	if err != nil {

@@ -611,3 +611,117 @@ func TestCrashSummary(t *testing.T) {
 		t.Errorf("got %q", got)
 	}
 }
+
+// A plugin that forks leaves no orphan: the child forked by `describe` dies
+// when describe ends, the child of a served plugin dies when the plugin is
+// killed (and restarted), and the child of the restarted one at Close.
+func TestForkedChildrenDieWithTheirPlugin(t *testing.T) {
+	dir := t.TempDir()
+	marks := t.TempDir()
+	t.Setenv("TPLUG_MARKER_DIR", marks)
+	install(t, dir, "forker", "forker")
+	m, _ := startManager(t, Config{Dir: dir})
+	first := waitRunning(t, m, "forker")
+	desc, kids := children(t, marks, "describe"), children(t, marks, "serve")
+	killAtEnd(t, append(desc, kids...)...)
+	if len(desc) != 1 || len(kids) != 1 {
+		t.Fatalf("children: describe %v, serve %v", desc, kids)
+	}
+	waitFor(t, 10*time.Second, "describe's child to die with describe", func() bool { return !alive(desc[0]) })
+	if !alive(kids[0]) {
+		t.Fatalf("the running plugin's child %d is not alive", kids[0])
+	}
+
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "forker restarted", func() bool {
+		s := statusOf(t, m, "forker")
+		return s.State == StateRunning && s.Restarts == 1
+	})
+	waitFor(t, 10*time.Second, "the killed plugin's child to die", func() bool {
+		for _, pid := range kids {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 30*time.Second, "the restarted plugin's child", func() bool { return len(children(t, marks, "serve")) == 2 })
+	var last int
+	for _, pid := range children(t, marks, "serve") {
+		if !slices.Contains(kids, pid) {
+			last = pid
+		}
+	}
+	killAtEnd(t, last)
+	if !alive(last) {
+		t.Fatalf("the running plugin's child %d is not alive", last)
+	}
+	m.Close()
+	// SIGKILLed with its group; it is gone once the kernel has torn it down.
+	waitFor(t, 10*time.Second, "the child to die at Close", func() bool { return !alive(last) })
+}
+
+// A node killed outright takes its plugins with it (parent-death signal);
+// what they forked is killed by the next Manager started with the same
+// Owner, and a Manager with another Owner leaves it alone.
+func TestOrphansOfADeadNodeKilledAtStart(t *testing.T) {
+	dir := t.TempDir()
+	marks := t.TempDir()
+	t.Setenv("TPLUG_MARKER_DIR", marks)
+	install(t, dir, "forker", "forker")
+	bins(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := filepath.Join(t.TempDir(), "data")
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PLUGINHOST_TEST_NODE=1", "PLUGINHOST_TEST_DIR="+dir, "PLUGINHOST_TEST_OWNER="+owner)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "PIDS ") {
+		t.Fatalf("node said %q, %v", line, err)
+	}
+	plugin, _ := strconv.Atoi(strings.Fields(strings.TrimPrefix(line, "PIDS "))[0])
+	kids := children(t, marks, "serve")
+	if len(kids) != 1 || !alive(kids[0]) {
+		t.Fatalf("the served plugin's children: %v", kids)
+	}
+	child := kids[0]
+	killAtEnd(t, child)
+
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	waitFor(t, 10*time.Second, "the plugin to die with its node", func() bool { return !alive(plugin) })
+	if !alive(child) {
+		t.Fatalf("the plugin's child %d died with the node: this test would prove nothing", child)
+	}
+
+	// Another owner's Manager does not touch it.
+	empty := t.TempDir()
+	other, _ := startManager(t, Config{Dir: empty, Owner: owner + "-other"})
+	other.Close()
+	if !alive(child) {
+		t.Fatal("a Manager with another Owner killed the orphan")
+	}
+
+	_, lb := startManager(t, Config{Dir: empty, Owner: owner})
+	waitFor(t, 10*time.Second, "the orphan to be killed", func() bool { return !alive(child) })
+	if !lb.has(map[string]string{"msg": "left behind", "pid": strconv.Itoa(child)}) {
+		t.Error("no log line names the orphan killed")
+	}
+}
