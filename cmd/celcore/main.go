@@ -95,7 +95,7 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 	f.StringVar(&cfg.PluginsDir, "plugins", "", "directory of third-party plugin executables (default <data>/plugins)")
 	f.StringSliceVar(&cfg.Builtins, "builtin-plugins", plugins.Names(), "first-party plugins to run (re-executing celcore); empty for none")
 	f.StringArrayVar(&settings, "plugin-setting", nil, "a plugin setting NAME.KEY=VALUE (repeatable)")
-	f.StringArrayVar(&pins, "plugin-sha256", nil, "pin a plugin binary: NAME=HEX sha256 (repeatable); a mismatch refuses to start it")
+	f.StringArrayVar(&pins, "plugin-sha256", nil, "pin a plugin binary: FILE=HEX sha256, FILE its name in the plugin directory (or a built-in's name); checked before it ever runs, a mismatch refuses it; with any pin given, unpinned plugin files are refused (repeatable)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.DurationVar(&cfg.Settle, "settle", 200*time.Millisecond, "how long a cell file must be left alone before it is loaded")
@@ -188,7 +188,7 @@ func parsePins(flags []string) (map[string]string, error) {
 		name, sum, ok := strings.Cut(f, "=")
 		sum = strings.ToLower(sum)
 		if !ok || name == "" || len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
-			return nil, fmt.Errorf("--plugin-sha256 %q: want NAME=<64 hex digits>", f)
+			return nil, fmt.Errorf("--plugin-sha256 %q: want FILE=<64 hex digits>", f)
 		}
 		out[name] = sum
 	}

@@ -186,19 +186,16 @@ func (p *managed) prepare(ctx context.Context) error {
 	if err != nil {
 		return refused(ErrNotExecutable, "plugin %s: hashing the executable: %w", name, err)
 	}
-	pin := p.spec.SHA256
-	if pin == "" && p.spec.Name != "" {
-		pin = p.m.cfg.Pins[p.spec.Name]
-	}
-	if pin == "" {
-		pin = p.m.cfg.Pins[p.base]
-	}
+	pin := p.pinFor()
 	p.mu.Lock()
 	p.sha = sum
 	p.pin = pin
 	p.mu.Unlock()
-	// Check before the binary is ever executed.
-	if err := checkPin(name, sum, pin); err != nil {
+	// Checked before the binary is ever executed.
+	if pin == "" && !p.spec.Builtin && len(p.m.cfg.Pins) > 0 {
+		return refused(ErrNotPinned, "plugin file %s: %w: pins are given, so every file in the plugin directory needs one by its file name (%s=%s)", path, ErrNotPinned, p.base, sum)
+	}
+	if err := checkPin(name, path, sum, pin); err != nil {
 		return err
 	}
 
@@ -215,26 +212,33 @@ func (p *managed) prepare(ctx context.Context) error {
 	if p.spec.Name != "" && info.GetName() != p.spec.Name {
 		return refused(ErrDescribe, "plugin %s: describe says its name is %q", name, info.GetName())
 	}
-	if pin == "" {
-		// A pin by plugin name is only known now; still before launch.
-		pin = p.m.cfg.Pins[info.GetName()]
-		if err := checkPin(info.GetName(), sum, pin); err != nil {
-			return err
-		}
-		p.mu.Lock()
-		p.pin = pin
-		p.mu.Unlock()
-	}
 	return nil
 }
 
-// checkPin refuses sum unless it matches pin (no pin: no check).
-func checkPin(name, sum, pin string) error {
+// pinFor returns the pin that applies to the plugin's file, "" if none:
+// Spec.SHA256, else Config.Pins by built-in name, else by file base name.
+// Pins never name what a binary reports about itself: that is only known
+// after running it.
+func (p *managed) pinFor() string {
+	if p.spec.SHA256 != "" {
+		return p.spec.SHA256
+	}
+	if p.spec.Builtin && p.spec.Name != "" {
+		if pin := p.m.cfg.Pins[p.spec.Name]; pin != "" {
+			return pin
+		}
+	}
+	return p.m.cfg.Pins[p.base]
+}
+
+// checkPin refuses the file at path, whose sha256 is sum, unless it matches
+// pin (no pin: no check).
+func checkPin(name, path, sum, pin string) error {
 	if pin == "" {
 		return nil
 	}
 	if !strings.EqualFold(strings.TrimSpace(pin), sum) {
-		return refused(ErrChecksumMismatch, "plugin %s: %w: file has %s, pinned %s", name, ErrChecksumMismatch, sum, pin)
+		return refused(ErrChecksumMismatch, "plugin %s: %w: %s has %s, pinned %s", name, ErrChecksumMismatch, path, sum, pin)
 	}
 	return nil
 }

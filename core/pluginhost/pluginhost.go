@@ -34,6 +34,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -71,6 +72,8 @@ var (
 	ErrDescribe = errors.New("plugin describe failed")
 	// ErrNotExecutable: the plugin file is missing or not a regular file.
 	ErrNotExecutable = errors.New("plugin executable unusable")
+	// ErrNotPinned: pins are given but none names this plugin file.
+	ErrNotPinned = errors.New("plugin file not pinned")
 	// ErrDuplicateName: another plugin on the node already has the name.
 	ErrDuplicateName = errors.New("duplicate plugin name")
 )
@@ -123,10 +126,14 @@ type Config struct {
 	// Builtins are first-party plugins: Path = os.Executable(),
 	// Args = ["plugin", NAME], Builtin = true.
 	Builtins []Spec
-	// Pins maps a file base name or a plugin name to the expected sha256
-	// hex. A pin by file base name (or Spec.SHA256) is checked before the
-	// binary is ever executed; a pin by plugin name can only be found after
-	// `describe` ran it, and is checked before launch.
+	// Pins maps a plugin file's base name (or a built-in's name) to its
+	// expected sha256 hex. Every pin is checked before the file is ever
+	// executed (`describe` included) and again immediately before each
+	// launch. When any pin is given, every file in Dir must be pinned: an
+	// unpinned one is refused (ErrNotPinned) without being run. A pin that
+	// names no file and no built-in is reported at Start. (Pins cannot name
+	// what a binary reports about itself: that is known only after running
+	// it.)
 	Pins map[string]string
 	// Settings maps a plugin name (or file base name) to the settings
 	// passed in Configure; they override Spec.Settings.
@@ -363,6 +370,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m.checkPinNames(specs)
 	plugins := make([]*managed, len(specs))
 	for i, s := range specs {
 		plugins[i] = newManaged(m, s)
@@ -440,6 +448,23 @@ func (m *Manager) discover() ([]Spec, error) {
 		specs = append(specs, Spec{Path: path})
 	}
 	return specs, nil
+}
+
+// checkPinNames logs every pin that names no plugin file and no built-in.
+func (m *Manager) checkPinNames(specs []Spec) {
+	known := map[string]bool{}
+	for _, s := range specs {
+		known[filepath.Base(s.Path)] = true
+		if s.Builtin {
+			known[s.Name] = true
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.cfg.Pins)) {
+		if !known[name] {
+			m.log.Error("a pin names no plugin file and no built-in plugin; pins name plugin files, not the names plugins report",
+				"pin", name, "dir", m.cfg.Dir)
+		}
+	}
 }
 
 // claim gives p its described name unless another plugin holds it.

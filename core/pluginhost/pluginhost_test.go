@@ -343,7 +343,7 @@ func TestChecksumPins(t *testing.T) {
 
 	s := statusOf(t, m, "ticker")
 	sum, _ := sha256File(filepath.Join(dir, "ticker"))
-	want := fmt.Sprintf("plugin ticker: sha256 mismatch: file has %s, pinned %s", sum, bad)
+	want := fmt.Sprintf("plugin ticker: sha256 mismatch: %s has %s, pinned %s", filepath.Join(dir, "ticker"), sum, bad)
 	if s.State != StateFailed || s.LastError != want || s.PID != 0 {
 		t.Errorf("ticker = %+v\nwant error %q", s, want)
 	}
@@ -358,6 +358,50 @@ func TestChecksumPins(t *testing.T) {
 	}
 	if s := statusOf(t, m, "ticker"); s.State != StateFailed || s.Restarts != 0 {
 		t.Errorf("ticker after a while = %+v", s)
+	}
+}
+
+// Pins name files, and are checked before anything runs: a pin naming what
+// a plugin reports (not its file) pins nothing, so with pins given the
+// unpinned file is refused without being run — describe included — and the
+// stray pin is reported; a mismatching pin refuses the file naming it,
+// the pinned and the actual sum, again without running it.
+func TestPinsCheckedBeforeAnythingRuns(t *testing.T) {
+	dir := t.TempDir()
+	marks := t.TempDir()
+	t.Setenv("TPLUG_MARKER_DIR", marks)
+	tk := install(t, dir, "ticker", "tk") // describes itself as "ticker"
+	parser := install(t, dir, "parser", "parser")
+	vb := install(t, dir, "verber", "vb")
+	good, _ := sha256File(parser)
+	tkSum, _ := sha256File(tk)
+	vbSum, _ := sha256File(vb)
+	bad := strings.Repeat("0", 64)
+	m, lb := startManager(t, Config{Dir: dir, Pins: map[string]string{"ticker": tkSum, "parser": good, "vb": bad}})
+
+	s := statusOf(t, m, "tk")
+	if s.State != StateFailed || s.PID != 0 || !strings.Contains(s.LastError, "plugin file "+tk+": plugin file not pinned") ||
+		!strings.Contains(s.LastError, "tk="+tkSum) {
+		t.Errorf("unpinned tk = %+v", s)
+	}
+	if !lb.has(map[string]string{"msg": "a pin names no plugin file", "pin": "ticker"}) {
+		t.Error("the pin naming no file was not reported")
+	}
+	v := statusOf(t, m, "vb")
+	want := fmt.Sprintf("plugin vb: sha256 mismatch: %s has %s, pinned %s", vb, vbSum, bad)
+	if v.State != StateFailed || v.LastError != want {
+		t.Errorf("vb = %+v\nwant error %q", v, want)
+	}
+	if p := statusOf(t, m, "parser"); p.State != StateRunning {
+		t.Errorf("pinned parser = %+v", p)
+	}
+	for _, f := range append(markers(t, marks, "describe"), markers(t, marks, "serve")...) {
+		if strings.HasPrefix(f, "tk.") || strings.HasPrefix(f, "vb.") {
+			t.Errorf("a binary refused by its pin ran: marker %s", f)
+		}
+	}
+	if len(markers(t, marks, "serve")) == 0 {
+		t.Fatal("no marker from the pinned plugin: the markers prove nothing")
 	}
 }
 
