@@ -454,15 +454,16 @@ func (p *managed) running(inst *instance) {
 	}
 }
 
-// detach makes inst unreachable for new calls and fails the calls in flight.
-func (p *managed) detach(inst *instance) {
+// detach makes inst unreachable for new calls and fails the calls in flight
+// with cause, which wraps ErrPluginShutdown and says why.
+func (p *managed) detach(inst *instance, cause error) {
 	p.mu.Lock()
 	if p.inst == inst {
 		p.inst = nil
 		p.pid = 0
 	}
 	p.mu.Unlock()
-	inst.cancel(ErrPluginShutdown)
+	inst.cancel(cause)
 }
 
 // watch returns when the plugin exited, failed its health check (it is then
@@ -475,11 +476,11 @@ func (p *managed) watch(ctx context.Context, inst *instance) error {
 	for {
 		select {
 		case <-ctx.Done():
-			p.detach(inst)
+			p.detach(inst, fmt.Errorf("%w: the node is stopping it", ErrPluginShutdown))
 			inst.stop(false)
 			return ctx.Err()
 		case <-inst.exited.Done():
-			p.detach(inst)
+			p.detach(inst, fmt.Errorf("%w: the plugin process exited", ErrPluginShutdown))
 			inst.stop(false)
 			return fmt.Errorf("plugin %s (pid %d) exited unexpectedly (%s) after %v%s",
 				name, inst.pid, inst.exitStatus(), time.Since(inst.started).Round(time.Millisecond), said(crashSummary(inst.stderr.String())))
@@ -488,8 +489,8 @@ func (p *managed) watch(ctx context.Context, inst *instance) error {
 			if err == nil || inst.exited.Err() != nil {
 				continue // an exit is reported by its own case
 			}
-			p.detach(inst)
-			p.logger().Warn("plugin failed its health check; killing it", "pid", inst.pid, "err", err)
+			p.detach(inst, fmt.Errorf("%w: it stopped answering (health check: %v); killed and restarting", ErrPluginShutdown, err))
+			p.logger().Warn("plugin failed its health check; killing it and failing its calls in flight", "pid", inst.pid, "err", err)
 			inst.stop(true) // too sick to be asked
 			return fmt.Errorf("plugin %s (pid %d) failed its health check: %w", name, inst.pid, err)
 		}
