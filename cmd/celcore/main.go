@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/node"
+	"github.com/celluster/celluster/core/pluginhost"
 	"github.com/celluster/celluster/plugins"
 )
 
@@ -70,7 +72,7 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 			}
 			cfg.Logger = log
 			cfg.Version = version
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := stopOnSignal(cmd.Context(), log)
 			defer stop()
 			return node.Run(ctx, cfg, nil)
 		},
@@ -109,6 +111,44 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 	f.DurationVar(&cfg.Limits.QueueTimeout, "limit-queue-time", d.QueueTimeout, "default longest wait in the queue (503 beyond)")
 	f.IntVar(&cfg.Limits.Warm, "warm", d.Warm, "default reactor instances kept initialised per cell")
 	return cmd
+}
+
+// stopSignals end the node gracefully: it stops accepting, drains requests
+// in flight (--drain-timeout), stops its plugins and exits 0. SIGHUP is one
+// of them: it is what a closing terminal or session sends, and the node has
+// no configuration file to reload (cells, intents and plugins are picked up
+// from their directories as they change).
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
+// stopOnSignal returns a context canceled, with a log line naming the
+// signal, at the first of stopSignals. A second one exits at once, killing
+// the plugins, without waiting for the drain.
+func stopOnSignal(parent context.Context, log *slog.Logger) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, stopSignals...)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			log.Info("signal received: stopping gracefully (a second signal stops at once)", "signal", s.String())
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case s := <-sigs:
+			log.Warn("second signal received: exiting without waiting for requests in flight", "signal", s.String())
+			pluginhost.CleanupAll()
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {
