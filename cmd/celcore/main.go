@@ -65,6 +65,9 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 			if cfg.PluginPins, err = parsePins(pins); err != nil {
 				return err
 			}
+			if cfg.Builtins, err = parseBuiltins(cfg.Builtins); err != nil {
+				return err
+			}
 			for _, b := range cfg.Builtins {
 				if !slices.Contains(plugins.Names(), b) {
 					return fmt.Errorf("--builtin-plugins: no built-in plugin named %q (have %s)", b, strings.Join(plugins.Names(), ", "))
@@ -202,6 +205,24 @@ func pluginCmd() *cobra.Command {
 			return plugins.Serve(args[0])
 		},
 	}
+}
+
+// parseBuiltins trims the --builtin-plugins names and drops empty ones, so
+// that an empty value, a blank and a lone comma all mean none and
+// "host, verbs" means two; a name given twice is an error.
+func parseBuiltins(names []string) ([]string, error) {
+	out := []string{}
+	for _, b := range names {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			continue
+		}
+		if slices.Contains(out, b) {
+			return nil, fmt.Errorf("--builtin-plugins: %q given twice", b)
+		}
+		out = append(out, b)
+	}
+	return out, nil
 }
 
 // parseSettings turns NAME.KEY=VALUE flags into per-plugin settings.

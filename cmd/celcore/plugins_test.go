@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -270,11 +271,12 @@ func childrenOf(t *testing.T, pid int) []int {
 	return out
 }
 
-// TestNoBuiltinPlugins: an empty --builtin-plugins (`--builtin-plugins ""`, `--builtin-plugins=`)
-// starts no built-in plugin: once the one third-party plugin runs, it is
-// the only plugin and the node's only child process.
+// TestNoBuiltinPlugins: an empty --builtin-plugins (`--builtin-plugins ""`,
+// `--builtin-plugins=`, a blank or a lone comma) starts no built-in plugin:
+// once the one third-party plugin runs, it is the only plugin and the
+// node's only child process.
 func TestNoBuiltinPlugins(t *testing.T) {
-	for _, args := range [][]string{{"--builtin-plugins", ""}, {"--builtin-plugins="}} {
+	for _, args := range [][]string{{"--builtin-plugins", ""}, {"--builtin-plugins="}, {"--builtin-plugins", " "}, {"--builtin-plugins", ","}} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			data := filepath.Join(t.TempDir(), "data")
 			installHoldplug(t, data)
@@ -440,5 +442,27 @@ func TestHungPluginMidVerb(t *testing.T) {
 	}
 	if r := n.get("/hello"); r.status != 200 {
 		t.Fatalf("the cell answered %d after the plugin's restart", r.status)
+	}
+}
+
+// TestBuiltinPluginsList: names are trimmed ("host, intent" is two), and a
+// name given twice or unknown stops celcore with an error naming it.
+func TestBuiltinPluginsList(t *testing.T) {
+	n := startNode(t, "", "--builtin-plugins", "host, intent")
+	eventually(t, "host and intent to run", func() bool {
+		ps := n.listPlugins()
+		return len(ps) == 2 && ps["host"].State == "running" && ps["intent"].State == "running"
+	})
+	bin := testbuild.Binary(t, "./cmd/celcore", raceBinaries)
+	for _, tc := range []struct{ list, want string }{
+		{"host,host", `--builtin-plugins: "host" given twice`},
+		{"host,nope", `--builtin-plugins: no built-in plugin named "nope"`},
+	} {
+		dir := t.TempDir()
+		out, err := exec.Command(bin, "--cells", filepath.Join(dir, "cells"), "--data", filepath.Join(dir, "data"),
+			"--http", "127.0.0.1:0", "--builtin-plugins", tc.list).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("--builtin-plugins %q: %v\n%s\nwant an error saying %s", tc.list, err, out, tc.want)
+		}
 	}
 }
