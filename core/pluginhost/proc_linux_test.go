@@ -1,0 +1,80 @@
+package pluginhost
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Linux sends the parent-death signal when the thread that forked exits,
+// and the Go runtime ends a thread whose goroutine exits while locked to
+// it. A plugin started from such a goroutine must survive the thread: it
+// was forked from the forker thread, which never exits.
+func TestPluginSurvivesTheThreadThatStartedIt(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Skipf("needs sleep(1) on PATH: %v", err)
+	}
+	type started struct {
+		pid, tid int
+		m0       bool
+		err      error
+	}
+	// Holding this goroutine's thread keeps the one below off it (it may be
+	// the main thread).
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var r started
+	for range 100 {
+		res := make(chan started, 1)
+		go func() {
+			runtime.LockOSThread()
+			if unix.Gettid() == os.Getpid() {
+				// The main thread is never ended (the runtime parks it
+				// instead): try another.
+				runtime.UnlockOSThread()
+				res <- started{m0: true}
+				return
+			}
+			// Never unlocked: the runtime ends this thread.
+			g := &groupProc{cmd: exec.Command(sleep, "60")}
+			err := g.start()
+			pid := 0
+			if err == nil {
+				pid = g.pid
+				go func() { _ = g.wait() }()
+			}
+			res <- started{pid: pid, tid: unix.Gettid(), err: err}
+		}()
+		if r = <-res; !r.m0 {
+			break
+		}
+	}
+	if r.m0 {
+		t.Fatal("every goroutine ran on the main thread")
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(r.pid, syscall.SIGKILL) })
+	task := fmt.Sprintf("/proc/self/task/%d", r.tid)
+	waitFor(t, 10*time.Second, "the locked thread to exit", func() bool {
+		_, err := os.Stat(task)
+		return os.IsNotExist(err)
+	})
+	// A parent-death signal is sent as the thread exits; give a wrongly
+	// forked child the time to die of it.
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		if !alive(r.pid) {
+			t.Fatalf("the process %d died with the thread that asked for it", r.pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
