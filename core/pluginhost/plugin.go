@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -545,7 +546,7 @@ func (p *managed) settings(name string) map[string]string {
 // instance is one process of a plugin, from handshake to exit.
 type instance struct {
 	client  *plugin.Client
-	run     *procRunner // set when go-plugin asks for the runner
+	run     atomic.Pointer[procRunner] // set when go-plugin asks for the runner
 	proto   plugin.ClientProtocol
 	pid     int
 	api     int
@@ -592,15 +593,18 @@ func (in *instance) stop(hard bool) {
 
 // sigkill SIGKILLs the process and its group, if it was started.
 func (in *instance) sigkill() {
-	if in.run != nil {
-		in.run.g.kill()
+	if r := in.run.Load(); r != nil {
+		r.g.kill()
 	}
 }
 
 // exitStatus says how the process ended; valid after stop.
 func (in *instance) exitStatus() string {
-	if in.run != nil {
-		if ps := in.run.g.cmd.ProcessState; ps != nil {
+	if r := in.run.Load(); r != nil {
+		r.g.mu.Lock()
+		ps := r.g.cmd.ProcessState
+		r.g.mu.Unlock()
+		if ps != nil {
 			return ps.String()
 		}
 	}
@@ -663,7 +667,7 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 			if err != nil {
 				return nil, err
 			}
-			inst.run = r
+			inst.run.Store(r)
 			return r, nil
 		},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
@@ -689,7 +693,7 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 		return nil, p.startError(name, inst, err)
 	}
 	inst.proto = proto
-	inst.pid = inst.run.g.pid
+	inst.pid = inst.run.Load().g.pid
 	inst.api = inst.client.NegotiatedVersion()
 
 	raw, err := proto.Dispense(pluginapi.ServicePlugin)
