@@ -200,7 +200,7 @@ func (p *managed) prepare(ctx context.Context) error {
 		return err
 	}
 
-	info, err := p.describe(ctx, name)
+	info, err := p.describe(ctx, name, pin)
 	if err != nil {
 		return err
 	}
@@ -270,8 +270,10 @@ func sharesVersion(vs []uint32) bool {
 	return false
 }
 
-// describe runs `<path> [args...] describe` and parses its PluginInfo.
-func (p *managed) describe(ctx context.Context, name string) (*pluginapiv1.PluginInfo, error) {
+// describe runs `<path> [args...] describe` and parses its PluginInfo; a
+// pinned executable is checked against pin as it is started (see
+// pinnedExec).
+func (p *managed) describe(ctx context.Context, name, pin string) (*pluginapiv1.PluginInfo, error) {
 	timeout := p.m.cfg.StartTimeout
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -284,6 +286,13 @@ func (p *managed) describe(ctx context.Context, name string) (*pluginapiv1.Plugi
 	stderr := newTail(2048)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
+	if pin != "" {
+		exe, err := pinnedExec(cmd, name, p.spec.Path, pin)
+		if err != nil {
+			return nil, err
+		}
+		defer exe.Close()
+	}
 	g := &groupProc{cmd: cmd}
 	if err := g.start(); err != nil {
 		return nil, refused(ErrDescribe, "plugin %s: `%s` did not start: %w", name, cmdline, err)
@@ -637,21 +646,9 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 	p.mu.Unlock()
 
 	inst := &instance{started: time.Now(), stderr: newTail(4096)}
-	// The pin is checked again immediately before the process starts: the
-	// file may have been replaced since prepare hashed it.
-	var check func() error
-	if pin != "" {
-		check = func() error {
-			sum, err := sha256File(p.spec.Path)
-			if err != nil {
-				return refused(ErrNotExecutable, "plugin %s: hashing %s: %w", name, p.spec.Path, err)
-			}
-			if !strings.EqualFold(strings.TrimSpace(pin), sum) {
-				return refused(ErrChecksumMismatch, "plugin %s: %w: %s changed after it was checked: it has %s, pinned %s", name, ErrChecksumMismatch, p.spec.Path, sum, pin)
-			}
-			return nil
-		}
-	}
+	// A pinned executable is hashed again as it is started, and the bytes
+	// hashed are the bytes run (see pinnedExec): the path may have been
+	// replaced since prepare checked it.
 	cc := &plugin.ClientConfig{
 		HandshakeConfig: plugin.HandshakeConfig{
 			ProtocolVersion:  pluginapi.ProtocolVersion,
@@ -663,8 +660,19 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, tmpDir string) (runner.Runner, error) {
 			cmd := exec.Command(p.spec.Path, p.spec.Args...)
 			cmd.Env = p.m.env(spec.Env)
-			r, err := newProcRunner(cmd, tmpDir, check)
+			var exe *os.File
+			if pin != "" {
+				var err error
+				if exe, err = pinnedExec(cmd, name, p.spec.Path, pin); err != nil {
+					_ = os.RemoveAll(tmpDir) // go-plugin's socket dir: nothing will use it
+					return nil, err
+				}
+			}
+			r, err := newProcRunner(cmd, exe, tmpDir)
 			if err != nil {
+				if exe != nil {
+					exe.Close()
+				}
 				return nil, err
 			}
 			inst.run.Store(r)

@@ -128,8 +128,9 @@ type Config struct {
 	Builtins []Spec
 	// Pins maps a plugin file's base name (or a built-in's name) to its
 	// expected sha256 hex. Every pin is checked before the file is ever
-	// executed (`describe` included) and again immediately before each
-	// launch. When any pin is given, every file in Dir must be pinned: an
+	// executed (`describe` included) and again at each launch; on Linux
+	// the process runs from the very file descriptor that was hashed, so a
+	// path replaced in between does not get its replacement run. When any pin is given, every file in Dir must be pinned: an
 	// unpinned one is refused (ErrNotPinned) without being run. A pin that
 	// names no file and no built-in is reported at Start. (Pins cannot name
 	// what a binary reports about itself: that is known only after running

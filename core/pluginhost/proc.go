@@ -2,6 +2,8 @@ package pluginhost
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -69,21 +71,21 @@ func (g *groupProc) wait() error {
 }
 
 // procRunner is the go-plugin runner of a served plugin: the plugin's own
-// command run as a groupProc, with check (the pin) run immediately before
-// the process is started.
+// command run as a groupProc.
 type procRunner struct {
 	g      groupProc
 	stdout io.ReadCloser
 	stderr io.ReadCloser
-	check  func() error
-	tmpDir string // go-plugin's socket directory, removed if Start fails
+	exe    *os.File // the pinned executable the command runs, closed once started
+	tmpDir string   // go-plugin's socket directory, removed if Start fails
 }
 
 var _ runner.Runner = (*procRunner)(nil)
 
 // newProcRunner prepares cmd (whose Env go-plugin's spec carries) to run as
-// a plugin.
-func newProcRunner(cmd *exec.Cmd, tmpDir string, check func() error) (*procRunner, error) {
+// a plugin; exe, if not nil, is the open executable cmd runs (see
+// pinnedExec), closed once the process started.
+func newProcRunner(cmd *exec.Cmd, exe *os.File, tmpDir string) (*procRunner, error) {
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -92,17 +94,14 @@ func newProcRunner(cmd *exec.Cmd, tmpDir string, check func() error) (*procRunne
 	if err != nil {
 		return nil, err
 	}
-	return &procRunner{g: groupProc{cmd: cmd}, stdout: stdout, stderr: stderr, check: check, tmpDir: tmpDir}, nil
+	return &procRunner{g: groupProc{cmd: cmd}, stdout: stdout, stderr: stderr, exe: exe, tmpDir: tmpDir}, nil
 }
 
 // Start implements runner.Runner.
 func (r *procRunner) Start(context.Context) error {
-	var err error
-	if r.check != nil {
-		err = r.check()
-	}
-	if err == nil {
-		err = r.g.start()
+	err := r.g.start()
+	if r.exe != nil {
+		r.exe.Close()
 	}
 	if err != nil && r.tmpDir != "" {
 		_ = os.RemoveAll(r.tmpDir)
@@ -163,3 +162,35 @@ var selfStart = sync.OnceValue(func() string {
 	s, _ := procStart(os.Getpid())
 	return s
 })
+
+// afterHash, if set (by tests), runs between hashing a pinned executable
+// and starting it.
+var afterHash func(path string)
+
+// pinnedExec opens the executable at path and hashes it through the open
+// file. If the sum is pin, cmd is made to run that open file (where the
+// system allows: on Linux through /proc/self/fd), so that the bytes that
+// run are the bytes hashed even if the path is replaced meanwhile; the
+// caller closes the file once cmd started. A mismatch is a refusal naming
+// the file, the pinned and the actual sum.
+func pinnedExec(cmd *exec.Cmd, name, path, pin string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, refused(ErrNotExecutable, "plugin %s: executable: %w", name, err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, refused(ErrNotExecutable, "plugin %s: hashing %s: %w", name, path, err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if err := checkPin(name, path, sum, pin); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if afterHash != nil {
+		afterHash(path)
+	}
+	execFile(cmd, f)
+	return f, nil
+}

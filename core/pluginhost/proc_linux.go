@@ -157,3 +157,11 @@ func orphanOf(pid int, prefix []byte) (orphan, bool) {
 		owner:   string(mark),
 	}, true
 }
+
+// execFile makes cmd execute the open file f rather than cmd.Path: f is
+// passed as the child's next descriptor, and the child executes it through
+// /proc/self/fd. argv[0] stays the path.
+func execFile(cmd *exec.Cmd, f *os.File) {
+	cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+	cmd.Path = "/proc/self/fd/" + strconv.Itoa(2+len(cmd.ExtraFiles))
+}

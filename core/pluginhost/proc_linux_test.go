@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -76,5 +78,39 @@ func TestPluginSurvivesTheThreadThatStartedIt(t *testing.T) {
 			t.Fatalf("the process %d died with the thread that asked for it", r.pid)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A pinned executable runs from the file that was hashed: replacing the path
+// between the hash and the start (here: another plugin renamed over it)
+// does not get the replacement run. The replacement is then refused at
+// launch, its sum named.
+func TestPinnedBytesAreTheBytesRun(t *testing.T) {
+	dir := t.TempDir()
+	path := install(t, dir, "parser", "p")
+	pin, err := sha256File(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := install(t, t.TempDir(), "ticker", "ticker")
+	otherSum, _ := sha256File(other)
+	var once sync.Once
+	afterHash = func(string) {
+		once.Do(func() {
+			if err := os.Rename(other, path); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(func() { afterHash = nil })
+
+	m, _ := startManager(t, Config{Dir: dir, Pins: map[string]string{"p": pin}})
+	s := statusOf(t, m, "parser") // what describe said: the hashed binary ran
+	if s.Kind != "dev.celluster.intent.v1" {
+		t.Fatalf("described as %+v: the replacement ran", s)
+	}
+	want := fmt.Sprintf("sha256 mismatch: %s has %s, pinned %s", path, otherSum, pin)
+	if s.State != StateFailed || !strings.Contains(s.LastError, want) || s.PID != 0 {
+		t.Fatalf("launch of the replaced file: %+v, want refused with %q", s, want)
 	}
 }

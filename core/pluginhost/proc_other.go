@@ -3,6 +3,7 @@
 package pluginhost
 
 import (
+	"os"
 	"os/exec"
 	"syscall"
 )
@@ -37,3 +38,7 @@ type orphan struct {
 
 // killOrphans is not available here.
 func killOrphans(string) ([]orphan, error) { return nil, errNoProc }
+
+// execFile cannot execute an open file here: cmd runs cmd.Path, hashed an
+// instant before.
+func execFile(*exec.Cmd, *os.File) {}
