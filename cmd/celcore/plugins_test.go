@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -464,5 +466,27 @@ func TestBuiltinPluginsList(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), tc.want) {
 			t.Errorf("--builtin-plugins %q: %v\n%s\nwant an error saying %s", tc.list, err, out, tc.want)
 		}
+	}
+}
+
+// TestPinnedPluginRuns: a plugin file pinned with its own sha256 is checked,
+// described and run (from the descriptor that was hashed), and serves verbs.
+func TestPinnedPluginRuns(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	installHoldplug(t, data)
+	b, err := os.ReadFile(filepath.Join(data, "plugins", "holdplug"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	n := startNode(t, data, "--builtin-plugins", "", "--plugin-sha256", "holdplug="+hex.EncodeToString(sum[:]))
+	n.drop("hello", testbuild.Cell(t, "hello"))
+	n.waitStatus("/hello", 200)
+	eventually(t, "the pinned plugin to run", func() bool {
+		p := n.listPlugins()["holdplug"]
+		return p.State == "running" && p.PID > 0
+	})
+	if out, err := n.celctl("verb", "ping", "hello"); err != nil || !strings.Contains(out, "pong") {
+		t.Fatalf("a verb of the pinned plugin: %v\n%s", err, out)
 	}
 }
