@@ -114,3 +114,37 @@ func TestPinnedBytesAreTheBytesRun(t *testing.T) {
 		t.Fatalf("launch of the replaced file: %+v, want refused with %q", s, want)
 	}
 }
+
+// BenchmarkProcessStart times starting one process (fork and exec of
+// true(1), up to exec.Cmd.Start returning; reaping is outside the timed
+// span) as a plugin is started — from the forker thread, in a group of its
+// own, with a parent-death signal — beside a plain exec.Cmd.Start from the
+// calling goroutine.
+func BenchmarkProcessStart(b *testing.B) {
+	tru, err := exec.LookPath("true")
+	if err != nil {
+		b.Skipf("needs true(1) on PATH: %v", err)
+	}
+	b.Run("plain", func(b *testing.B) {
+		for b.Loop() {
+			cmd := exec.Command(tru)
+			if err := cmd.Start(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			_ = cmd.Wait()
+			b.StartTimer()
+		}
+	})
+	b.Run("plugin", func(b *testing.B) {
+		for b.Loop() {
+			g := &groupProc{cmd: exec.Command(tru)}
+			if err := g.start(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			_ = g.wait()
+			b.StartTimer()
+		}
+	})
+}
