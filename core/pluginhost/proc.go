@@ -54,11 +54,12 @@ func (g *groupProc) kill() {
 // reaps it and returns what exec.Cmd.Wait returns.
 func (g *groupProc) wait() error {
 	if !waitExit(g.pid) {
-		// No way to wait without reaping: reap, then kill the rest.
+		// No way to wait without reaping: once reaped, the group's id
+		// may name an unrelated group, so what is left of it stays (an
+		// explicit kill before the exit still reaches it).
 		err := g.cmd.Wait()
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		killGroup(g.pid)
 		g.reaped = true
 		return err
 	}
@@ -171,8 +172,9 @@ var afterHash func(path string)
 // file. If the sum is pin, cmd is made to run that open file (where the
 // system allows: on Linux through /proc/self/fd), so that the bytes that
 // run are the bytes hashed even if the path is replaced meanwhile; the
-// caller closes the file once cmd started. A mismatch is a refusal naming
-// the file, the pinned and the actual sum.
+// caller closes the file once cmd started (the process keeps it open as
+// its descriptor 3). A mismatch is a refusal naming the file, the pinned
+// and the actual sum.
 func pinnedExec(cmd *exec.Cmd, name, path, pin string) (*os.File, error) {
 	f, err := os.Open(path)
 	if err != nil {
