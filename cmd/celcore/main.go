@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/node"
+	"github.com/celluster/celluster/core/pluginhost"
 	"github.com/celluster/celluster/plugins"
 )
 
@@ -63,6 +65,9 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 			if cfg.PluginPins, err = parsePins(pins); err != nil {
 				return err
 			}
+			if cfg.Builtins, err = parseBuiltins(cfg.Builtins); err != nil {
+				return err
+			}
 			for _, b := range cfg.Builtins {
 				if !slices.Contains(plugins.Names(), b) {
 					return fmt.Errorf("--builtin-plugins: no built-in plugin named %q (have %s)", b, strings.Join(plugins.Names(), ", "))
@@ -70,7 +75,7 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 			}
 			cfg.Logger = log
 			cfg.Version = version
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := stopOnSignal(cmd.Context(), log)
 			defer stop()
 			return node.Run(ctx, cfg, nil)
 		},
@@ -95,7 +100,7 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 	f.StringVar(&cfg.PluginsDir, "plugins", "", "directory of third-party plugin executables (default <data>/plugins)")
 	f.StringSliceVar(&cfg.Builtins, "builtin-plugins", plugins.Names(), "first-party plugins to run (re-executing celcore); empty for none")
 	f.StringArrayVar(&settings, "plugin-setting", nil, "a plugin setting NAME.KEY=VALUE (repeatable)")
-	f.StringArrayVar(&pins, "plugin-sha256", nil, "pin a plugin binary: NAME=HEX sha256 (repeatable); a mismatch refuses to start it")
+	f.StringArrayVar(&pins, "plugin-sha256", nil, "pin a plugin binary: FILE=HEX sha256, FILE its name in the plugin directory (or a built-in's name); checked before it ever runs, a mismatch refuses it; with any pin given, unpinned plugin files are refused (repeatable)")
 	f.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	f.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	f.DurationVar(&cfg.Settle, "settle", 200*time.Millisecond, "how long a cell file must be left alone before it is loaded")
@@ -109,6 +114,44 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 	f.DurationVar(&cfg.Limits.QueueTimeout, "limit-queue-time", d.QueueTimeout, "default longest wait in the queue (503 beyond)")
 	f.IntVar(&cfg.Limits.Warm, "warm", d.Warm, "default reactor instances kept initialised per cell")
 	return cmd
+}
+
+// stopSignals end the node gracefully: it stops accepting, drains requests
+// in flight (--drain-timeout), stops its plugins and exits 0. SIGHUP is one
+// of them: it is what a closing terminal or session sends, and the node has
+// no configuration file to reload (cells, intents and plugins are picked up
+// from their directories as they change).
+var stopSignals = []os.Signal{os.Interrupt, syscall.SIGTERM, syscall.SIGHUP}
+
+// stopOnSignal returns a context canceled, with a log line naming the
+// signal, at the first of stopSignals. A second one exits at once, killing
+// the plugins, without waiting for the drain.
+func stopOnSignal(parent context.Context, log *slog.Logger) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, stopSignals...)
+	done := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			log.Info("signal received: stopping gracefully (a second signal stops at once)", "signal", s.String())
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case s := <-sigs:
+			log.Warn("second signal received: exiting without waiting for requests in flight", "signal", s.String())
+			pluginhost.CleanupAll()
+			os.Exit(1)
+		case <-done:
+		}
+	}()
+	return ctx, func() {
+		signal.Stop(sigs)
+		close(done)
+		cancel()
+	}
 }
 
 func newLogger(level, format string) (*slog.Logger, error) {
@@ -164,6 +207,24 @@ func pluginCmd() *cobra.Command {
 	}
 }
 
+// parseBuiltins trims the --builtin-plugins names and drops empty ones, so
+// that an empty value, a blank and a lone comma all mean none and
+// "host, verbs" means two; a name given twice is an error.
+func parseBuiltins(names []string) ([]string, error) {
+	out := []string{}
+	for _, b := range names {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			continue
+		}
+		if slices.Contains(out, b) {
+			return nil, fmt.Errorf("--builtin-plugins: %q given twice", b)
+		}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
 // parseSettings turns NAME.KEY=VALUE flags into per-plugin settings.
 func parseSettings(flags []string) (map[string]map[string]string, error) {
 	out := map[string]map[string]string{}
@@ -188,7 +249,7 @@ func parsePins(flags []string) (map[string]string, error) {
 		name, sum, ok := strings.Cut(f, "=")
 		sum = strings.ToLower(sum)
 		if !ok || name == "" || len(sum) != 64 || strings.Trim(sum, "0123456789abcdef") != "" {
-			return nil, fmt.Errorf("--plugin-sha256 %q: want NAME=<64 hex digits>", f)
+			return nil, fmt.Errorf("--plugin-sha256 %q: want FILE=<64 hex digits>", f)
 		}
 		out[name] = sum
 	}

@@ -49,6 +49,9 @@ var (
 	ErrNotFound = errors.New("ebpf: not found")
 	// ErrClosed means the Loader or Object was closed.
 	ErrClosed = errors.New("ebpf: closed")
+	// ErrInUse means another live process (a node of the same name) holds
+	// the loader's pin directory.
+	ErrInUse = errors.New("ebpf: pin directory in use")
 	// ErrTruncated is returned by ReadMap, with the first MaxReadEntries
 	// entries, when a map holds more.
 	ErrTruncated = errors.New("ebpf: map read truncated")

@@ -26,8 +26,9 @@ import (
 // concurrent use.
 type Loader struct {
 	node    string
-	dir     string // PinRoot/<node>
-	root    string // PinRoot
+	dir     string   // PinRoot/<node>
+	lock    *os.File // dir, open, holding an exclusive flock
+	root    string   // PinRoot
 	log     *slog.Logger
 	vars    map[string]any
 	allowed []Allow
@@ -40,9 +41,12 @@ type Loader struct {
 }
 
 // New probes the kernel, mounts bpffs at /sys/fs/bpf if PinRoot lies under it
-// and nothing is mounted, removes what a previous process left under
-// PinRoot/<node> (pinned links keep programs attached after a crash) and
-// creates that directory afresh.
+// and nothing is mounted, creates PinRoot/<node> and locks it (flock(2),
+// held until Close or the process's exit). A directory locked by another
+// live process — another node of the same name on this host — is refused
+// with an error wrapping ErrInUse, and nothing in it is touched. Once the
+// lock is held, whatever a previous, dead owner left there is removed
+// (pinned links keep programs attached after a crash).
 //
 // Without the privilege it returns an error wrapping ErrUnprivileged that
 // names what is missing; a kernel without bpf(2), BTF or tracing programs
@@ -100,25 +104,24 @@ func New(cfg Config) (*Loader, error) {
 	}
 
 	dir := filepath.Join(root, cfg.Node)
-	if _, err := os.Lstat(dir); err == nil {
-		log.Warn("ebpf: removing pins a previous process left", "path", dir)
-		if err := os.RemoveAll(dir); err != nil {
-			return nil, fmt.Errorf("ebpf: removing stale pins under %s: %w", dir, err)
-		}
-	}
-	// Another node's Close may remove an empty PinRoot between MkdirAll
-	// creating it and creating dir: try again.
-	var err error
-	for range 3 {
-		if err = os.MkdirAll(dir, 0o700); err == nil {
-			break
-		}
-	}
+	lock, err := lockDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("ebpf: creating pin directory: %w", err)
+		return nil, err
+	}
+	// The lock is ours, so whoever pinned what is left here is dead: remove
+	// it (pinned links keep programs attached after a crash).
+	if ents, err := os.ReadDir(dir); err == nil && len(ents) > 0 {
+		log.Warn("ebpf: removing pins a previous process left", "path", dir)
+		for _, e := range ents {
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+				lock.Close()
+				return nil, fmt.Errorf("ebpf: removing stale pins under %s: %w", dir, err)
+			}
+		}
 	}
 	if ok, err := isBpffs(dir); err != nil || !ok {
 		os.Remove(dir)
+		lock.Close()
 		removeIfEmpty(root)
 		return nil, fmt.Errorf("%w: pin directory %s is not on a bpffs (mount one, or set PinRoot under %s)", ErrNotSupported, dir, bpffsMount)
 	}
@@ -126,6 +129,7 @@ func New(cfg Config) (*Loader, error) {
 	return &Loader{
 		node:    cfg.Node,
 		dir:     dir,
+		lock:    lock,
 		root:    root,
 		log:     log.With("node", cfg.Node),
 		vars:    maps.Clone(cfg.Vars),
@@ -326,6 +330,9 @@ func (l *Loader) Close() error {
 	if err := os.RemoveAll(l.dir); err != nil {
 		errs = append(errs, fmt.Errorf("ebpf: removing %s: %w", l.dir, err))
 	}
+	// Unlocked only once removed: a waiting New sees the directory gone
+	// and locks the one it creates.
+	l.lock.Close()
 	removeIfEmpty(l.root)
 	return errors.Join(errs...)
 }

@@ -1,10 +1,13 @@
 package ebpf
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -333,32 +336,114 @@ func TestSizeInt(t *testing.T) {
 	}
 }
 
-// Pins a crashed process left under PinRoot/<node> (a pinned link keeps its
-// program attached) are removed when the node's next Loader starts.
-func TestNewRemovesStalePins(t *testing.T) {
-	requirePrivilege(t)
+// A second loader for the same node name — another node of that name on
+// this host — is refused while the first lives, with an error naming the
+// directory and the holder; the first one's pins and programs are untouched.
+func TestSecondLiveOwnerRefused(t *testing.T) {
 	node := "celtest-" + randomID(t)
 	first := newLoader(t, Config{Node: node})
-	stale := filepath.Join(first.dir, "celtest", "stale", "maps")
-	if err := os.MkdirAll(stale, 0o700); err != nil {
-		t.Fatal(err)
+	o := load(t, first, "runq", nil)
+
+	second, err := New(Config{Node: node, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	if err == nil {
+		second.Close()
+		t.Fatal("a second loader for a live node's directory was accepted")
 	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "celtest_stale", Type: ebpf.Array, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), first.dir) || !strings.Contains(err.Error(), fmt.Sprintf("(pid %d)", os.Getpid())) {
+		t.Fatalf("New: %v; want ErrInUse naming %s and pid %d", err, first.dir, os.Getpid())
+	}
+	t.Logf("New: %v", err)
+	for _, m := range o.Maps() {
+		if _, err := os.Stat(filepath.Join(o.PinPath(), "maps", m)); err != nil {
+			t.Errorf("the live node's map %s lost its pin: %v", m, err)
+		}
+	}
+	for _, p := range o.Programs() {
+		if _, err := os.Stat(filepath.Join(o.PinPath(), "links", p.Name)); err != nil {
+			t.Errorf("the live node's link %s lost its pin: %v", p.Name, err)
+		}
+	}
+	if _, err := o.ReadMap(o.Maps()[0]); err != nil {
+		t.Errorf("the live node's map: %v", err)
+	}
+}
+
+const pinOwnerChild = "CELTEST_EBPF_PIN_OWNER"
+
+// What a node killed outright left pinned — programs still attached through
+// their pinned links — is removed by the next loader of that name, which
+// gets the lock because the old owner is dead.
+func TestStalePinsRemovedWhenOwnerDead(t *testing.T) {
+	if node := os.Getenv(pinOwnerChild); node != "" {
+		l, err := New(Config{Node: node, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		o, err := l.Load(context.Background(), "celtest", "runq", readObject(t, "runq"), nil)
+		if err != nil {
+			fmt.Println("ERR", err)
+			os.Exit(1)
+		}
+		fmt.Println("READY", o.Programs()[0].ID)
+		select {} // until killed
+	}
+	requirePrivilege(t)
+	node := "celtest-" + randomID(t)
+	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
-	if err := m.Pin(filepath.Join(stale, "celtest_stale")); err != nil {
+	cmd := exec.Command(self, "-test.run=^TestStalePinsRemovedWhenOwnerDead$", "-test.count=1")
+	cmd.Env = append(os.Environ(), pinOwnerChild+"="+node)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
 		t.Fatal(err)
 	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	var id uint32
+	if _, serr := fmt.Sscanf(line, "READY %d", &id); err != nil || serr != nil {
+		t.Fatalf("the first owner said %q (%v)", line, err)
+	}
+	stale := filepath.Join(DefaultPinRoot, node, "celtest", "runq")
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("the first owner pinned nothing: %v", err)
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if _, err := os.Stat(stale); err != nil {
+		t.Fatalf("the dead owner's pins vanished by themselves (%v): this test would prove nothing", err)
+	}
+	if p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id)); err != nil {
+		t.Fatalf("the dead owner's program %d is not attached through its pinned link: %v", id, err)
+	} else {
+		p.Close()
+	}
 
-	second := newLoader(t, Config{Node: node})
-	if _, err := os.Stat(filepath.Join(second.dir, "celtest")); !os.IsNotExist(err) {
+	l := newLoader(t, Config{Node: node})
+	if _, err := os.Stat(filepath.Join(l.dir, "celtest")); !os.IsNotExist(err) {
 		t.Fatalf("stale pins still there: %v", err)
 	}
-	if _, err := os.Stat(second.dir); err != nil {
-		t.Fatalf("node directory not recreated: %v", err)
+	if _, err := os.Stat(l.dir); err != nil {
+		t.Fatalf("node directory not kept: %v", err)
 	}
+	// The program goes with its last link, an RCU grace period later.
+	eventually(t, 10*time.Second, "the dead owner's program to be unloaded", func() bool {
+		p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+		if err == nil {
+			p.Close()
+		}
+		return err != nil
+	})
 }
 
 // Loads, reads, closes and status calls from many goroutines, then

@@ -3,6 +3,7 @@ package ebpf
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -76,4 +77,69 @@ func mountBpffs() error {
 // isPermission reports whether err is the kernel refusing for lack of privilege.
 func isPermission(err error) bool {
 	return errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)
+}
+
+// lockDir takes an exclusive, non-blocking flock(2) on directory dir
+// (creating it first) and returns the open directory holding the lock. The
+// kernel drops the lock when the holder exits, however it exits. If another
+// open file holds it, the error wraps ErrInUse and names the holder's pid
+// when /proc/locks shows it. A directory removed and created again while
+// the lock was being taken is locked afresh.
+func lockDir(dir string) (*os.File, error) {
+	for range 5 {
+		// Another node's Close may remove an empty parent between MkdirAll
+		// creating it and creating dir: MkdirAll again.
+		var err error
+		for range 3 {
+			if err = os.MkdirAll(dir, 0o700); err == nil {
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("ebpf: creating pin directory: %w", err)
+		}
+		f, err := os.Open(dir)
+		if err != nil {
+			continue // removed in between
+		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			holder := lockHolder(f)
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, fmt.Errorf("%w: %s is locked by another live process%s (another node of the same name on this host?)", ErrInUse, dir, holder)
+			}
+			return nil, fmt.Errorf("ebpf: locking pin directory %s: %w", dir, err)
+		}
+		// The lock is good only if dir is still the directory locked: a
+		// previous owner's Close removes it.
+		fi, ferr := f.Stat()
+		di, derr := os.Stat(dir)
+		if ferr == nil && derr == nil && os.SameFile(fi, di) {
+			return f, nil
+		}
+		f.Close()
+	}
+	return nil, fmt.Errorf("ebpf: locking pin directory %s: it keeps being removed and created again", dir)
+}
+
+// lockHolder returns " (pid N)" for the process /proc/locks says holds a
+// flock on f, or "".
+func lockHolder(f *os.File) string {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return ""
+	}
+	b, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return ""
+	}
+	// 1: FLOCK  ADVISORY  WRITE 1234 00:1f:5678 0 EOF
+	dev := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) >= 6 && f[1] == "FLOCK" && f[5] == dev {
+			return " (pid " + f[4] + ")"
+		}
+	}
+	return ""
 }

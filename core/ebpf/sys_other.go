@@ -4,6 +4,7 @@ package ebpf
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -26,3 +27,7 @@ func mountBpffs() error {
 }
 
 func isPermission(error) bool { return false }
+
+func lockDir(string) (*os.File, error) {
+	return nil, fmt.Errorf("%w: bpffs needs Linux", ErrNotSupported)
+}

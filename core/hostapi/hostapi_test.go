@@ -109,7 +109,10 @@ func (r *noteRecorder) Note(_ context.Context, plugin, cell, note string) error 
 	return nil
 }
 
-// fakeBPF keeps objects per owner, as the node's loader does.
+// fakeBPF keeps objects per owner, as the node's loader does. It checks only
+// how the host service maps BPF errors to gRPC codes; the node's real
+// ownership check is tested with objects loaded in the kernel
+// (core/node TestBPFObjectsBelongToTheirPlugin).
 type fakeBPF struct{ objs map[string]string }
 
 func (f *fakeBPF) Load(_ context.Context, owner, name string, object []byte, _ map[string]uint64) (BPFObject, error) {

@@ -55,7 +55,8 @@ type Config struct {
 	PluginsDir string
 	// Builtins names the first-party plugins to run (by re-executing celcore).
 	Builtins []string
-	// PluginPins maps a plugin (or file) name to its expected sha256.
+	// PluginPins maps a plugin file name (or a built-in's name) to its
+	// expected sha256 (see pluginhost.Config.Pins).
 	PluginPins map[string]string
 	// PluginSettings maps a plugin name to its settings.
 	PluginSettings map[string]map[string]string

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/celluster/celluster/core/admin"
@@ -33,7 +34,14 @@ func (n *Node) startPlugins(ctx context.Context) error {
 			builtins = append(builtins, pluginhost.Spec{Name: name, Path: exe, Args: []string{"plugin", name}, Builtin: true})
 		}
 	}
+	// The data directory names this node's plugin processes across
+	// restarts: what a node killed outright left behind is killed at start.
+	owner, err := filepath.Abs(n.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("plugins: %w", err)
+	}
 	n.plugins = pluginhost.New(pluginhost.Config{
+		Owner:    owner,
 		Dir:      n.cfg.PluginsDir,
 		Builtins: builtins,
 		Pins:     n.cfg.PluginPins,

@@ -111,10 +111,11 @@ func (m *Manager) call(ctx context.Context, p *managed, what string, fn func(con
 		return name, fmt.Errorf("plugin %s: %s: %w", name, what, context.DeadlineExceeded)
 	}
 	if in.ctx.Err() != nil || status.Code(err) == codes.Unavailable {
-		log.Warn("plugin shut down during a call", "call", what, "err", err)
-		if errors.Is(context.Cause(cctx), ErrPluginShutdown) {
-			return name, fmt.Errorf("plugin %s: %s: %w", name, what, ErrPluginShutdown)
+		if cause := context.Cause(in.ctx); errors.Is(cause, ErrPluginShutdown) {
+			log.Warn("plugin shut down during a call", "call", what, "err", cause)
+			return name, fmt.Errorf("plugin %s: %s: %w", name, what, cause)
 		}
+		log.Warn("plugin shut down during a call", "call", what, "err", err)
 		return name, fmt.Errorf("plugin %s: %s: %w: %s", name, what, ErrPluginShutdown, status.Convert(err).Message())
 	}
 	return name, fmt.Errorf("plugin %s: %s: %w", name, what, err)

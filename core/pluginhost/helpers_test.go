@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,7 +22,7 @@ import (
 )
 
 // testPlugins are the main programs under testdata/plugins.
-var testPlugins = []string{"ticker", "crashy", "firehose", "parser", "verber", "badcookie", "badversion", "hang", "multi"}
+var testPlugins = []string{"ticker", "crashy", "firehose", "parser", "verber", "badcookie", "badversion", "hang", "multi", "forker"}
 
 var (
 	buildOnce sync.Once
@@ -289,6 +290,7 @@ func (h *recordingHost) AddJournalNote(_ context.Context, r *pb.AddJournalNoteRe
 func runTestNode() {
 	m := New(Config{
 		Dir:          os.Getenv("PLUGINHOST_TEST_DIR"),
+		Owner:        os.Getenv("PLUGINHOST_TEST_OWNER"),
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		StartTimeout: 30 * time.Second,
 	})
@@ -308,4 +310,34 @@ func runTestNode() {
 	fmt.Fprintln(w, "PIDS", strings.Join(pids, " "))
 	w.Flush()
 	select {}
+}
+
+// children returns the pids of the children forker plugins left markers
+// for in dir, in mode (serve or describe).
+func children(tb testing.TB, dir, mode string) []int {
+	tb.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var out []int
+	for _, e := range ents {
+		if s, ok := strings.CutPrefix(e.Name(), "child."+mode+"."); ok {
+			pid, err := strconv.Atoi(s)
+			if err != nil {
+				tb.Fatalf("marker %s", e.Name())
+			}
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// killAtEnd SIGKILLs pids when the test ends, whatever it asserted.
+func killAtEnd(tb testing.TB, pids ...int) {
+	tb.Cleanup(func() {
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
 }

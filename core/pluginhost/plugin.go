@@ -17,9 +17,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
 
 	"github.com/celluster/celluster/pluginapi"
@@ -184,23 +187,20 @@ func (p *managed) prepare(ctx context.Context) error {
 	if err != nil {
 		return refused(ErrNotExecutable, "plugin %s: hashing the executable: %w", name, err)
 	}
-	pin := p.spec.SHA256
-	if pin == "" && p.spec.Name != "" {
-		pin = p.m.cfg.Pins[p.spec.Name]
-	}
-	if pin == "" {
-		pin = p.m.cfg.Pins[p.base]
-	}
+	pin := p.pinFor()
 	p.mu.Lock()
 	p.sha = sum
 	p.pin = pin
 	p.mu.Unlock()
-	// Check before the binary is ever executed.
-	if err := checkPin(name, sum, pin); err != nil {
+	// Checked before the binary is ever executed.
+	if pin == "" && !p.spec.Builtin && len(p.m.cfg.Pins) > 0 {
+		return refused(ErrNotPinned, "plugin file %s: %w: pins are given, so every file in the plugin directory needs one by its file name (%s=%s)", path, ErrNotPinned, p.base, sum)
+	}
+	if err := checkPin(name, path, sum, pin); err != nil {
 		return err
 	}
 
-	info, err := p.describe(ctx, name)
+	info, err := p.describe(ctx, name, pin)
 	if err != nil {
 		return err
 	}
@@ -213,26 +213,33 @@ func (p *managed) prepare(ctx context.Context) error {
 	if p.spec.Name != "" && info.GetName() != p.spec.Name {
 		return refused(ErrDescribe, "plugin %s: describe says its name is %q", name, info.GetName())
 	}
-	if pin == "" {
-		// A pin by plugin name is only known now; still before launch.
-		pin = p.m.cfg.Pins[info.GetName()]
-		if err := checkPin(info.GetName(), sum, pin); err != nil {
-			return err
-		}
-		p.mu.Lock()
-		p.pin = pin
-		p.mu.Unlock()
-	}
 	return nil
 }
 
-// checkPin refuses sum unless it matches pin (no pin: no check).
-func checkPin(name, sum, pin string) error {
+// pinFor returns the pin that applies to the plugin's file, "" if none:
+// Spec.SHA256, else Config.Pins by built-in name, else by file base name.
+// Pins never name what a binary reports about itself: that is only known
+// after running it.
+func (p *managed) pinFor() string {
+	if p.spec.SHA256 != "" {
+		return p.spec.SHA256
+	}
+	if p.spec.Builtin && p.spec.Name != "" {
+		if pin := p.m.cfg.Pins[p.spec.Name]; pin != "" {
+			return pin
+		}
+	}
+	return p.m.cfg.Pins[p.base]
+}
+
+// checkPin refuses the file at path, whose sha256 is sum, unless it matches
+// pin (no pin: no check).
+func checkPin(name, path, sum, pin string) error {
 	if pin == "" {
 		return nil
 	}
 	if !strings.EqualFold(strings.TrimSpace(pin), sum) {
-		return refused(ErrChecksumMismatch, "plugin %s: %w: file has %s, pinned %s", name, ErrChecksumMismatch, sum, pin)
+		return refused(ErrChecksumMismatch, "plugin %s: %w: %s has %s, pinned %s", name, ErrChecksumMismatch, path, sum, pin)
 	}
 	return nil
 }
@@ -263,21 +270,36 @@ func sharesVersion(vs []uint32) bool {
 	return false
 }
 
-// describe runs `<path> [args...] describe` and parses its PluginInfo.
-func (p *managed) describe(ctx context.Context, name string) (*pluginapiv1.PluginInfo, error) {
+// describe runs `<path> [args...] describe` and parses its PluginInfo; a
+// pinned executable is checked against pin as it is started (see
+// pinnedExec).
+func (p *managed) describe(ctx context.Context, name, pin string) (*pluginapiv1.PluginInfo, error) {
 	timeout := p.m.cfg.StartTimeout
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	args := append(slices.Clone(p.spec.Args), "describe")
 	cmdline := strings.Join(append([]string{p.spec.Path}, args...), " ")
-	cmd := exec.CommandContext(dctx, p.spec.Path, args...)
-	cmd.SysProcAttr = sysProcAttr()
+	cmd := exec.Command(p.spec.Path, args...)
+	cmd.Env = p.m.env(os.Environ())
 	cmd.WaitDelay = time.Second
 	stdout := &limitedBuffer{max: 1 << 20}
 	stderr := newTail(2048)
 	cmd.Stdout = stdout
 	cmd.Stderr = stderr
-	err := cmd.Run()
+	if pin != "" {
+		exe, err := pinnedExec(cmd, name, p.spec.Path, pin)
+		if err != nil {
+			return nil, err
+		}
+		defer exe.Close()
+	}
+	g := &groupProc{cmd: cmd}
+	if err := g.start(); err != nil {
+		return nil, refused(ErrDescribe, "plugin %s: `%s` did not start: %w", name, cmdline, err)
+	}
+	stop := context.AfterFunc(dctx, g.kill)
+	err := g.wait()
+	stop()
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -442,15 +464,16 @@ func (p *managed) running(inst *instance) {
 	}
 }
 
-// detach makes inst unreachable for new calls and fails the calls in flight.
-func (p *managed) detach(inst *instance) {
+// detach makes inst unreachable for new calls and fails the calls in flight
+// with cause, which wraps ErrPluginShutdown and says why.
+func (p *managed) detach(inst *instance, cause error) {
 	p.mu.Lock()
 	if p.inst == inst {
 		p.inst = nil
 		p.pid = 0
 	}
 	p.mu.Unlock()
-	inst.cancel(ErrPluginShutdown)
+	inst.cancel(cause)
 }
 
 // watch returns when the plugin exited, failed its health check (it is then
@@ -463,11 +486,11 @@ func (p *managed) watch(ctx context.Context, inst *instance) error {
 	for {
 		select {
 		case <-ctx.Done():
-			p.detach(inst)
+			p.detach(inst, fmt.Errorf("%w: the node is stopping it", ErrPluginShutdown))
 			inst.stop(false)
 			return ctx.Err()
 		case <-inst.exited.Done():
-			p.detach(inst)
+			p.detach(inst, fmt.Errorf("%w: the plugin process exited", ErrPluginShutdown))
 			inst.stop(false)
 			return fmt.Errorf("plugin %s (pid %d) exited unexpectedly (%s) after %v%s",
 				name, inst.pid, inst.exitStatus(), time.Since(inst.started).Round(time.Millisecond), said(crashSummary(inst.stderr.String())))
@@ -476,8 +499,8 @@ func (p *managed) watch(ctx context.Context, inst *instance) error {
 			if err == nil || inst.exited.Err() != nil {
 				continue // an exit is reported by its own case
 			}
-			p.detach(inst)
-			p.logger().Warn("plugin failed its health check; killing it", "pid", inst.pid, "err", err)
+			p.detach(inst, fmt.Errorf("%w: it stopped answering (health check: %v); killed and restarting", ErrPluginShutdown, err))
+			p.logger().Warn("plugin failed its health check; killing it and failing its calls in flight", "pid", inst.pid, "err", err)
 			inst.stop(true) // too sick to be asked
 			return fmt.Errorf("plugin %s (pid %d) failed its health check: %w", name, inst.pid, err)
 		}
@@ -532,7 +555,7 @@ func (p *managed) settings(name string) map[string]string {
 // instance is one process of a plugin, from handshake to exit.
 type instance struct {
 	client  *plugin.Client
-	cmd     *exec.Cmd
+	run     atomic.Pointer[procRunner] // set when go-plugin asks for the runner
 	proto   plugin.ClientProtocol
 	pid     int
 	api     int
@@ -577,17 +600,22 @@ func (in *instance) stop(hard bool) {
 	})
 }
 
-// sigkill SIGKILLs the process, if it was started.
+// sigkill SIGKILLs the process and its group, if it was started.
 func (in *instance) sigkill() {
-	if p := in.cmd.Process; p != nil {
-		_ = p.Kill()
+	if r := in.run.Load(); r != nil {
+		r.g.kill()
 	}
 }
 
 // exitStatus says how the process ended; valid after stop.
 func (in *instance) exitStatus() string {
-	if ps := in.cmd.ProcessState; ps != nil {
-		return ps.String()
+	if r := in.run.Load(); r != nil {
+		r.g.mu.Lock()
+		ps := r.g.cmd.ProcessState
+		r.g.mu.Unlock()
+		if ps != nil {
+			return ps.String()
+		}
 	}
 	return "exit status unknown"
 }
@@ -617,8 +645,10 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 	name, info, pin, log := p.name, p.info, p.pin, p.log
 	p.mu.Unlock()
 
-	cmd := exec.Command(p.spec.Path, p.spec.Args...)
-	cmd.SysProcAttr = sysProcAttr()
+	inst := &instance{started: time.Now(), stderr: newTail(4096)}
+	// A pinned executable is hashed again as it is started, and the bytes
+	// hashed are the bytes run (see pinnedExec): the path may have been
+	// replaced since prepare checked it.
 	cc := &plugin.ClientConfig{
 		HandshakeConfig: plugin.HandshakeConfig{
 			ProtocolVersion:  pluginapi.ProtocolVersion,
@@ -626,28 +656,37 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 			MagicCookieValue: pluginapi.MagicCookieValue,
 		},
 		VersionedPlugins: pluginSets(),
-		Cmd:              cmd,
+		// go-plugin passes a command carrying only its environment.
+		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, tmpDir string) (runner.Runner, error) {
+			cmd := exec.Command(p.spec.Path, p.spec.Args...)
+			cmd.Env = p.m.env(spec.Env)
+			var exe *os.File
+			if pin != "" {
+				var err error
+				if exe, err = pinnedExec(cmd, name, p.spec.Path, pin); err != nil {
+					_ = os.RemoveAll(tmpDir) // go-plugin's socket dir: nothing will use it
+					return nil, err
+				}
+			}
+			r, err := newProcRunner(cmd, exe, tmpDir)
+			if err != nil {
+				if exe != nil {
+					exe.Close()
+				}
+				return nil, err
+			}
+			inst.run.Store(r)
+			return r, nil
+		},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     cfg.StartTimeout,
 		Logger:           newHCLogger(log),
-		Stderr:           newTail(4096),
+		Stderr:           inst.stderr,
 		SyncStdout:       newLineLogger(log, "stdout"),
 		SyncStderr:       newLineLogger(log, "stderr"),
 	}
-	if pin != "" {
-		sum, herr := hex.DecodeString(strings.TrimSpace(pin))
-		if herr != nil {
-			return nil, refused(ErrChecksumMismatch, "plugin %s: pinned sha256 %q is not hex: %w", name, pin, herr)
-		}
-		cc.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
-	}
-	inst := &instance{
-		client:  plugin.NewClient(cc),
-		cmd:     cmd,
-		started: time.Now(),
-		stderr:  cc.Stderr.(*tail),
-	}
+	inst.client = plugin.NewClient(cc)
 	register(inst)
 	defer func() {
 		if err != nil {
@@ -662,7 +701,7 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 		return nil, p.startError(name, inst, err)
 	}
 	inst.proto = proto
-	inst.pid = cmd.Process.Pid
+	inst.pid = inst.run.Load().g.pid
 	inst.api = inst.client.NegotiatedVersion()
 
 	raw, err := proto.Dispense(pluginapi.ServicePlugin)
@@ -769,8 +808,8 @@ func (p *managed) startError(name string, inst *instance, err error) error {
 	stderr := inst.stderr.String()
 	msg := err.Error()
 	switch {
-	case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
-		return refused(ErrChecksumMismatch, "plugin %s: %w: the executable changed after it was checked", name, ErrChecksumMismatch)
+	case isRefusal(err):
+		return err // the pin checked as the process started
 	case strings.Contains(msg, "timeout while waiting for plugin to start"):
 		return refused(ErrHandshakeTimeout, "plugin %s did not complete the handshake within %v", name, p.m.cfg.StartTimeout)
 	case strings.Contains(msg, "incompatible API version with plugin"):

@@ -8,6 +8,14 @@
 // never work: wrong magic cookie, unsupported API version, a handshake that
 // never completes, a sha256 that does not match its pin.
 //
+// Every plugin process runs in a process group of its own, forked from one
+// OS thread locked for the life of the node, with a parent-death signal
+// (SIGKILL): whatever a plugin forks is killed with it when it exits, is
+// restarted or is stopped, and the plugin dies with the node even under
+// kill -9. What a plugin forked cannot be signalled by a node killed
+// outright; it carries the node's mark in its environment, and the next
+// Manager with the same Config.Owner kills it at Start.
+//
 // Calls into plugins (Parse, Execute) are routed by kind and capability and
 // never outlive the plugin: a call into a plugin that is not running, or that
 // dies mid-call, returns an error wrapping ErrPluginShutdown. Telemetry
@@ -21,9 +29,12 @@ package pluginhost
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -61,6 +72,8 @@ var (
 	ErrDescribe = errors.New("plugin describe failed")
 	// ErrNotExecutable: the plugin file is missing or not a regular file.
 	ErrNotExecutable = errors.New("plugin executable unusable")
+	// ErrNotPinned: pins are given but none names this plugin file.
+	ErrNotPinned = errors.New("plugin file not pinned")
 	// ErrDuplicateName: another plugin on the node already has the name.
 	ErrDuplicateName = errors.New("duplicate plugin name")
 )
@@ -113,10 +126,15 @@ type Config struct {
 	// Builtins are first-party plugins: Path = os.Executable(),
 	// Args = ["plugin", NAME], Builtin = true.
 	Builtins []Spec
-	// Pins maps a file base name or a plugin name to the expected sha256
-	// hex. A pin by file base name (or Spec.SHA256) is checked before the
-	// binary is ever executed; a pin by plugin name can only be found after
-	// `describe` ran it, and is checked before launch.
+	// Pins maps a plugin file's base name (or a built-in's name) to its
+	// expected sha256 hex. Every pin is checked before the file is ever
+	// executed (`describe` included) and again at each launch; on Linux
+	// the process runs from the very file descriptor that was hashed, so a
+	// path replaced in between does not get its replacement run. When any pin is given, every file in Dir must be pinned: an
+	// unpinned one is refused (ErrNotPinned) without being run. A pin that
+	// names no file and no built-in is reported at Start. (Pins cannot name
+	// what a binary reports about itself: that is known only after running
+	// it.)
 	Pins map[string]string
 	// Settings maps a plugin name (or file base name) to the settings
 	// passed in Configure; they override Spec.Settings.
@@ -145,6 +163,16 @@ type Config struct {
 	// StreamInterval is the batch interval requested when opening a
 	// telemetry stream (the source may differ; default 1s).
 	StreamInterval time.Duration
+	// Owner, if set, names this node's plugin processes across restarts
+	// (the node passes its data directory). Every process the Manager
+	// starts carries it, with this process's pid and start time, in its
+	// environment (CELLUSTER_PLUGIN_OWNER), and so does whatever those
+	// processes fork unless they clear their environment. Start SIGKILLs
+	// every process marked with the same Owner by a process that is no
+	// longer alive: what a node killed outright (kill -9, a crash) left
+	// behind. Plugins themselves die with the node (a parent-death signal);
+	// this catches what they forked. Linux only.
+	Owner string
 }
 
 // withDefaults fills in the documented defaults.
@@ -261,6 +289,8 @@ type Manager struct {
 
 	// pingTimeout bounds a health ping: max(HealthInterval, 5s).
 	pingTimeout time.Duration
+	// owner is the hashed Config.Owner, "" if none.
+	owner string
 }
 
 // fileHash is a cached checksum and the stat it was computed for.
@@ -273,11 +303,40 @@ type fileHash struct {
 // Start.
 func New(cfg Config) *Manager {
 	cfg = cfg.withDefaults()
-	return &Manager{
+	m := &Manager{
 		cfg:         cfg,
 		log:         cfg.Logger,
 		hashes:      map[string]fileHash{},
 		pingTimeout: max(cfg.HealthInterval, 5*time.Second),
+	}
+	if cfg.Owner != "" {
+		h := sha256.Sum256([]byte(cfg.Owner))
+		m.owner = hex.EncodeToString(h[:8])
+	}
+	return m
+}
+
+// env returns base plus the owner mark (see Config.Owner) for a plugin
+// process.
+func (m *Manager) env(base []string) []string {
+	env := slices.Clone(base)
+	if m.owner != "" && selfStart() != "" {
+		env = append(env, fmt.Sprintf("%s=%s/%d/%s", ownerEnv, m.owner, os.Getpid(), selfStart()))
+	}
+	return env
+}
+
+// killOrphans kills what a dead previous owner left (see Config.Owner).
+func (m *Manager) killOrphans() {
+	if m.owner == "" {
+		return
+	}
+	found, err := killOrphans(m.owner)
+	if err != nil && !errors.Is(err, errNoProc) {
+		m.log.Warn("could not look for plugin processes a previous run left behind", "err", err)
+	}
+	for _, o := range found {
+		m.log.Warn("killed a plugin process a previous run of this node left behind", "pid", o.pid, "cmd", o.cmdline, "owner", o.owner)
 	}
 }
 
@@ -306,11 +365,13 @@ func (m *Manager) Start(ctx context.Context) error {
 	mctx := m.ctx
 	m.mu.Unlock()
 	managers.add(m)
+	m.killOrphans()
 
 	specs, err := m.discover()
 	if err != nil {
 		return err
 	}
+	m.checkPinNames(specs)
 	plugins := make([]*managed, len(specs))
 	for i, s := range specs {
 		plugins[i] = newManaged(m, s)
@@ -388,6 +449,23 @@ func (m *Manager) discover() ([]Spec, error) {
 		specs = append(specs, Spec{Path: path})
 	}
 	return specs, nil
+}
+
+// checkPinNames logs every pin that names no plugin file and no built-in.
+func (m *Manager) checkPinNames(specs []Spec) {
+	known := map[string]bool{}
+	for _, s := range specs {
+		known[filepath.Base(s.Path)] = true
+		if s.Builtin {
+			known[s.Name] = true
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.cfg.Pins)) {
+		if !known[name] {
+			m.log.Error("a pin names no plugin file and no built-in plugin; pins name plugin files, not the names plugins report",
+				"pin", name, "dir", m.cfg.Dir)
+		}
+	}
 }
 
 // claim gives p its described name unless another plugin holds it.

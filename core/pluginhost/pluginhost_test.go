@@ -343,7 +343,7 @@ func TestChecksumPins(t *testing.T) {
 
 	s := statusOf(t, m, "ticker")
 	sum, _ := sha256File(filepath.Join(dir, "ticker"))
-	want := fmt.Sprintf("plugin ticker: sha256 mismatch: file has %s, pinned %s", sum, bad)
+	want := fmt.Sprintf("plugin ticker: sha256 mismatch: %s has %s, pinned %s", filepath.Join(dir, "ticker"), sum, bad)
 	if s.State != StateFailed || s.LastError != want || s.PID != 0 {
 		t.Errorf("ticker = %+v\nwant error %q", s, want)
 	}
@@ -358,6 +358,50 @@ func TestChecksumPins(t *testing.T) {
 	}
 	if s := statusOf(t, m, "ticker"); s.State != StateFailed || s.Restarts != 0 {
 		t.Errorf("ticker after a while = %+v", s)
+	}
+}
+
+// Pins name files, and are checked before anything runs: a pin naming what
+// a plugin reports (not its file) pins nothing, so with pins given the
+// unpinned file is refused without being run — describe included — and the
+// stray pin is reported; a mismatching pin refuses the file naming it,
+// the pinned and the actual sum, again without running it.
+func TestPinsCheckedBeforeAnythingRuns(t *testing.T) {
+	dir := t.TempDir()
+	marks := t.TempDir()
+	t.Setenv("TPLUG_MARKER_DIR", marks)
+	tk := install(t, dir, "ticker", "tk") // describes itself as "ticker"
+	parser := install(t, dir, "parser", "parser")
+	vb := install(t, dir, "verber", "vb")
+	good, _ := sha256File(parser)
+	tkSum, _ := sha256File(tk)
+	vbSum, _ := sha256File(vb)
+	bad := strings.Repeat("0", 64)
+	m, lb := startManager(t, Config{Dir: dir, Pins: map[string]string{"ticker": tkSum, "parser": good, "vb": bad}})
+
+	s := statusOf(t, m, "tk")
+	if s.State != StateFailed || s.PID != 0 || !strings.Contains(s.LastError, "plugin file "+tk+": plugin file not pinned") ||
+		!strings.Contains(s.LastError, "tk="+tkSum) {
+		t.Errorf("unpinned tk = %+v", s)
+	}
+	if !lb.has(map[string]string{"msg": "a pin names no plugin file", "pin": "ticker"}) {
+		t.Error("the pin naming no file was not reported")
+	}
+	v := statusOf(t, m, "vb")
+	want := fmt.Sprintf("plugin vb: sha256 mismatch: %s has %s, pinned %s", vb, vbSum, bad)
+	if v.State != StateFailed || v.LastError != want {
+		t.Errorf("vb = %+v\nwant error %q", v, want)
+	}
+	if p := statusOf(t, m, "parser"); p.State != StateRunning {
+		t.Errorf("pinned parser = %+v", p)
+	}
+	for _, f := range append(markers(t, marks, "describe"), markers(t, marks, "serve")...) {
+		if strings.HasPrefix(f, "tk.") || strings.HasPrefix(f, "vb.") {
+			t.Errorf("a binary refused by its pin ran: marker %s", f)
+		}
+	}
+	if len(markers(t, marks, "serve")) == 0 {
+		t.Fatal("no marker from the pinned plugin: the markers prove nothing")
 	}
 }
 
@@ -609,5 +653,119 @@ func TestCrashSummary(t *testing.T) {
 	panicked := "x\npanic: boom\n\ngoroutine 1 [running]:\nmain.main()\n\t/x.go:3\n"
 	if got := crashSummary(panicked); got != "panic: boom" {
 		t.Errorf("got %q", got)
+	}
+}
+
+// A plugin that forks leaves no orphan: the child forked by `describe` dies
+// when describe ends, the child of a served plugin dies when the plugin is
+// killed (and restarted), and the child of the restarted one at Close.
+func TestForkedChildrenDieWithTheirPlugin(t *testing.T) {
+	dir := t.TempDir()
+	marks := t.TempDir()
+	t.Setenv("TPLUG_MARKER_DIR", marks)
+	install(t, dir, "forker", "forker")
+	m, _ := startManager(t, Config{Dir: dir})
+	first := waitRunning(t, m, "forker")
+	desc, kids := children(t, marks, "describe"), children(t, marks, "serve")
+	killAtEnd(t, append(desc, kids...)...)
+	if len(desc) != 1 || len(kids) != 1 {
+		t.Fatalf("children: describe %v, serve %v", desc, kids)
+	}
+	waitFor(t, 10*time.Second, "describe's child to die with describe", func() bool { return !alive(desc[0]) })
+	if !alive(kids[0]) {
+		t.Fatalf("the running plugin's child %d is not alive", kids[0])
+	}
+
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "forker restarted", func() bool {
+		s := statusOf(t, m, "forker")
+		return s.State == StateRunning && s.Restarts == 1
+	})
+	waitFor(t, 10*time.Second, "the killed plugin's child to die", func() bool {
+		for _, pid := range kids {
+			if alive(pid) {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 30*time.Second, "the restarted plugin's child", func() bool { return len(children(t, marks, "serve")) == 2 })
+	var last int
+	for _, pid := range children(t, marks, "serve") {
+		if !slices.Contains(kids, pid) {
+			last = pid
+		}
+	}
+	killAtEnd(t, last)
+	if !alive(last) {
+		t.Fatalf("the running plugin's child %d is not alive", last)
+	}
+	m.Close()
+	// SIGKILLed with its group; it is gone once the kernel has torn it down.
+	waitFor(t, 10*time.Second, "the child to die at Close", func() bool { return !alive(last) })
+}
+
+// A node killed outright takes its plugins with it (parent-death signal);
+// what they forked is killed by the next Manager started with the same
+// Owner, and a Manager with another Owner leaves it alone.
+func TestOrphansOfADeadNodeKilledAtStart(t *testing.T) {
+	dir := t.TempDir()
+	marks := t.TempDir()
+	t.Setenv("TPLUG_MARKER_DIR", marks)
+	install(t, dir, "forker", "forker")
+	bins(t)
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := filepath.Join(t.TempDir(), "data")
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PLUGINHOST_TEST_NODE=1", "PLUGINHOST_TEST_DIR="+dir, "PLUGINHOST_TEST_OWNER="+owner)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "PIDS ") {
+		t.Fatalf("node said %q, %v", line, err)
+	}
+	plugin, _ := strconv.Atoi(strings.Fields(strings.TrimPrefix(line, "PIDS "))[0])
+	kids := children(t, marks, "serve")
+	if len(kids) != 1 || !alive(kids[0]) {
+		t.Fatalf("the served plugin's children: %v", kids)
+	}
+	child := kids[0]
+	killAtEnd(t, child)
+
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	waitFor(t, 10*time.Second, "the plugin to die with its node", func() bool { return !alive(plugin) })
+	if !alive(child) {
+		t.Fatalf("the plugin's child %d died with the node: this test would prove nothing", child)
+	}
+
+	// Another owner's Manager does not touch it.
+	empty := t.TempDir()
+	other, _ := startManager(t, Config{Dir: empty, Owner: owner + "-other"})
+	other.Close()
+	if !alive(child) {
+		t.Fatal("a Manager with another Owner killed the orphan")
+	}
+
+	_, lb := startManager(t, Config{Dir: empty, Owner: owner})
+	waitFor(t, 10*time.Second, "the orphan to be killed", func() bool { return !alive(child) })
+	if !lb.has(map[string]string{"msg": "left behind", "pid": strconv.Itoa(child)}) {
+		t.Error("no log line names the orphan killed")
 	}
 }
