@@ -23,6 +23,7 @@ import (
 	"github.com/celluster/celluster/core/dispatch"
 	"github.com/celluster/celluster/core/ingress"
 	"github.com/celluster/celluster/core/journal"
+	"github.com/celluster/celluster/core/mesh"
 	"github.com/celluster/celluster/core/metrics"
 	"github.com/celluster/celluster/core/pluginhost"
 	"github.com/celluster/celluster/core/reflex"
@@ -107,7 +108,7 @@ type Node struct {
 	httpAddr string
 
 	metrics      *metrics.Metrics
-	mesh         *mesh
+	mesh         *mesh.Mesh
 	bpf          *bpfHost
 	bpfErr       string
 	metricsAddr  string
@@ -250,8 +251,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 			// Leave first, so peers see a departure, not a failure.
 			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			_ = n.mesh.f.Leave(lctx)
-			_ = n.mesh.f.Close()
+			_ = n.mesh.Close(lctx)
 		}()
 	}
 	go func() { errc <- ing.Serve(hl) }()
