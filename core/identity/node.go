@@ -153,7 +153,6 @@ func (n *Node) certTTL() time.Duration {
 	return DefaultNodeTTL
 }
 
-
 // Renew replaces the node certificate once two thirds of its lifetime
 // have passed, without dropping a connection, until ctx ends: a node
 // holding the CA key issues it itself, any other asks a peer through

@@ -244,7 +244,9 @@ func (m *Mesh) spawnLocal(ctx context.Context, req spawnRequest, by, standInFor 
 }
 
 // placementsFile persists the cells this node serves for the fleet.
-func (m *Mesh) placementsFile() string { return filepath.Join(m.cfg.DataDir, "mesh", "placements.json") }
+func (m *Mesh) placementsFile() string {
+	return filepath.Join(m.cfg.DataDir, "mesh", "placements.json")
+}
 
 // remember records (and persists) a cell this node serves for the fleet.
 func (m *Mesh) remember(e Entry, standInFor string) {

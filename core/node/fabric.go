@@ -231,4 +231,3 @@ func (p meshPlacer) SetNodeWeights(cellName string, weights map[string]uint32) e
 func (p meshPlacer) PlaceOnPeer(ctx context.Context, cellName, node string, replicas int, reason string) (string, int, error) {
 	return p.n.PlaceOnPeer(ctx, cellName, node, replicas, reason)
 }
-
