@@ -277,8 +277,7 @@ func TestMeshNoRequestLost(t *testing.T) {
 	t.Logf("through the transitions: %d ok, %d 503 with Retry-After", ok.Load(), unavailable.Load())
 }
 
-// TestMeshSpreadKept: `spread across nodes` with `keep replicas 2..4`
-// keeps the cell on two nodes: the fleet places a copy, the copy comes
+// TestMeshSpreadKept: `spread across 2 nodes` keeps the cell on two nodes: the fleet places a copy, the copy comes
 // back when its node restarts, and when that node dies another copy is
 // placed on the node left.
 func TestMeshSpreadKept(t *testing.T) {
@@ -289,7 +288,7 @@ func TestMeshSpreadKept(t *testing.T) {
 	}
 	c.converged(names...)
 	a := c.nodes["sa"]
-	a.writeIntent("hello", "cell hello\nkeep replicas 2..4\nspread across nodes\n")
+	a.writeIntent("hello", "cell hello\nkeep replicas 1..4\nspread across 2 nodes\n")
 	a.drop("hello", testbuild.Cell(t, "hello"))
 	var peer string
 	eventually(t, "a copy of hello on a second node", func() bool {

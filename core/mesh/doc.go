@@ -37,9 +37,10 @@
 //     it was; when that node is heard again serving the cell (a false
 //     death, a healed partition, a restart) the stand-in is drained, so
 //     one copy remains.
-//   - Spread. A cell whose intent says `spread across nodes` with
-//     `keep replicas N..M` is kept on at least N live nodes (or all of
-//     them, if fewer): among the nodes serving it, the first by rendezvous
+//   - Spread. A cell whose intent says `spread across N nodes` (or
+//     `spread across nodes` with `keep replicas N..M`) is kept on at least
+//     N live nodes (or all of them, if fewer): among the nodes serving it,
+//     the first by rendezvous
 //     places a copy on another node (the intent's preferred nodes first,
 //     then the least loaded), and waits for the news before placing
 //     another. After a death or a restart the count drops and the same

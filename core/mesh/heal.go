@@ -272,13 +272,16 @@ func (m *Mesh) returnHealed(ctx context.Context) {
 // serving it, the rendezvous winner places a copy on another node.
 func (m *Mesh) keepSpread(ctx context.Context) {
 	for _, e := range m.catalog() {
-		spread, _, _ := m.host.Placement(e.Cell)
-		if !spread || e.Min < 2 {
+		pl := m.host.Placement(e.Cell)
+		want := pl.SpreadNodes
+		if want == 0 && pl.Spread {
+			want = e.Min
+		}
+		if want < 2 {
 			continue
 		}
 		holders := m.holders(e.Cell, true)
-		alive := m.alive()
-		want := min(e.Min, len(alive))
+		want = min(want, len(m.alive()))
 		if len(holders) >= want {
 			continue
 		}
@@ -327,7 +330,7 @@ func (m *Mesh) PlaceOnPeer(ctx context.Context, cellName, node string, replicas 
 		return "", 0, fmt.Errorf("no cell %s on this node", cellName)
 	}
 	if node == "" {
-		_, prefer, avoid := m.host.Placement(cellName)
+		pl := m.host.Placement(cellName)
 		members := m.Members()
 		h := m.holders(cellName, false)
 		for i := range members {
@@ -335,7 +338,7 @@ func (m *Mesh) PlaceOnPeer(ctx context.Context, cellName, node string, replicas 
 				members[i].Cells = append(members[i].Cells, cellName)
 			}
 		}
-		best := ChoosePeer(members, cellName, prefer, avoid)
+		best := ChoosePeer(members, cellName, pl.Prefer, pl.Avoid)
 		if best == nil {
 			return "", 0, fmt.Errorf("every live peer already serves %s: %w", cellName, ErrNoPeer)
 		}

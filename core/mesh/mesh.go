@@ -44,10 +44,21 @@ type Host interface {
 	// ForgetIntent drops a removed cell's intent and rules.
 	ForgetIntent(cell string)
 	// Placement returns a cell's placement hints from its intent.
-	Placement(cell string) (spread bool, prefer, avoid []string)
+	Placement(cell string) Placement
 	// Precompile compiles a module ahead of need (kept in the engine's
 	// caches), so a take-over or a clone onto this node starts at once.
 	Precompile(ctx context.Context, mod []byte)
+}
+
+// Placement is what a cell's intent says about where it runs.
+type Placement struct {
+	// Spread puts the cell's replicas on distinct nodes; SpreadNodes (N of
+	// `spread across N nodes`) is how many nodes the fleet keeps it on at
+	// least (0: as many as its minimum replicas).
+	Spread      bool
+	SpreadNodes int
+	// Prefer and Avoid name nodes to use first and never.
+	Prefer, Avoid []string
 }
 
 // Config configures a node's mesh.

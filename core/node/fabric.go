@@ -39,6 +39,7 @@ type callPolicy struct {
 	// peers (prefer node / avoid node).
 	prefer, avoid []string
 	spread        bool
+	spreadNodes   int // N of `spread across N nodes`
 }
 
 func (n *Node) callPolicyOf(name string) callPolicy {
@@ -99,9 +100,9 @@ func (h meshHost) ApplyIntent(ctx context.Context, c *cell.Cell, source string, 
 
 func (h meshHost) ForgetIntent(name string) { h.n.forgetIntent(name) }
 
-func (h meshHost) Placement(name string) (bool, []string, []string) {
+func (h meshHost) Placement(name string) mesh.Placement {
 	pol := h.n.callPolicyOf(name)
-	return pol.spread, pol.prefer, pol.avoid
+	return mesh.Placement{Spread: pol.spread, SpreadNodes: pol.spreadNodes, Prefer: pol.prefer, Avoid: pol.avoid}
 }
 
 func (h meshHost) Precompile(ctx context.Context, mod []byte) {

@@ -288,6 +288,7 @@ func (n *Node) applySource(ctx context.Context, c *cell.Cell, src intents.Source
 	calls.prefer = spec.GetPlacement().GetPreferNodes()
 	calls.avoid = spec.GetPlacement().GetAvoidNodes()
 	calls.spread = spec.GetPlacement().GetSpreadAcrossNodes()
+	calls.spreadNodes = int(spec.GetPlacement().GetSpreadMinNodes())
 	c.SetCallPolicy(cell.CallPolicy{Calls: calls.calls, AllowFrom: calls.allowFrom})
 	n.intents[c.Name()] = &intentState{hash: hash, calls: calls, applied: &admin.Intent{
 		Cell: c.Name(), Origin: string(src.Origin), Source: src.Name, Text: string(src.Content),
