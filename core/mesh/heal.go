@@ -33,6 +33,10 @@ type orphan struct {
 // cell is still not served (the winner failed, or died) by then.
 const takeoverStep = 2 * time.Second
 
+// orphanGiveUp is how long survivors keep trying to restore a dead node's
+// cell before they report it lost (no live node has its module).
+const orphanGiveUp = 2 * time.Minute
+
 // lost runs when memberlist confirms a node dead (or gone): the cells only
 // it served become orphans, and every survivor evaluates them.
 func (m *Mesh) lost(dead string) {
@@ -127,6 +131,16 @@ func (m *Mesh) healOrphans(ctx context.Context) {
 				delete(m.place.orphans, o.entry.Cell)
 			}
 			m.place.mu.Unlock()
+			continue
+		}
+		if now.Sub(o.since) > orphanGiveUp {
+			m.place.mu.Lock()
+			if m.place.orphans[o.entry.Cell] == o {
+				delete(m.place.orphans, o.entry.Cell)
+			}
+			m.place.mu.Unlock()
+			m.log.Error("a dead node's cell is lost: no survivor could restore it", "cell", o.entry.Cell, "dead", o.dead,
+				"sha256", o.entry.SHA256[:min(12, len(o.entry.SHA256))], "for", orphanGiveUp)
 			continue
 		}
 		rank := slices.Index(Rendezvous(o.entry.Cell, alive), m.cfg.Name)

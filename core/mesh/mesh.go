@@ -107,10 +107,11 @@ type Mesh struct {
 	reg   *cell.Registry
 	host  Host
 
-	mu       sync.Mutex
-	lastMeta []byte
-	weights  map[string]map[string]uint32 // cell -> node -> weight
-	rr       atomic.Uint64
+	mu        sync.Mutex
+	lastMeta  []byte
+	weights   map[string]map[string]uint32 // cell -> node -> weight
+	metaCache map[string]cachedMeta
+	rr        atomic.Uint64
 
 	place   placement
 	syncNow chan struct{}
@@ -127,10 +128,26 @@ type nodeMeta struct {
 	Cells   []string `json:"c,omitempty"`
 }
 
-func parseMeta(b []byte) nodeMeta {
+// parsedMeta decodes a member's metadata, once per change: requests
+// routed to peers read it.
+func (m *Mesh) parsedMeta(node string, b []byte) nodeMeta {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.metaCache[node]; ok && bytes.Equal(c.raw, b) {
+		return c.md
+	}
 	var md nodeMeta
 	_ = json.Unmarshal(b, &md)
+	if m.metaCache == nil {
+		m.metaCache = map[string]cachedMeta{}
+	}
+	m.metaCache[node] = cachedMeta{raw: bytes.Clone(b), md: md}
 	return md
+}
+
+type cachedMeta struct {
+	raw []byte
+	md  nodeMeta
 }
 
 // Start sets up the node's identity, joins the fabric and starts the
@@ -399,7 +416,7 @@ type Member struct {
 func (m *Mesh) Members() []Member {
 	var out []Member
 	for _, mb := range m.f.Members() {
-		md := parseMeta(mb.Meta)
+		md := m.parsedMeta(mb.Name, mb.Meta)
 		out = append(out, Member{Name: mb.Name, Addr: mb.Addr, State: mb.State.String(), HTTP: md.HTTP,
 			Cells: md.Cells, Load: md.Load, Self: mb.Name == m.cfg.Name, version: md.Version})
 	}
