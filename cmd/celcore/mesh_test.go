@@ -318,3 +318,51 @@ func TestMeshSpreadKept(t *testing.T) {
 		return len(c.serving("hello", "sa", other)) == 2
 	})
 }
+
+// TestMeshWinnerDies: the node that holds a cell and the survivor first in
+// line to take it over die together (kill -9); the survivors left
+// re-evaluate without it and exactly one of them restores the cell.
+func TestMeshWinnerDies(t *testing.T) {
+	survivors := []string{"w1", "w2", "w3"}
+	rank := mesh.Rendezvous("counter", survivors)
+	c := newCluster(t)
+	c.start("wh")
+	for _, name := range survivors {
+		c.start(name)
+	}
+	c.converged(append([]string{"wh"}, survivors...)...)
+	h := c.nodes["wh"]
+	h.drop("counter", testbuild.Cell(t, "counter"))
+	h.waitStatus("/counter", 200)
+	sha := h.listCells()["counter"].SHA256
+	eventually(t, "the survivors to keep counter's module", func() bool {
+		for _, name := range survivors {
+			if _, err := os.Stat(filepath.Join(c.nodes[name].data, "modules", sha+".wasm")); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	h.kill()
+	c.nodes[rank[0]].kill()
+	left := rank[1:]
+	eventually(t, "counter restored on one of "+strings.Join(left, ", "), func() bool {
+		return len(c.serving("counter", left...)) > 0
+	})
+	eventually(t, "both survivors to see one copy", func() bool {
+		on := c.serving("counter", left...)
+		for _, name := range left {
+			ns := c.nodes[name].nodes()
+			if ns[rank[0]].State != "dead" || len(on) != 1 || !slices.Contains(ns[on[0]].Cells, "counter") {
+				return false
+			}
+		}
+		return true
+	})
+	if on := c.serving("counter", left...); len(on) != 1 {
+		t.Fatalf("counter serves on %v, want exactly one of %v", on, left)
+	}
+	if r := c.nodes[left[0]].get("/counter"); r.status != 200 {
+		t.Fatalf("counter after the double death: %d %q", r.status, r.body)
+	}
+}
