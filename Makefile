@@ -71,6 +71,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/intent
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./core/journal
 	$(GO) test -run '^$$' -fuzz '^FuzzSection$$' -fuzztime $(FUZZTIME) ./core/intents
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequestFrame$$' -fuzztime $(FUZZTIME) ./core/mesh
 
 # Benchmarks print as a table, each beside its peers (raw output in bin/bench.txt).
 bench:
