@@ -26,7 +26,7 @@
 //   - Take-over. When memberlist confirms a node dead (never on a mere
 //     suspicion), the cells only it served become orphans on every
 //     survivor. The survivors known alive are ranked per cell; the first
-//     takes the cell over at once, the one ranked k waits k·2s and acts
+//     takes the cell over at once, the one ranked k waits k·3s and acts
 //     only if the cell is still not served. The node taking over gossips
 //     the cell as its own at once (so nobody else starts), fetches the
 //     module from its store or any live node that has it (never itself),

@@ -31,7 +31,7 @@ type orphan struct {
 // hashing over the live nodes) waits, k steps, before it takes the cell
 // over itself: the winner (rank 0) acts at once; the next only when the
 // cell is still not served (the winner failed, or died) by then.
-const takeoverStep = 2 * time.Second
+const takeoverStep = 3 * time.Second
 
 // orphanGiveUp is how long survivors keep trying to restore a dead node's
 // cell before they report it lost (no live node has its module).
