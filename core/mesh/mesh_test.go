@@ -81,3 +81,27 @@ func FuzzDecodeRequestFrame(f *testing.F) {
 		}
 	})
 }
+
+// TestTwoChoices: equal loads spread the picks over every replica; with
+// two replicas the less loaded always wins; none gives nil.
+func TestTwoChoices(t *testing.T) {
+	if twoChoices(nil) != nil {
+		t.Fatal("a pick among none")
+	}
+	even := []Member{{Name: "a"}, {Name: "b"}, {Name: "c"}}
+	got := map[string]int{}
+	for range 600 {
+		got[twoChoices(even).Name]++
+	}
+	for _, mb := range even {
+		if got[mb.Name] < 100 {
+			t.Fatalf("equal loads: picks %v, want each replica well represented", got)
+		}
+	}
+	uneven := []Member{{Name: "busy", Load: 10}, {Name: "idle", Load: 1}}
+	for range 100 {
+		if p := twoChoices(uneven); p.Name != "idle" {
+			t.Fatalf("picked %s over the idle replica", p.Name)
+		}
+	}
+}

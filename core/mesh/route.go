@@ -94,6 +94,12 @@ func (m *Mesh) pickReplica(name string, limit int64, skip []string) *Member {
 		}
 		cands = append(cands, mb)
 	}
+	return twoChoices(cands)
+}
+
+// twoChoices picks the less loaded of two members drawn at random (the
+// only one, or nil); equal loads leave the random draw.
+func twoChoices(cands []Member) *Member {
 	switch len(cands) {
 	case 0:
 		return nil
