@@ -207,9 +207,13 @@ func idempotent(method string) bool {
 // request never reached a cell: any request may go elsewhere).
 const errNotServed = "is not served on node"
 
+// errUnreached: the request could not be sent (no connection to the peer).
+var errUnreached = errors.New("unreachable")
+
+// notServed reports whether a request failed before it reached a cell.
 func notServed(err error) bool {
 	var re *fabric.RemoteError
-	return errors.As(err, &re) && strings.Contains(re.Message, errNotServed)
+	return errors.Is(err, errUnreached) || (errors.As(err, &re) && strings.Contains(re.Message, errNotServed))
 }
 
 // forwarder serves a request with a peer's replica of the cell (peer, or
@@ -326,7 +330,7 @@ func (m *Mesh) requestCell(ctx context.Context, peer Member, cellName, caller st
 	defer cancel()
 	p, err := m.f.Dial(ctx, peer.Addr)
 	if err != nil {
-		return nil, fmt.Errorf("cell %s lives on node %s, which is unreachable: %w", cellName, peer.Name, err)
+		return nil, fmt.Errorf("cell %s lives on node %s, which is %w: %w", cellName, peer.Name, errUnreached, err)
 	}
 	out, err := p.Request(ctx, frame.TypeRequest, appendRequestFrame(nil, cellName, caller, env))
 	if err != nil {
