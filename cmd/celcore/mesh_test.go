@@ -130,9 +130,18 @@ func TestMeshCatalogPulledOnChange(t *testing.T) {
 		}
 		return true
 	})
+	// The catalog may change once more as the cell's intent is applied;
+	// then pulls stop (before, every node pulled every peer's catalog each
+	// second: 12 pulls a second here, never settling).
+	last, lastAt := pulls(), time.Now()
+	eventually(t, "catalog pulls to stop (none for 2s)", func() bool {
+		if p := pulls(); p != last {
+			last, lastAt = p, time.Now()
+		}
+		return time.Since(lastAt) > 2*time.Second
+	})
 	// Idle now: over a window of several sync periods (1s each) no node
-	// pulls a catalog. (Before, every node pulled every peer's each second:
-	// 12 pulls a second here.)
+	// pulls a catalog.
 	before, joined := pulls(), joins()
 	time.Sleep(3 * time.Second)
 	if got, rejoined := pulls()-before, joins()-joined; got > rejoined {
