@@ -3,12 +3,15 @@ package cell
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/celluster/celluster/core/wasm"
 	"github.com/celluster/celluster/pluginapi/cellabi"
 )
 
@@ -93,7 +96,7 @@ func (c *Cell) ServeEnvelope(ctx context.Context, env []byte, f From) []byte {
 	}
 	req, err := cellabi.DecodeRequest(env)
 	if err != nil {
-		return Refusal(http.StatusBadRequest, "malformed request envelope: "+err.Error())
+		return Refusal(http.StatusBadRequest, "malformed request envelope")
 	}
 	rewrite := req.Path == "" || req.Path[0] != '/'
 	if rewrite {
@@ -142,16 +145,18 @@ func (c *Cell) ServeEnvelope(ctx context.Context, env []byte, f From) []byte {
 	return cellabi.AppendResponse(nil, &resp)
 }
 
-// serveEnvelope is serve for an envelope.
-func (c *Cell) serveEnvelope(ctx context.Context, w http.ResponseWriter, req *cellabi.Request, env []byte) (int, *version) {
+// serveEnvelope is serve for an envelope. Its answers are short and
+// generic, like the HTTP path's; the details go to the log.
+func (c *Cell) serveEnvelope(ctx context.Context, w *envelopeWriter, req *cellabi.Request, env []byte) (int, *version) {
 	lim := c.lim.Load()
 	slots, err := c.enter(ctx, lim)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, nil
 		}
+		c.log.Warn("call refused: over concurrency limit", "path", req.Path, "reason", err, "concurrency", lim.Concurrency)
 		w.Header().Set("Retry-After", "1")
-		return c.fail(w, http.StatusServiceUnavailable, "cell %s is over its concurrency limit of %d (%v)", c.name, lim.Concurrency, err), nil
+		return w.fail(http.StatusServiceUnavailable, "cell "+c.name+" is over its concurrency limit; retry later"), nil
 	}
 	defer func() { <-slots }()
 	c.stats.inflight.Add(1)
@@ -159,28 +164,65 @@ func (c *Cell) serveEnvelope(ctx context.Context, w http.ResponseWriter, req *ce
 	v := c.acquire(ctx)
 	if v == nil {
 		w.Header().Set("Retry-After", "1")
-		return c.fail(w, http.StatusServiceUnavailable, "cell %s is not serving", c.name), nil
+		return w.fail(http.StatusServiceUnavailable, "cell "+c.name+" is not serving"), nil
 	}
 	defer v.release()
 	if int64(len(req.Body)) > lim.MaxBody {
-		return c.fail(w, http.StatusRequestEntityTooLarge, "cell %s accepts bodies up to %d bytes", c.name, lim.MaxBody), v
+		return w.fail(http.StatusRequestEntityTooLarge, "cell "+c.name+" accepts request bodies up to "+strconv.FormatInt(lim.MaxBody, 10)+" bytes"), v
 	}
-	if v.pool != nil {
-		return c.serveReactorEnvelope(ctx, w, req.Path, v, lim, env), v
+	if v.pool == nil {
+		target := req.Path
+		if req.Query != "" {
+			target += "?" + req.Query
+		}
+		r, err := http.NewRequestWithContext(ctx, req.Method, target, bytes.NewReader(req.Body))
+		if err != nil {
+			return w.fail(http.StatusBadRequest, "malformed request"), v
+		}
+		for _, h := range req.Headers {
+			r.Header.Add(h.Name, h.Value)
+		}
+		r.ContentLength = int64(len(req.Body))
+		return c.serveCommand(ctx, w, r, v, lim, req.Body), v
 	}
-	target := req.Path
-	if req.Query != "" {
-		target += "?" + req.Query
+	inst, err := v.pool.get(ctx, lim.QueueTimeout)
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return 0, v
+	case errors.Is(err, errQueueTimeout):
+		w.Header().Set("Retry-After", "1")
+		return w.fail(http.StatusServiceUnavailable, "cell "+c.name+" is busy: no replica free in time; retry later"), v
+	default:
+		c.log.Error("cannot start instance", "err", err)
+		return w.fail(http.StatusInternalServerError, "cell "+c.name+" could not start an instance"), v
 	}
-	r, err := http.NewRequestWithContext(ctx, req.Method, target, bytes.NewReader(req.Body))
+	out, err := inst.Handle(ctx, lim.RequestTimeout, env)
 	if err != nil {
-		return c.fail(w, http.StatusBadRequest, "malformed request: %v", err), v
+		v.pool.put(inst, false)
+		switch {
+		case errors.Is(err, wasm.ErrTimeout):
+			c.log.Warn("call stopped at its time limit; instance replaced", "path", req.Path, "limit", lim.RequestTimeout)
+			return w.fail(http.StatusGatewayTimeout, "cell "+c.name+": request exceeded its time limit"), v
+		case errors.Is(err, wasm.ErrCanceled):
+			return 0, v
+		}
+		c.log.Error("cell failed; instance replaced", "path", req.Path, "err", err)
+		return w.fail(http.StatusInternalServerError, "cell "+c.name+" failed while handling the request"), v
 	}
-	for _, h := range req.Headers {
-		r.Header.Add(h.Name, h.Value)
+	resp, err := cellabi.DecodeResponse(out)
+	if err != nil {
+		v.pool.put(inst, false)
+		c.log.Error("malformed response envelope; instance replaced", "path", req.Path, "err", err)
+		return w.fail(http.StatusBadGateway, "cell "+c.name+" returned a malformed response"), v
 	}
-	r.ContentLength = int64(len(req.Body))
-	return c.serveCommand(ctx, w, r, v, lim, req.Body), v
+	v.pool.put(inst, true)
+	for _, hd := range resp.Headers {
+		w.h.Add(hd.Name, hd.Value)
+	}
+	w.status = resp.Status
+	w.body.Write(resp.Body)
+	return resp.Status, v
 }
 
 // envelopeWriter collects a response for an envelope.
@@ -196,6 +238,15 @@ func (w *envelopeWriter) WriteHeader(status int) {
 	if w.status == 0 {
 		w.status = status
 	}
+}
+
+// fail answers status with a short reason.
+func (w *envelopeWriter) fail(status int, reason string) int {
+	w.h = http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "X-Content-Type-Options": {"nosniff"}}
+	w.status = status
+	w.body.Reset()
+	w.body.WriteString(reason + "\n")
+	return status
 }
 
 func (w *envelopeWriter) Write(b []byte) (int, error) {

@@ -93,12 +93,7 @@ func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.
 	bp := envPool.Get().(*[]byte)
 	env := cellabi.AppendRequest((*bp)[:0], &req)
 	defer func() { *bp = env[:0]; envPool.Put(bp) }()
-	return c.serveReactorEnvelope(ctx, w, r.URL.Path, v, lim, env)
-}
 
-// serveReactorEnvelope hands a request envelope to a reactor instance and
-// writes its answer.
-func (c *Cell) serveReactorEnvelope(ctx context.Context, w http.ResponseWriter, path string, v *version, lim *Limits, env []byte) int {
 	inst, err := v.pool.get(ctx, lim.QueueTimeout)
 	switch {
 	case err == nil:
@@ -114,12 +109,12 @@ func (c *Cell) serveReactorEnvelope(ctx context.Context, w http.ResponseWriter, 
 	out, err := inst.Handle(ctx, lim.RequestTimeout, env)
 	if err != nil {
 		v.pool.put(inst, false)
-		return c.callFailed(w, path, lim, err)
+		return c.callFailed(w, r, lim, err)
 	}
 	resp, err := cellabi.DecodeResponse(out)
 	if err != nil {
 		v.pool.put(inst, false)
-		c.log.Error("malformed response envelope; instance replaced", "path", path, "err", err)
+		c.log.Error("malformed response envelope; instance replaced", "path", r.URL.Path, "err", err)
 		return c.fail(w, http.StatusBadGateway, "cell %s returned a malformed response: %v", c.name, err)
 	}
 	v.pool.put(inst, true)
@@ -145,7 +140,7 @@ func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.
 		Timeout:        lim.RequestTimeout,
 	})
 	if err != nil {
-		return c.callFailed(w, r.URL.Path, lim, err)
+		return c.callFailed(w, r, lim, err)
 	}
 	if out.overflow {
 		c.log.Error("command output too large", "path", r.URL.Path, "limit", out.limit)
@@ -168,16 +163,16 @@ func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.
 
 // callFailed answers a call that did not complete: 504 past the time limit,
 // 500 for a trap, exit or memory exhaustion, nothing when the client left.
-func (c *Cell) callFailed(w http.ResponseWriter, path string, lim *Limits, err error) int {
+func (c *Cell) callFailed(w http.ResponseWriter, r *http.Request, lim *Limits, err error) int {
 	switch {
 	case errors.Is(err, wasm.ErrTimeout):
-		c.log.Warn("request stopped at its time limit; instance replaced", "path", path, "limit", lim.RequestTimeout)
+		c.log.Warn("request stopped at its time limit; instance replaced", "path", r.URL.Path, "limit", lim.RequestTimeout)
 		return c.fail(w, http.StatusGatewayTimeout, "cell %s: request exceeded its time limit of %s", c.name, lim.RequestTimeout)
 	case errors.Is(err, wasm.ErrCanceled):
-		c.log.Debug("request canceled by client; instance replaced", "path", path)
+		c.log.Debug("request canceled by client; instance replaced", "path", r.URL.Path)
 		return 0
 	}
-	c.log.Error("cell failed; instance replaced", "path", path, "err", err)
+	c.log.Error("cell failed; instance replaced", "path", r.URL.Path, "err", err)
 	return c.fail(w, http.StatusInternalServerError, "cell %s failed: %v", c.name, err)
 }
 
