@@ -284,12 +284,12 @@ func (n *Node) applySource(ctx context.Context, c *cell.Cell, src intents.Source
 			calls.calls = append(calls.calls, g.GetTargets()...)
 		}
 	}
+	calls.spreadNodes = int(spec.GetPlacement().GetSpreadMinNodes())
+	c.SetCallPolicy(cell.CallPolicy{Calls: calls.calls, AllowFrom: spec.GetAllowFrom()})
 	calls.allowFrom = spec.GetAllowFrom()
 	calls.prefer = spec.GetPlacement().GetPreferNodes()
 	calls.avoid = spec.GetPlacement().GetAvoidNodes()
 	calls.spread = spec.GetPlacement().GetSpreadAcrossNodes()
-	calls.spreadNodes = int(spec.GetPlacement().GetSpreadMinNodes())
-	c.SetCallPolicy(cell.CallPolicy{Calls: calls.calls, AllowFrom: calls.allowFrom})
 	n.intents[c.Name()] = &intentState{hash: hash, calls: calls, applied: &admin.Intent{
 		Cell: c.Name(), Origin: string(src.Origin), Source: src.Name, Text: string(src.Content),
 		Parser: parser, Applied: time.Now(), Min: prog.Min, Max: prog.Max, Warm: prog.Warm,
