@@ -223,6 +223,9 @@ func (m *Mesh) Close(ctx context.Context) error {
 	return errors.Join(err, m.f.Close())
 }
 
+// Fabric is the mesh's fabric (for its counters).
+func (m *Mesh) Fabric() *fabric.Fabric { return m.f }
+
 // Store is the node's module store.
 func (m *Mesh) Store() *Store { return m.store }
 

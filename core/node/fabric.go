@@ -10,6 +10,7 @@ import (
 
 	"github.com/celluster/celluster/core/admin"
 	"github.com/celluster/celluster/core/cell"
+	"github.com/celluster/celluster/core/fabric"
 	"github.com/celluster/celluster/core/hostapi"
 	"github.com/celluster/celluster/core/identity"
 	"github.com/celluster/celluster/core/intents"
@@ -74,8 +75,15 @@ func (n *Node) startMesh(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n.mesh = m
+	n.mesh = &nodeMesh{Mesh: m, f: m.Fabric()}
 	return nil
+}
+
+// nodeMesh is the node's mesh, with its fabric at hand (the metrics read
+// its counters).
+type nodeMesh struct {
+	*mesh.Mesh
+	f *fabric.Fabric
 }
 
 // storeModule keeps module bytes in the node's module store.

@@ -23,7 +23,6 @@ import (
 	"github.com/celluster/celluster/core/dispatch"
 	"github.com/celluster/celluster/core/ingress"
 	"github.com/celluster/celluster/core/journal"
-	"github.com/celluster/celluster/core/mesh"
 	"github.com/celluster/celluster/core/metrics"
 	"github.com/celluster/celluster/core/pluginhost"
 	"github.com/celluster/celluster/core/reflex"
@@ -108,7 +107,7 @@ type Node struct {
 	httpAddr string
 
 	metrics      *metrics.Metrics
-	mesh         *mesh.Mesh
+	mesh         *nodeMesh
 	bpf          *bpfHost
 	bpfErr       string
 	metricsAddr  string
