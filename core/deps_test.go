@@ -7,8 +7,6 @@ import (
 	"errors"
 	"io"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -19,7 +17,10 @@ const module = "github.com/celluster/celluster"
 // plugin, the SDK or an example, and no plugin imports the core — the
 // rule that keeps the core mechanism and the plugins policy.
 func TestDependencyDirection(t *testing.T) {
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command: %v", err)
+	}
 	cmd := exec.Command(goBin, "list", "-deps=false", "-json=ImportPath,Deps", module+"/core/...", module+"/plugins/...")
 	cmd.Dir = ".."
 	var stderr bytes.Buffer
