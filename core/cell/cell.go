@@ -50,6 +50,7 @@ type Cell struct {
 	rmu sync.Mutex // serialises route table changes
 
 	caller Caller // cel.call, from the registry; may be nil
+	calls  atomic.Pointer[CallPolicy]
 
 	mu       sync.Mutex
 	state    State

@@ -1,33 +1,22 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"crypto"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
-	"sync/atomic"
-	"time"
-
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/celluster/celluster/core/admin"
+	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/fabric"
-	"github.com/celluster/celluster/core/fabric/frame"
+	"github.com/celluster/celluster/core/hostapi"
 	"github.com/celluster/celluster/core/identity"
-	"github.com/celluster/celluster/pluginapi/cellabi"
+	"github.com/celluster/celluster/core/intents"
+	"github.com/celluster/celluster/core/mesh"
+	"github.com/celluster/celluster/core/wasm"
+	pb "github.com/celluster/celluster/pluginapi/v1"
 )
 
 // DefaultTrustDomain is the trust domain of a node given none.
@@ -35,433 +24,110 @@ const DefaultTrustDomain = "celluster.local"
 
 // Headers on requests forwarded between nodes.
 const (
-	// ForwardedByHeader names the node that forwarded a request; a request
-	// carrying it is never forwarded again.
-	ForwardedByHeader = "X-Celluster-Forwarded-By"
+	// ForwardedByHeader names the node that forwarded a request.
+	ForwardedByHeader = mesh.ForwardedByHeader
 	// ServedByHeader names the node whose cell answered.
-	ServedByHeader = "X-Celluster-Served-By"
+	ServedByHeader = mesh.ServedByHeader
+	// CallerHeader carries the calling cell's SPIFFE ID to a called cell.
+	CallerHeader = cell.CallerHeader
 )
 
-// nodeCertTTL is the lifetime of the certificates a node issues itself.
-const nodeCertTTL = time.Hour
-
-// mesh is the node's side of the fabric: identity, membership and
-// forwarding.
-type mesh struct {
-	n      *Node
-	td     spiffeid.TrustDomain
-	ca     *identity.CA // nil when the node holds no CA key
-	bundle *x509bundle.Bundle
-	creds  *identity.Credentials
-	f      *fabric.Fabric
-
-	mu       sync.Mutex
-	lastMeta []byte
-
-	place   placement
-	syncNow chan struct{}
-
-	weights map[string]map[string]uint32 // cell -> node -> weight (under mu)
-	rr      atomic.Uint64
+// callPolicy is what a cell's intent says about calls and placement.
+type callPolicy struct {
+	calls     []string // "cell:NAME"
+	allowFrom []string // "cell:NAME", "cell:*", "node:NAME", "node:*"
+	// prefer and avoid are the intent's placement hints for replicas on
+	// peers (prefer node / avoid node).
+	prefer, avoid []string
+	spread        bool
+	spreadNodes   int // N of `spread across N nodes`
 }
 
-// nodeMeta is what a node gossips about itself (at most 512 bytes).
-type nodeMeta struct {
-	HTTP  string   `json:"h,omitempty"`
-	Load  int64    `json:"l"`
-	Cells []string `json:"c,omitempty"`
+func (n *Node) callPolicyOf(name string) callPolicy {
+	n.imu.Lock()
+	defer n.imu.Unlock()
+	if st := n.intents[name]; st != nil {
+		return st.calls
+	}
+	return callPolicy{}
 }
 
-// startMesh sets up the node's identity and joins the fabric. Without
-// --ca, --cert or --token the node makes a private CA in its data directory
-// on first start.
+// startMesh joins the node to the fabric (see package mesh).
 func (n *Node) startMesh(ctx context.Context) error {
-	td, err := spiffeid.TrustDomainFromString(n.cfg.TrustDomain)
-	if err != nil {
-		return fmt.Errorf("fabric: trust domain %q: %w", n.cfg.TrustDomain, err)
-	}
-	m := &mesh{n: n, td: td, syncNow: make(chan struct{}, 1)}
-	if err := m.identity(); err != nil {
-		return err
-	}
-	f, err := fabric.Listen(ctx, fabric.Config{
-		Addr:      n.cfg.FabricAddr,
-		Node:      n.cfg.Name,
-		TLSServer: func() *tls.Config { return identity.ServerConfig(m.creds, m.bundle, td, nil) },
-		TLSClient: func() *tls.Config { return identity.ClientConfig(m.creds, m.bundle, td, nil) },
-		VerifyPeer: func(cs tls.ConnectionState) (string, error) {
-			return identity.PeerNode(cs, td)
-		},
-		JoinTLS: m.joinTLS,
-		Join:    m.answerJoin,
-		Logger:  n.log.With("component", "fabric"),
-		Membership: fabric.Membership{
-			Meta: m.meta,
-			OnJoin: func(mb fabric.Member) {
-				n.log.Info("node joined", "node", mb.Name, "addr", mb.Addr)
-				m.kickSync()
-			},
-			OnUpdate: func(fabric.Member) { m.kickSync() },
-			OnLeave: func(mb fabric.Member) {
-				n.log.Warn("node left or failed", "node", mb.Name, "addr", mb.Addr)
-				go m.heal(ctx, mb.Name)
-			},
-		},
+	m, err := mesh.Start(ctx, mesh.Config{
+		Name:        n.cfg.Name,
+		TrustDomain: n.cfg.TrustDomain,
+		Addr:        n.cfg.FabricAddr,
+		Join:        n.cfg.Join,
+		DataDir:     n.cfg.DataDir,
+		Identity: identity.NodeConfig{CADir: n.cfg.CADir, CertFile: n.cfg.CertFile, KeyFile: n.cfg.KeyFile,
+			Token: n.cfg.Token, CertTTL: n.cfg.CertTTL},
+		NoPrefetch:     n.cfg.NoPrefetch,
+		HTTPAddr:       n.httpAddr,
+		MetaInterval:   n.cfg.TelemetryInterval,
+		RequestTimeout: n.cfg.Limits.RequestTimeout,
+		DrainTimeout:   n.cfg.DrainTimeout,
+		Registry:       n.reg,
+		Journal:        n.journal,
+		Host:           meshHost{n},
+		Logger:         n.log,
 	})
 	if err != nil {
 		return err
 	}
-	m.f = f
-	f.HandleStream(frame.TypeRequest, m.serveForwarded)
-	f.HandleStream(frame.TypeRenew, m.answerRenew)
-	m.handlePlacement()
-	n.mesh = m
-	go m.renew(ctx)
-	if len(n.cfg.Join) > 0 {
-		go m.join(ctx)
-	}
-	go m.publishMeta(ctx)
-	go m.syncLoop(ctx)
+	n.mesh = &nodeMesh{Mesh: m, f: m.Fabric()}
 	return nil
 }
 
-// kickSync asks for a catalog sync soon.
-func (m *mesh) kickSync() {
-	select {
-	case m.syncNow <- struct{}{}:
-	default:
-	}
+// nodeMesh is the node's mesh, with its fabric at hand (the metrics read
+// its counters).
+type nodeMesh struct {
+	*mesh.Mesh
+	f *fabric.Fabric
 }
 
-// identity loads or creates the CA and the node's credentials.
-func (m *mesh) identity() error {
-	n := m.n
-	caDir := n.cfg.CADir
-	if caDir == "" {
-		caDir = filepath.Join(n.cfg.DataDir, "ca")
-	}
-	if n.cfg.CertFile == "" && n.cfg.KeyFile == "" {
-		joined := filepath.Join(n.cfg.DataDir, "identity", "node.crt")
-		if _, err := os.Stat(joined); err == nil {
-			// Joined before with a token: the certificate it got.
-			n.cfg.CertFile, n.cfg.KeyFile = joined, filepath.Join(n.cfg.DataDir, "identity", "node.key")
-			caDir = filepath.Join(n.cfg.DataDir, "identity")
-		} else if n.cfg.Token != "" {
-			if err := m.joinWithToken(); err != nil {
-				return err
-			}
-			n.cfg.CertFile, n.cfg.KeyFile = joined, filepath.Join(n.cfg.DataDir, "identity", "node.key")
-			caDir = filepath.Join(n.cfg.DataDir, "identity")
-		}
-	}
-	if n.cfg.CertFile != "" || n.cfg.KeyFile != "" {
-		key, err := identity.ReadKey(n.cfg.KeyFile)
-		if err != nil {
-			return fmt.Errorf("fabric: --key: %w", err)
-		}
-		chain, err := identity.ReadChain(n.cfg.CertFile)
-		if err != nil {
-			return fmt.Errorf("fabric: --cert: %w", err)
-		}
-		cas, err := identity.ReadChain(filepath.Join(caDir, identity.CACertFile))
-		if err != nil {
-			return fmt.Errorf("fabric: the trust domain's CA certificate: %w", err)
-		}
-		m.bundle = x509bundle.FromX509Authorities(m.td, cas)
-		m.creds = identity.NewCredentials(key, chain)
-		return nil
-	}
-	ca, err := identity.LoadCA(caDir, identity.CAOptions{})
-	if errors.Is(err, os.ErrNotExist) && n.cfg.CADir == "" {
-		ca, err = identity.InitCA(caDir, m.td, identity.CAOptions{})
-		if err == nil {
-			n.log.Info("created a private CA for a single node", "dir", caDir, "trust_domain", m.td.String())
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("fabric: CA in %s: %w", caDir, err)
-	}
-	if ca.TrustDomain() != m.td {
-		return fmt.Errorf("fabric: the CA in %s is for trust domain %s, not %s (--trust-domain)", caDir, ca.TrustDomain(), m.td)
-	}
-	m.ca, m.bundle = ca, ca.Bundle()
-	keyPath := filepath.Join(n.cfg.DataDir, "identity", "node.key")
-	key, err := identity.ReadKey(keyPath)
-	if errors.Is(err, os.ErrNotExist) {
-		if key, err = identity.NewKey(); err == nil {
-			if err = os.MkdirAll(filepath.Dir(keyPath), 0o700); err == nil {
-				err = identity.WriteKey(keyPath, key)
-			}
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("fabric: node key %s: %w", keyPath, err)
-	}
-	chain, err := ca.IssueNode(n.cfg.Name, key.Public(), m.certTTL())
-	if err != nil {
-		return fmt.Errorf("fabric: issuing this node's certificate: %w", err)
-	}
-	m.creds = identity.NewCredentials(key, chain)
-	return nil
+// storeModule keeps module bytes in the node's module store.
+func (n *Node) storeModule(b []byte) (string, error) {
+	return mesh.NewStore(filepath.Join(n.cfg.DataDir, "modules")).Put(b)
 }
 
-// certTTL is the lifetime of the node certificates this node issues.
-func (m *mesh) certTTL() time.Duration {
-	if m.n.cfg.CertTTL > 0 {
-		return m.n.cfg.CertTTL
+// meshHost is the node as the mesh's Host.
+type meshHost struct{ n *Node }
+
+func (h meshHost) Intent(name string) (string, string, bool) {
+	it, ok := h.n.Intent(name)
+	if !ok || it.Origin == string(intents.FromDefault) || it.Text == "" {
+		return "", "", false
 	}
-	return nodeCertTTL
+	return it.Text, it.Source, true
 }
 
-// renew replaces the node certificate once two thirds of its lifetime
-// have passed, without dropping a connection: a node holding the CA key
-// issues it itself, any other asks a peer that holds it, over the fabric.
-func (m *mesh) renew(ctx context.Context) {
-	for {
-		// Check twenty times a lifetime (at most every minute).
-		every := time.Minute
-		if leaf := m.creds.Leaf(); leaf != nil {
-			every = min(max(leaf.NotAfter.Sub(leaf.NotBefore)/20, 100*time.Millisecond), time.Minute)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-time.After(every):
-			if !renewalDue(m.creds.Leaf(), now) {
-				continue
-			}
-			chain, err := m.renewedChain(ctx)
-			if err == nil {
-				err = m.creds.Renew(chain)
-			}
-			if err == nil && m.ca == nil && m.n.cfg.CertFile != "" {
-				err = identity.WriteChain(m.n.cfg.CertFile, chain)
-			}
-			if err != nil {
-				m.n.log.Error("renewing the node certificate", "err", err, "expires", m.creds.NotAfter())
-				continue
-			}
-			m.n.log.Info("node certificate renewed", "expires", m.creds.NotAfter())
-		}
-	}
+func (h meshHost) ApplyIntent(ctx context.Context, c *cell.Cell, source string, text, mod []byte, from string) {
+	h.n.applySource(ctx, c, intents.Source{Origin: intents.FromFile, Name: source, Content: text}, mod, from)
 }
 
-// renewalDue reports whether two thirds of a certificate's life have
-// passed, counted from its issue (NotBefore is backdated by
-// identity.Backdate for clock skew).
-func renewalDue(leaf *x509.Certificate, now time.Time) bool {
-	if leaf == nil {
-		return true
-	}
-	issued := leaf.NotBefore.Add(identity.Backdate)
-	return !now.Before(issued.Add(2 * leaf.NotAfter.Sub(issued) / 3))
+func (h meshHost) ForgetIntent(name string) { h.n.forgetIntent(name) }
+
+func (h meshHost) Placement(name string) mesh.Placement {
+	pol := h.n.callPolicyOf(name)
+	return mesh.Placement{Spread: pol.spread, SpreadNodes: pol.spreadNodes, Prefer: pol.prefer, Avoid: pol.avoid}
 }
 
-// renewedChain issues or fetches a new certificate for the node's key.
-func (m *mesh) renewedChain(ctx context.Context) ([]*x509.Certificate, error) {
-	if m.ca != nil {
-		return m.ca.IssueNode(m.n.cfg.Name, m.creds.Key().Public(), m.certTTL())
-	}
-	var lastErr error = errors.New("no live peer holds the CA")
-	for _, mb := range m.f.Members() {
-		if mb.Name == m.n.cfg.Name || mb.State != fabric.StateAlive {
-			continue
-		}
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		p, err := m.f.Dial(rctx, mb.Addr)
-		var out []byte
-		if err == nil {
-			out, err = p.Request(rctx, frame.TypeRenew, nil)
-		}
-		cancel()
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		chain, err := parseChainPEM(out)
-		if err != nil {
-			lastErr = err
-			continue
-		}
-		if !chain[0].PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(m.creds.Key().Public()) {
-			lastErr = fmt.Errorf("node %s renewed a certificate for another key", mb.Name)
-			continue
-		}
-		return chain, nil
-	}
-	return nil, lastErr
-}
-
-// peerKey is the public key of the certificate a peer holds now.
-func (m *mesh) peerKey(peer string) (crypto.PublicKey, error) {
-	c, ok := m.f.PeerCertificate(peer)
-	if !ok {
-		return nil, fmt.Errorf("no live connection with node %s", peer)
-	}
-	return c.PublicKey, nil
-}
-
-// parseChainPEM parses PEM certificates.
-func parseChainPEM(b []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, errors.New("no certificate in the answer")
-	}
-	return out, nil
-}
-
-// answerRenew issues a fresh certificate to a peer for the key of the one
-// it holds now: the fabric verified the peer's identity at the handshake.
-func (m *mesh) answerRenew(ctx context.Context, peer string, s *fabric.Stream) {
-	if _, _, err := frame.Read(s, 1024); err != nil {
-		return
-	}
-	if m.ca == nil {
-		_ = frame.Write(s, frame.TypeError, []byte("this node holds no CA key"))
-		return
-	}
-	pub, err := m.peerKey(peer)
-	if err != nil {
-		_ = frame.Write(s, frame.TypeError, []byte(err.Error()))
-		return
-	}
-	chain, err := m.ca.IssueNode(peer, pub, m.certTTL())
-	if err != nil {
-		_ = frame.Write(s, frame.TypeError, []byte(err.Error()))
-		return
-	}
-	var b []byte
-	for _, c := range chain {
-		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	m.n.log.Info("renewed a peer's certificate", "node", peer)
-	_ = frame.Write(s, frame.TypeResponse, b)
-}
-
-// join keeps trying the seeds until one answers.
-func (m *mesh) join(ctx context.Context) {
-	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
-		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := m.f.Join(jctx, m.n.cfg.Join)
-		cancel()
-		if err == nil {
-			m.n.log.Info("joined the fabric", "seeds", m.n.cfg.Join, "members", len(m.f.Members()))
-			go m.rejoin(ctx)
-			return
-		}
-		m.n.log.Warn("joining the fabric failed; retrying", "seeds", m.n.cfg.Join, "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-	}
-}
-
-// rejoinEvery is how often a node tries to reach the seeds and the members
-// it holds dead: memberlist stops gossiping to dead nodes after a while, so
-// without it two sides of a healed partition would stay apart.
-const rejoinEvery = 2 * time.Second
-
-// rejoin keeps knocking on the seeds and dead members until ctx ends, so a
-// partition heals by itself once packets flow again.
-func (m *mesh) rejoin(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(rejoinEvery):
-		}
-		var dead []string
-		for _, mb := range m.f.Members() {
-			if mb.State == fabric.StateDead && mb.Name != m.n.cfg.Name {
-				dead = append(dead, mb.Addr)
-			}
-		}
-		if len(dead) == 0 {
-			continue
-		}
-		jctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := m.f.Join(jctx, append(slices.Clone(m.n.cfg.Join), dead...)); err == nil {
-			m.n.log.Debug("rejoin", "tried", dead)
-		}
-		cancel()
-	}
-}
-
-// meta is this node's gossiped metadata.
-func (m *mesh) meta() []byte {
-	md := nodeMeta{HTTP: m.n.httpAddr}
-	for _, in := range m.n.reg.List() {
-		md.Load += in.InFlight + in.Queued
-		if in.SHA256 != "" {
-			md.Cells = append(md.Cells, in.Name)
-		}
-	}
-	b, _ := json.Marshal(md)
-	for len(b) > fabric.MaxMetaSize && len(md.Cells) > 0 {
-		md.Cells = md.Cells[:len(md.Cells)-1] // the rest are found on demand
-		b, _ = json.Marshal(md)
-	}
-	return b
-}
-
-// publishMeta gossips the metadata when it changes.
-func (m *mesh) publishMeta(ctx context.Context) {
-	t := time.NewTicker(m.n.cfg.TelemetryInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			b := m.meta()
-			m.mu.Lock()
-			changed := !bytes.Equal(b, m.lastMeta)
-			m.lastMeta = b
-			m.mu.Unlock()
-			if changed {
-				if err := m.f.UpdateMeta(ctx); err != nil && ctx.Err() == nil {
-					m.n.log.Debug("gossiping node metadata", "err", err)
-				}
-			}
-		}
+func (h meshHost) Precompile(ctx context.Context, mod []byte) {
+	if cm, err := h.n.eng.Compile(ctx, mod, wasm.CompileOptions{MemoryLimit: h.n.cfg.Limits.Memory}); err == nil {
+		cm.Release()
 	}
 }
 
 // Member is one node of the mesh as this node sees it.
-type Member struct {
-	Name, Addr, State, HTTP string
-	Cells                   []string
-	Load                    int64
-	Self                    bool
-}
+type Member = mesh.Member
 
 // Members lists the mesh's nodes, this one included; nil without a fabric.
 func (n *Node) Members() []Member {
 	if n.mesh == nil {
 		return nil
 	}
-	var out []Member
-	for _, mb := range n.mesh.f.Members() {
-		var md nodeMeta
-		_ = json.Unmarshal(mb.Meta, &md)
-		out = append(out, Member{Name: mb.Name, Addr: mb.Addr, State: mb.State.String(), HTTP: md.HTTP,
-			Cells: md.Cells, Load: md.Load, Self: mb.Name == n.cfg.Name})
-	}
-	return out
+	return n.mesh.Members()
 }
 
 // FabricAddr is the fabric's address, or "".
@@ -469,242 +135,7 @@ func (n *Node) FabricAddr() string {
 	if n.mesh == nil {
 		return ""
 	}
-	return n.mesh.f.Addr().String()
-}
-
-// routes is what the ingress serves: the node's own cells, a peer that
-// has the cell when this node does not (or its replicas are saturated), by
-// the lowest load, or by the cell's node route weights when `reroute` set
-// them.
-type routes struct{ n *Node }
-
-// Handler implements ingress.Cells.
-func (r routes) Handler(name string) http.Handler {
-	n := r.n
-	local := n.reg.Handler(name)
-	if n.mesh != nil {
-		if peer, ok := n.mesh.pickByWeight(name); ok {
-			if peer == nil {
-				return localHandler(local) // this node's share
-			}
-			p := *peer
-			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { n.mesh.forward(w, req, name, p) })
-		}
-	}
-	if local != nil {
-		c := n.reg.Lookup(name)
-		if n.mesh == nil || c == nil || c.Queued() == 0 {
-			return localHandler(local)
-		}
-		// Saturated: a peer with the cell and less load takes the request.
-		if peer := n.mesh.leastLoaded(name, c.Queued()+c.InFlight()); peer != nil {
-			p := *peer
-			return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { n.mesh.forward(w, req, name, p) })
-		}
-		return localHandler(local)
-	}
-	if n.mesh == nil {
-		return nil
-	}
-	peer := n.mesh.leastLoaded(name, -1)
-	if peer == nil {
-		return nil
-	}
-	p := *peer
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) { n.mesh.forward(w, req, name, p) })
-}
-
-func localHandler(h http.Handler) http.Handler {
-	if h == nil {
-		return nil
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		req.Header.Del(CallerHeader) // only cel.call sets it
-		h.ServeHTTP(w, req)
-	})
-}
-
-// leastLoaded is the live peer serving the cell with the lowest load, below
-// limit (no limit when negative), or nil.
-func (m *mesh) leastLoaded(name string, limit int64) *Member {
-	var best *Member
-	for _, mb := range m.n.Members() {
-		if mb.Self || mb.State != "alive" || !slices.Contains(mb.Cells, name) || (limit >= 0 && mb.Load >= limit) {
-			continue
-		}
-		if best == nil || mb.Load < best.Load {
-			best = &mb
-		}
-	}
-	return best
-}
-
-// SetNodeWeights sets how a cell's requests arriving here are shared among
-// nodes (this one by its name): a weighted round robin over the named live
-// nodes that serve the cell. All-zero weights clear them.
-func (n *Node) SetNodeWeights(cellName string, weights map[string]uint32) error {
-	if n.mesh == nil {
-		return errors.New("this node runs without a fabric: no node to route to")
-	}
-	members := map[string]bool{}
-	for _, mb := range n.Members() {
-		members[mb.Name] = true
-	}
-	var total uint32
-	for node, w := range weights {
-		if !members[node] {
-			return fmt.Errorf("no node %q in the fabric", node)
-		}
-		total += w
-	}
-	n.mesh.mu.Lock()
-	defer n.mesh.mu.Unlock()
-	if n.mesh.weights == nil {
-		n.mesh.weights = map[string]map[string]uint32{}
-	}
-	if total == 0 {
-		delete(n.mesh.weights, cellName)
-		return nil
-	}
-	n.mesh.weights[cellName] = weights
-	n.log.Info("node route weights set", "cell", cellName, "weights", weights)
-	return nil
-}
-
-// pickByWeight chooses a node for a request by the cell's node weights:
-// ok is false without weights; a nil member means this node.
-func (m *mesh) pickByWeight(name string) (*Member, bool) {
-	m.mu.Lock()
-	ws := m.weights[name]
-	m.mu.Unlock()
-	if len(ws) == 0 {
-		return nil, false
-	}
-	type cand struct {
-		mb Member
-		w  uint64
-	}
-	var cands []cand
-	var total uint64
-	for _, mb := range m.n.Members() {
-		w := ws[mb.Name]
-		if w == 0 || mb.State != "alive" {
-			continue
-		}
-		if mb.Self {
-			if m.n.reg.Handler(name) == nil {
-				continue
-			}
-		} else if !slices.Contains(mb.Cells, name) {
-			continue
-		}
-		cands = append(cands, cand{mb, uint64(w)})
-		total += uint64(w)
-	}
-	if total == 0 {
-		return nil, false
-	}
-	k := (m.rr.Add(1) * 1_000_003) % total
-	for _, c := range cands {
-		if k < c.w {
-			if c.mb.Self {
-				return nil, true
-			}
-			mb := c.mb
-			return &mb, true
-		}
-		k -= c.w
-	}
-	return nil, false
-}
-
-// maxForwardBody bounds a forwarded request's body.
-const maxForwardBody = 8 << 20
-
-// forward sends a request over the fabric to a peer hosting the cell.
-func (m *mesh) forward(w http.ResponseWriter, r *http.Request, cellName string, peer Member) {
-	if r.Header.Get(ForwardedByHeader) != "" {
-		http.Error(w, "cell "+cellName+" is not on this node (and a forwarded request is not forwarded again)", http.StatusNotFound)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxForwardBody))
-	if err != nil {
-		http.Error(w, "reading the request body: "+err.Error(), http.StatusRequestEntityTooLarge)
-		return
-	}
-	req := cellabi.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: body}
-	r.Header.Del(CallerHeader) // only cel.call sets it
-	for k, vs := range r.Header {
-		for _, v := range vs {
-			req.Headers = append(req.Headers, cellabi.Header{Name: k, Value: v})
-		}
-	}
-	req.Headers = append(req.Headers, cellabi.Header{Name: ForwardedByHeader, Value: m.n.cfg.Name})
-	out, err := m.requestCell(r.Context(), peer, cellName, cellabi.AppendRequest(nil, &req))
-	if err != nil {
-		m.n.log.Warn("forwarding failed", "cell", cellName, "peer", peer.Name, "err", err)
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	resp, err := cellabi.DecodeResponse(out)
-	if err != nil {
-		http.Error(w, fmt.Sprintf("node %s answered a malformed response: %v", peer.Name, err), http.StatusBadGateway)
-		return
-	}
-	for _, h := range resp.Headers {
-		w.Header().Add(h.Name, h.Value)
-	}
-	w.WriteHeader(resp.Status)
-	_, _ = w.Write(resp.Body)
-}
-
-// requestCell sends a request envelope for a cell to the peer serving it
-// (a forwarded request or a cell-to-cell call) and returns its response
-// envelope, bounded by the request time limit.
-func (m *mesh) requestCell(ctx context.Context, peer Member, cellName string, env []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, m.n.cfg.Limits.RequestTimeout+5*time.Second)
-	defer cancel()
-	p, err := m.f.Dial(ctx, peer.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("cell %s lives on node %s, which is unreachable: %w", cellName, peer.Name, err)
-	}
-	out, err := p.Request(ctx, frame.TypeRequest, append([]byte(cellName+"\x00"), env...))
-	if err != nil {
-		return nil, fmt.Errorf("forwarding to node %s: %w", peer.Name, err)
-	}
-	return out, nil
-}
-
-// serveForwarded answers a request a peer forwarded to one of our cells.
-func (m *mesh) serveForwarded(ctx context.Context, peer string, s *fabric.Stream) {
-	typ, payload, err := frame.Read(s, frame.DefaultMax)
-	if err != nil || typ != frame.TypeRequest {
-		_ = frame.Write(s, frame.TypeError, []byte(fmt.Sprintf("want a request frame: %v", err)))
-		return
-	}
-	name, env, ok := strings.Cut(string(payload), "\x00")
-	if !ok {
-		_ = frame.Write(s, frame.TypeError, []byte("forwarded request without a cell name"))
-		return
-	}
-	if m.n.reg.Handler(name) == nil {
-		_ = frame.Write(s, frame.TypeError, []byte("no cell "+name+" on node "+m.n.cfg.Name))
-		return
-	}
-	var out []byte
-	if caller := m.n.callerOf([]byte(env)); caller != "" {
-		// A cell-to-cell call: the target's `allow from` decides.
-		out = m.n.serveCall(ctx, name, []byte(env), caller, peer)
-	} else {
-		var err error
-		if out, err = m.n.serveEnvelope(ctx, name, []byte(env)); err != nil {
-			_ = frame.Write(s, frame.TypeError, []byte("forwarded request: "+err.Error()))
-			return
-		}
-	}
-	if err := frame.Write(s, frame.TypeResponse, out); err != nil {
-		m.n.log.Debug("answering a forwarded request", "peer", peer, "err", err)
-	}
+	return n.mesh.Addr()
 }
 
 // Nodes implements admin.Node.
@@ -716,5 +147,96 @@ func (n *Node) Nodes() (string, string, []admin.NodeInfo) {
 	for _, mb := range n.Members() {
 		out = append(out, admin.NodeInfo{Name: mb.Name, Address: mb.Addr, State: mb.State, HTTP: mb.HTTP, Cells: mb.Cells, Load: mb.Load, Self: mb.Self})
 	}
-	return n.FabricAddr(), n.mesh.td.String(), out
+	return n.FabricAddr(), n.mesh.TrustDomain(), out
+}
+
+// routes is what the ingress serves: the node's own cells, or, with a
+// fabric, what the mesh routes.
+type routes struct{ n *Node }
+
+// Handler implements ingress.Cells.
+func (r routes) Handler(name string) http.Handler {
+	local := r.n.reg.Handler(name)
+	if r.n.mesh != nil {
+		return r.n.mesh.Handler(name, local)
+	}
+	if local == nil {
+		return nil
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		req.Header.Del(CallerHeader) // only the runtime sets it
+		local.ServeHTTP(w, req)
+	})
+}
+
+// callCell is the registry's Caller: cel.call from the cell caller, on
+// this node or, through the mesh, on a peer.
+func (n *Node) callCell(ctx context.Context, caller, target string, req []byte) ([]byte, error) {
+	if n.mesh != nil {
+		return n.mesh.Call(ctx, caller, target, req), nil
+	}
+	name := strings.TrimPrefix(target, "cell:")
+	if err := cell.ValidName(name); err != nil {
+		return cell.Refusal(http.StatusBadRequest, "cel.call: "+err.Error()), nil
+	}
+	var pol cell.CallPolicy
+	if c := n.reg.Lookup(caller); c != nil {
+		pol = c.CallPolicy()
+	}
+	if err := pol.MayCall(caller, name); err != nil {
+		return cell.Refusal(http.StatusForbidden, err.Error()), nil
+	}
+	c := n.reg.Lookup(name)
+	if c == nil {
+		return cell.Refusal(http.StatusNotFound, "no cell "+name+" on this node, and it runs without a fabric"), nil
+	}
+	return c.ServeEnvelope(ctx, req, cell.From{Cell: caller, CellID: "spiffe://" + n.cfg.TrustDomain + "/cell/" + caller}), nil
+}
+
+// errNoPeer is returned when a placement names no live peer.
+var errNoPeer = mesh.ErrNoPeer
+
+// PlaceOnPeer asks a peer (or, with node "", the best live peer not
+// serving the cell) to serve replicas of a local cell.
+func (n *Node) PlaceOnPeer(ctx context.Context, cellName, node string, replicas int, reason string) (string, int, error) {
+	if n.mesh == nil {
+		return "", 0, fmt.Errorf("this node runs without a fabric: %w", errNoPeer)
+	}
+	return n.mesh.PlaceOnPeer(ctx, cellName, node, replicas, reason)
+}
+
+// SetNodeWeights sets how a cell's requests arriving here are shared among
+// nodes.
+func (n *Node) SetNodeWeights(cellName string, weights map[string]uint32) error {
+	if n.mesh == nil {
+		return errors.New("this node runs without a fabric: no node to route to")
+	}
+	return n.mesh.SetNodeWeights(cellName, weights)
+}
+
+// placer is the node as the host service's Placer. The fabric starts
+// after the plugins, so the check is per call.
+func (n *Node) placer() hostapi.Placer { return meshPlacer{n} }
+
+type meshPlacer struct{ n *Node }
+
+func (p meshPlacer) Nodes() []*pb.NodeState {
+	var out []*pb.NodeState
+	for _, m := range p.n.Members() {
+		out = append(out, &pb.NodeState{Name: m.Name, State: m.State, Load: m.Load, Cells: m.Cells, Self: m.Self})
+	}
+	return out
+}
+
+func (p meshPlacer) Placement(cellName string) (bool, []string, []string) {
+	pol := p.n.callPolicyOf(cellName)
+	return pol.spread, pol.prefer, pol.avoid
+}
+
+func (p meshPlacer) SetNodeWeights(cellName string, weights map[string]uint32) error {
+	return p.n.SetNodeWeights(cellName, weights)
+}
+
+func (p meshPlacer) PlaceOnPeer(ctx context.Context, cellName, node string, replicas int, reason string) (string, int, error) {
+	return p.n.PlaceOnPeer(ctx, cellName, node, replicas, reason)
 }

@@ -108,7 +108,7 @@ type Node struct {
 	httpAddr string
 
 	metrics      *metrics.Metrics
-	mesh         *mesh
+	mesh         *nodeMesh
 	bpf          *bpfHost
 	bpfErr       string
 	metricsAddr  string
@@ -260,8 +260,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 			// Leave first, so peers see a departure, not a failure.
 			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			_ = n.mesh.f.Leave(lctx)
-			_ = n.mesh.f.Close()
+			_ = n.mesh.Close(lctx)
 		}()
 	}
 	go func() { errc <- ing.Serve(hl) }()

@@ -334,6 +334,8 @@ func (n *Node) commitIntent(ctx context.Context, c *cell.Cell, p *preparedIntent
 			calls.calls = append(calls.calls, g.GetTargets()...)
 		}
 	}
+	calls.spreadNodes = int(spec.GetPlacement().GetSpreadMinNodes())
+	c.SetCallPolicy(cell.CallPolicy{Calls: calls.calls, AllowFrom: spec.GetAllowFrom()})
 	calls.allowFrom = spec.GetAllowFrom()
 	calls.prefer = spec.GetPlacement().GetPreferNodes()
 	calls.avoid = spec.GetPlacement().GetAvoidNodes()

@@ -995,8 +995,11 @@ type Placement struct {
 	SpreadAcrossNodes bool                   `protobuf:"varint,1,opt,name=spread_across_nodes,json=spreadAcrossNodes,proto3" json:"spread_across_nodes,omitempty"`
 	PreferNodes       []string               `protobuf:"bytes,2,rep,name=prefer_nodes,json=preferNodes,proto3" json:"prefer_nodes,omitempty"`
 	AvoidNodes        []string               `protobuf:"bytes,3,rep,name=avoid_nodes,json=avoidNodes,proto3" json:"avoid_nodes,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// spread_min_nodes is N of `spread across N nodes`: the fleet keeps the
+	// cell on at least N live nodes (0: as many as the replicas ask).
+	SpreadMinNodes uint32 `protobuf:"varint,4,opt,name=spread_min_nodes,json=spreadMinNodes,proto3" json:"spread_min_nodes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Placement) Reset() {
@@ -1048,6 +1051,13 @@ func (x *Placement) GetAvoidNodes() []string {
 		return x.AvoidNodes
 	}
 	return nil
+}
+
+func (x *Placement) GetSpreadMinNodes() uint32 {
+	if x != nil {
+		return x.SpreadMinNodes
+	}
+	return 0
 }
 
 // IntentSpec is what an operator stated about a cell, typed.
@@ -1260,12 +1270,13 @@ const file_pluginapi_v1_intent_proto_rawDesc = "" +
 	"\n" +
 	"capability\x18\x01 \x01(\tR\n" +
 	"capability\x12\x18\n" +
-	"\atargets\x18\x02 \x03(\tR\atargets\"\x7f\n" +
+	"\atargets\x18\x02 \x03(\tR\atargets\"\xa9\x01\n" +
 	"\tPlacement\x12.\n" +
 	"\x13spread_across_nodes\x18\x01 \x01(\bR\x11spreadAcrossNodes\x12!\n" +
 	"\fprefer_nodes\x18\x02 \x03(\tR\vpreferNodes\x12\x1f\n" +
 	"\vavoid_nodes\x18\x03 \x03(\tR\n" +
-	"avoidNodes\"\xac\x05\n" +
+	"avoidNodes\x12(\n" +
+	"\x10spread_min_nodes\x18\x04 \x01(\rR\x0espreadMinNodes\"\xac\x05\n" +
 	"\n" +
 	"IntentSpec\x12\x12\n" +
 	"\x04cell\x18\x01 \x01(\tR\x04cell\x129\n" +

@@ -109,7 +109,9 @@ func Format(spec *plugin.IntentSpec) []byte {
 	if len(spec.AllowFrom) > 0 {
 		line("allow from %s", strings.Join(spec.AllowFrom, ", "))
 	}
-	if spec.Placement.SpreadAcrossNodes {
+	if n := spec.Placement.SpreadMinNodes; n > 0 {
+		line("spread across %d nodes", n)
+	} else if spec.Placement.SpreadAcrossNodes {
 		line("spread across nodes")
 	}
 	for _, n := range spec.Placement.PreferNodes {

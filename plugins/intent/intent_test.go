@@ -100,6 +100,7 @@ func TestValid(t *testing.T) {
 		{"allow", "allow from cell:*, node:edge-1.example\nallow from cell:*", plugin.IntentSpec{AllowFrom: []string{"cell:*", "node:edge-1.example"}}},
 		{"placement", "spread across nodes\nprefer node a\nprefer node b\nprefer node a\navoid node C-3", plugin.IntentSpec{Placement: plugin.Placement{
 			SpreadAcrossNodes: true, PreferNodes: []string{"a", "b"}, AvoidNodes: []string{"C-3"}}}},
+		{"spread count", "spread across 3 nodes", plugin.IntentSpec{Placement: plugin.Placement{SpreadAcrossNodes: true, SpreadMinNodes: 3}}},
 		{"trailing comment", "keep warm 1# one", plugin.IntentSpec{Warm: 1}},
 	}
 	for _, tt := range tests {
@@ -186,6 +187,8 @@ func TestErrors(t *testing.T) {
 		{"allow kind", "cell a\nallow from cel:x", 2, 12, "expected an identity", `did you mean "cell"?`},
 		{"allow no from", "cell a\nallow cell:x", 2, 7, `found "cell:x", expected "from"`, ""},
 		{"spread", "cell a\nspread across cells", 2, 15, `found "cells", expected "nodes"`, ""},
+		{"spread one node", "cell a\nspread across 1 nodes", 2, 15, `found "1", expected a node count from 2 to 1000`, ""},
+		{"spread count unit", "cell a\nspread across 3 cells", 2, 17, `found "cells", expected "nodes"`, ""},
 		{"prefer avoid clash", "cell a\nprefer node x\navoid node x", 3, 12, "line 2 says to prefer", ""},
 		{"prefer bad name", "cell a\nprefer node -x", 2, 13, "expected a node name", ""},
 		{"abi", "cell a\nabi wasi", 2, 5, `found "wasi", expected "reactor" or "command"`, ""},

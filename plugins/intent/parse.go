@@ -760,11 +760,23 @@ func (p *parser) spread(toks []token) {
 	if _, ok := p.keyword(toks, 1, "across"); !ok {
 		return
 	}
-	if _, ok := p.keyword(toks, 2, "nodes"); !ok {
+	at := 2
+	n := 0
+	if len(toks) > 2 && toks[2].text != "" && strings.Trim(toks[2].text, "0123456789") == "" {
+		// spread across N nodes: at least N nodes.
+		v, err := strconv.Atoi(toks[2].text)
+		if err != nil || v < 2 || v > 1000 {
+			p.err(toks[2], fmt.Sprintf("found %q, expected a node count from 2 to 1000", toks[2].text), "spread across 3 nodes")
+			return
+		}
+		n, at = v, 3
+	}
+	if _, ok := p.keyword(toks, at, "nodes"); !ok {
 		return
 	}
-	if p.end(toks, 3) {
+	if p.end(toks, at+1) {
 		p.spec.Placement.SpreadAcrossNodes = true
+		p.spec.Placement.SpreadMinNodes = n
 	}
 }
 

@@ -293,9 +293,10 @@ func intentSpecToPB(s *IntentSpec) (*pb.IntentSpec, error) {
 		}
 	}
 	p := s.Placement
-	if p.SpreadAcrossNodes || len(p.PreferNodes) > 0 || len(p.AvoidNodes) > 0 {
+	if p.SpreadAcrossNodes || p.SpreadMinNodes > 0 || len(p.PreferNodes) > 0 || len(p.AvoidNodes) > 0 {
 		out.Placement = &pb.Placement{
 			SpreadAcrossNodes: p.SpreadAcrossNodes,
+			SpreadMinNodes:    c.u32("spread min nodes", p.SpreadMinNodes),
 			PreferNodes:       cloneStrings(p.PreferNodes),
 			AvoidNodes:        cloneStrings(p.AvoidNodes),
 		}
@@ -362,6 +363,7 @@ func intentSpecFromPB(s *pb.IntentSpec) (*IntentSpec, error) {
 		AllowFrom: cloneStrings(s.GetAllowFrom()),
 		Placement: Placement{
 			SpreadAcrossNodes: s.GetPlacement().GetSpreadAcrossNodes(),
+			SpreadMinNodes:    int(s.GetPlacement().GetSpreadMinNodes()),
 			PreferNodes:       cloneStrings(s.GetPlacement().GetPreferNodes()),
 			AvoidNodes:        cloneStrings(s.GetPlacement().GetAvoidNodes()),
 		},

@@ -200,6 +200,9 @@ type Grant struct {
 type Placement struct {
 	// SpreadAcrossNodes puts replicas on as many nodes as possible.
 	SpreadAcrossNodes bool
+	// SpreadMinNodes is N of `spread across N nodes`: the fleet keeps the
+	// cell on at least N live nodes (0: as many as the replicas ask).
+	SpreadMinNodes int
 	// PreferNodes are nodes to use first.
 	PreferNodes []string
 	// AvoidNodes are nodes not to use.

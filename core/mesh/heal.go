@@ -1,0 +1,394 @@
+package mesh
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/celluster/celluster/core/fabric/frame"
+	"github.com/celluster/celluster/core/journal"
+)
+
+// orphan is a cell of a dead node that no live node serves yet.
+type orphan struct {
+	entry Entry
+	dead  string
+	since time.Time
+	// busy while this node tries to take it over; next is when it may
+	// try again, after tries failed attempts.
+	busy  bool
+	next  time.Time
+	tries int
+}
+
+// takeoverStep is how long the survivor ranked k for a cell (by rendezvous
+// hashing over the live nodes) waits, k steps, before it takes the cell
+// over itself: the winner (rank 0) acts at once; the next only when the
+// cell is still not served (the winner failed, or died) by then.
+const takeoverStep = 3 * time.Second
+
+// orphanGiveUp is how long survivors keep trying to restore a dead node's
+// cell before they report it lost (no live node has its module).
+const orphanGiveUp = 2 * time.Minute
+
+// lost runs when memberlist confirms a node dead (or gone): the cells only
+// it served become orphans, and every survivor evaluates them.
+func (m *Mesh) lost(dead string) {
+	m.place.mu.Lock()
+	lost := m.place.catalogs[dead].entries
+	delete(m.place.catalogs, dead)
+	if m.place.orphans == nil {
+		m.place.orphans = map[string]*orphan{}
+	}
+	for _, e := range lost {
+		if _, ok := m.place.orphans[e.Cell]; !ok {
+			m.place.orphans[e.Cell] = &orphan{entry: e, dead: dead, since: time.Now()}
+		}
+	}
+	m.place.mu.Unlock()
+	m.kick()
+}
+
+// Rendezvous ranks candidates for key by the hash of (key, node), highest
+// first: every node computes the same order from the same membership, so
+// exactly one acts first and nobody coordinates.
+func Rendezvous(key string, candidates []string) []string {
+	type scored struct {
+		name string
+		h    uint64
+	}
+	s := make([]scored, 0, len(candidates))
+	for _, c := range candidates {
+		h := fnv.New64a()
+		h.Write([]byte(key))
+		h.Write([]byte{0})
+		h.Write([]byte(c))
+		s = append(s, scored{c, h.Sum64()})
+	}
+	sort.Slice(s, func(i, j int) bool {
+		if s[i].h != s[j].h {
+			return s[i].h > s[j].h
+		}
+		return s[i].name < s[j].name
+	})
+	out := make([]string, len(s))
+	for i, x := range s {
+		out[i] = x.name
+	}
+	return out
+}
+
+// healLoop evaluates the orphans on every membership change and a few
+// times a second, and keeps spread cells spread.
+func (m *Mesh) healLoop(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	spread := time.NewTicker(time.Second)
+	defer spread.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-m.healNow:
+		case <-spread.C:
+			m.keepSpread(ctx)
+			continue
+		}
+		m.healOrphans(ctx)
+	}
+}
+
+// healOrphans takes over the orphans this node is next in line for.
+func (m *Mesh) healOrphans(ctx context.Context) {
+	m.place.mu.Lock()
+	var list []*orphan
+	for _, o := range m.place.orphans {
+		list = append(list, o)
+	}
+	m.place.mu.Unlock()
+	if len(list) == 0 {
+		return
+	}
+	alive := m.alive()
+	now := time.Now()
+	for _, o := range list {
+		m.place.mu.Lock()
+		busy, next := o.busy, o.next
+		m.place.mu.Unlock()
+		if busy {
+			continue
+		}
+		if m.served(o.entry.Cell) {
+			m.place.mu.Lock()
+			if m.place.orphans[o.entry.Cell] == o {
+				delete(m.place.orphans, o.entry.Cell)
+			}
+			m.place.mu.Unlock()
+			continue
+		}
+		if now.Sub(o.since) > orphanGiveUp {
+			m.place.mu.Lock()
+			if m.place.orphans[o.entry.Cell] == o {
+				delete(m.place.orphans, o.entry.Cell)
+			}
+			m.place.mu.Unlock()
+			m.log.Error("a dead node's cell is lost: no survivor could restore it", "cell", o.entry.Cell, "dead", o.dead,
+				"sha256", o.entry.SHA256[:min(12, len(o.entry.SHA256))], "for", orphanGiveUp)
+			continue
+		}
+		rank := slices.Index(Rendezvous(o.entry.Cell, alive), m.cfg.Name)
+		if rank < 0 || now.Before(o.since.Add(time.Duration(rank)*takeoverStep)) || now.Before(next) {
+			continue
+		}
+		m.place.mu.Lock()
+		o.busy = true
+		if m.place.pending == nil {
+			m.place.pending = map[string]bool{}
+		}
+		m.place.pending[o.entry.Cell] = true
+		m.place.mu.Unlock()
+		go m.takeover(ctx, o, rank, alive)
+	}
+}
+
+// takeover serves an orphan here, its module from this node's store or
+// any live peer that has it. A failure is retried with backoff; meanwhile
+// the next survivor in line may act.
+func (m *Mesh) takeover(ctx context.Context, o *orphan, rank int, alive []string) {
+	e := o.entry
+	go m.updateMeta(context.WithoutCancel(ctx)) // gossip the cell as taken
+	req := spawnRequest{Entry: e, Replicas: e.Min,
+		Reason: fmt.Sprintf("node %s died; this node was %s in line among %s", o.dead, ordinal(rank), strings.Join(alive, ", "))}
+	if rank == 0 {
+		m.log.Info("taking over a dead node's cell", "cell", e.Cell, "dead", o.dead)
+	} else {
+		m.log.Warn("taking over a dead node's cell: the nodes before this one in line did not", "cell", e.Cell, "dead", o.dead, "rank", rank)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	_, err := m.spawnLocal(fctx, req, m.cfg.Name, o.dead)
+	cancel()
+	m.place.mu.Lock()
+	delete(m.place.pending, e.Cell)
+	o.busy = false
+	if err == nil {
+		if m.place.healed == nil {
+			m.place.healed = map[string]string{}
+		}
+		m.place.healed[e.Cell] = o.dead
+		if m.place.orphans[e.Cell] == o {
+			delete(m.place.orphans, e.Cell)
+		}
+	} else {
+		o.tries++
+		o.next = time.Now().Add(min(100*time.Millisecond<<min(o.tries, 5), 3*time.Second))
+	}
+	m.place.mu.Unlock()
+	if err != nil {
+		m.log.Error("taking over a dead node's cell failed; retrying", "cell", e.Cell, "dead", o.dead, "tries", o.tries, "err", err)
+		go m.updateMeta(context.WithoutCancel(ctx))
+	}
+}
+
+func ordinal(rank int) string {
+	if rank == 0 {
+		return "first"
+	}
+	return fmt.Sprintf("number %d", rank+1)
+}
+
+// served reports whether a live node serves cell or is taking it over
+// (this node included).
+func (m *Mesh) served(cellName string) bool {
+	if c := m.reg.Lookup(cellName); c != nil && c.Info().SHA256 != "" {
+		return true
+	}
+	return len(m.holders(cellName, false)) > 0
+}
+
+// holders lists the live peers (and this node, if self) that serve a cell
+// or take it over, by their gossiped metadata and catalogs.
+func (m *Mesh) holders(cellName string, self bool) []string {
+	var out []string
+	ms := m.Members()
+	m.place.mu.Lock()
+	defer m.place.mu.Unlock()
+	for _, mb := range ms {
+		if mb.State != "alive" {
+			continue
+		}
+		if mb.Self {
+			if self && (m.place.pending[cellName] || m.localServes(cellName)) {
+				out = append(out, mb.Name)
+			}
+			continue
+		}
+		has := slices.Contains(mb.Cells, cellName)
+		for _, e := range m.place.catalogs[mb.Name].entries {
+			has = has || e.Cell == cellName
+		}
+		if has {
+			out = append(out, mb.Name)
+		}
+	}
+	return out
+}
+
+func (m *Mesh) localServes(cellName string) bool {
+	c := m.reg.Lookup(cellName)
+	return c != nil && c.Info().SHA256 != ""
+}
+
+// returnHealed drains the cells this node took over from a node that is
+// back and serves them again (a healed partition, a false death, a
+// restart): the returning node's copy is the cell's home, this one was a
+// stand-in.
+func (m *Mesh) returnHealed(ctx context.Context) {
+	m.place.mu.Lock()
+	var back []string
+	for cellName, owner := range m.place.healed {
+		if m.addrOf(owner) == "" {
+			continue
+		}
+		for _, e := range m.place.catalogs[owner].entries {
+			if e.Cell == cellName {
+				back = append(back, cellName)
+				delete(m.place.healed, cellName)
+			}
+		}
+	}
+	m.place.mu.Unlock()
+	for _, cellName := range back {
+		dctx, cancel := context.WithTimeout(ctx, m.cfg.DrainTimeout)
+		removed := m.reg.Remove(dctx, cellName)
+		cancel()
+		m.forget(cellName)
+		if removed {
+			m.host.ForgetIntent(cellName)
+			if _, err := m.cfg.Journal.Append(journal.Entry{Cell: cellName, Verb: "decay", Args: []string{"all"}, Rule: "fabric",
+				Origin: "the node this cell was taken over from is back and serves it", Outcome: journal.Done,
+				Message: "stand-in drained and removed: one copy again"}); err != nil {
+				m.log.Error("journal", "err", err)
+			}
+			m.log.Info("a partition healed: drained the stand-in copy", "cell", cellName)
+		}
+	}
+}
+
+// keepSpread keeps each local cell whose intent says `spread across nodes`
+// on at least as many live nodes as its minimum replicas: among the nodes
+// serving it, the rendezvous winner places a copy on another node.
+func (m *Mesh) keepSpread(ctx context.Context) {
+	for _, e := range m.catalog() {
+		pl := m.host.Placement(e.Cell)
+		want := pl.SpreadNodes
+		if want == 0 && pl.Spread {
+			want = e.Min
+		}
+		if want < 2 {
+			continue
+		}
+		holders := m.holders(e.Cell, true)
+		want = min(want, len(m.alive()))
+		if len(holders) >= want {
+			continue
+		}
+		if r := Rendezvous(e.Cell, holders); len(r) == 0 || r[0] != m.cfg.Name {
+			continue
+		}
+		m.place.mu.Lock()
+		last := m.place.spreadAt[e.Cell]
+		m.place.mu.Unlock()
+		if time.Since(last) < 3*time.Second {
+			continue // the last copy placed is not in the news yet
+		}
+		reason := fmt.Sprintf("spread across nodes: on %d of the %d nodes it asks", len(holders), want)
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		node, _, err := m.PlaceOnPeer(pctx, e.Cell, "", e.Min, reason)
+		cancel()
+		if err != nil {
+			m.log.Warn("keeping a cell spread across nodes", "cell", e.Cell, "err", err)
+			continue
+		}
+		m.place.mu.Lock()
+		if m.place.spreadAt == nil {
+			m.place.spreadAt = map[string]time.Time{}
+		}
+		m.place.spreadAt[e.Cell] = time.Now()
+		m.place.mu.Unlock()
+		m.log.Info("placed a copy to keep a cell spread across nodes", "cell", e.Cell, "node", node, "holders", holders)
+	}
+}
+
+// ErrNoPeer is returned when a placement finds no live peer to use.
+var ErrNoPeer = errors.New("no live peer")
+
+// PlaceOnPeer asks a peer (or, with node "", the best live peer not
+// serving the cell: the intent's preferred nodes first, then the least
+// loaded) to serve replicas of a local cell; the peer fetches the module
+// by hash if it lacks it. It returns the node and its live replicas.
+func (m *Mesh) PlaceOnPeer(ctx context.Context, cellName, node string, replicas int, reason string) (string, int, error) {
+	var entry *Entry
+	for _, e := range m.catalog() {
+		if e.Cell == cellName {
+			entry = &e
+		}
+	}
+	if entry == nil {
+		return "", 0, fmt.Errorf("no cell %s on this node", cellName)
+	}
+	if node == "" {
+		pl := m.host.Placement(cellName)
+		members := m.Members()
+		h := m.holders(cellName, false)
+		for i := range members {
+			if slices.Contains(h, members[i].Name) && !slices.Contains(members[i].Cells, cellName) {
+				members[i].Cells = append(members[i].Cells, cellName)
+			}
+		}
+		best := ChoosePeer(members, cellName, pl.Prefer, pl.Avoid)
+		if best == nil {
+			return "", 0, fmt.Errorf("every live peer already serves %s: %w", cellName, ErrNoPeer)
+		}
+		node = best.Name
+	}
+	addr := m.addrOf(node)
+	if addr == "" {
+		return "", 0, fmt.Errorf("node %s: %w", node, ErrNoPeer)
+	}
+	p, err := m.f.Dial(ctx, addr)
+	if err != nil {
+		return node, 0, err
+	}
+	b, _ := json.Marshal(spawnRequest{Entry: *entry, From: m.cfg.Name, Replicas: max(replicas, 1), Reason: reason})
+	out, err := p.Request(ctx, frame.TypeSpawn, b)
+	if err != nil {
+		return node, 0, err
+	}
+	var live int
+	_, _ = fmt.Sscan(string(out), &live)
+	return node, live, nil
+}
+
+// ChoosePeer picks the node for a replica of a cell: a live peer not
+// serving it yet and not avoided, the preferred nodes first, then the
+// least loaded; nil when there is none.
+func ChoosePeer(members []Member, cellName string, prefer, avoid []string) *Member {
+	var best *Member
+	for _, mb := range members {
+		if mb.Self || mb.State != "alive" || slices.Contains(mb.Cells, cellName) || slices.Contains(avoid, mb.Name) {
+			continue
+		}
+		bp, mp := best != nil && slices.Contains(prefer, best.Name), slices.Contains(prefer, mb.Name)
+		if best == nil || (mp && !bp) || (mp == bp && mb.Load < best.Load) {
+			best = &mb
+		}
+	}
+	return best
+}
