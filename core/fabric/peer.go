@@ -29,6 +29,7 @@ const (
 const (
 	dgGossip byte = 0
 	dgApp    byte = 1
+	dgProbe  byte = 2 // asks only for QUIC's acknowledgement; ignored
 )
 
 // headerTimeout bounds how long an accepted stream may take to send its
@@ -82,6 +83,7 @@ func (p *Peer) OpenStream(ctx context.Context) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fabric: open stream to %s: %w", p.name, err)
 	}
+	p.f.stats.streamsOpened.Add(1)
 	return s, nil
 }
 
@@ -99,6 +101,7 @@ func (p *Peer) SendDatagram(b []byte) error {
 		}
 		return fmt.Errorf("fabric: datagram to %s: %w", p.name, err)
 	}
+	p.f.stats.datagramsSent.Add(1)
 	return nil
 }
 
@@ -177,6 +180,7 @@ func (p *Peer) acceptStreams() {
 		if err != nil {
 			return
 		}
+		p.f.stats.streamsAccepted.Add(1)
 		p.f.wg.Add(1)
 		go p.serveStream(s)
 	}
@@ -248,6 +252,7 @@ func (p *Peer) receiveDatagrams() {
 		if err != nil {
 			return
 		}
+		p.f.stats.datagramsReceived.Add(1)
 		if len(b) == 0 {
 			continue
 		}
@@ -276,6 +281,7 @@ func (p *Peer) sendGossip(b []byte, node string) error {
 	case p.gossip <- buf:
 		return nil
 	default:
+		p.f.stats.gossipDropped.Add(1)
 		return fmt.Errorf("fabric: gossip to %s dropped: %d packets waiting", p.name, gossipQueue)
 	}
 }
@@ -299,12 +305,18 @@ func (p *Peer) sendGossipLoop() {
 func (p *Peer) writeGossip(buf []byte) error {
 	err := p.conn.SendDatagram(buf)
 	if _, ok := errors.AsType[*quic.DatagramTooLargeError](err); !ok {
+		if err == nil {
+			p.f.stats.datagramsSent.Add(1)
+			p.f.stats.gossipSent.Add(1)
+		}
 		return err
 	}
 	s, err := p.conn.OpenStream()
 	if err != nil {
 		return err
 	}
+	p.f.stats.streamsOpened.Add(1)
+	p.f.stats.gossipSent.Add(1)
 	s.SetWriteDeadline(time.Now().Add(time.Second))
 	err = frame.Write(s, frame.TypeGossipPacket, buf[1:])
 	s.CancelRead(codeDone)
