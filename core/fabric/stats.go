@@ -33,10 +33,10 @@ type Stats struct {
 
 // counters are the fabric's own counts, updated as things happen.
 type counters struct {
-	datagramsSent, datagramsReceived         atomic.Uint64
+	datagramsSent, datagramsReceived          atomic.Uint64
 	gossipSent, gossipReceived, gossipDropped atomic.Uint64
-	streamsOpened, streamsAccepted           atomic.Uint64
-	dials, accepts, dialFailures             atomic.Uint64
+	streamsOpened, streamsAccepted            atomic.Uint64
+	dials, accepts, dialFailures              atomic.Uint64
 	// QUIC's counts of connections that have closed.
 	closedPacketsSent, closedPacketsReceived atomic.Uint64
 	closedBytesSent, closedBytesReceived     atomic.Uint64
