@@ -71,11 +71,11 @@ type Membership struct {
 
 // Defaults of Membership; the package comment explains each.
 const (
-	DefaultProbeInterval           = 200 * time.Millisecond
-	DefaultProbeTimeout            = 120 * time.Millisecond
+	DefaultProbeInterval           = 250 * time.Millisecond
+	DefaultProbeTimeout            = 150 * time.Millisecond
 	DefaultIndirectChecks          = 3
-	DefaultSuspicionMult           = 5
-	DefaultSuspicionMaxTimeoutMult = 4
+	DefaultSuspicionMult           = 4
+	DefaultSuspicionMaxTimeoutMult = 8
 	DefaultAwarenessMaxMultiplier  = 8
 	DefaultGossipInterval          = 50 * time.Millisecond
 	DefaultPushPullInterval        = 15 * time.Second
