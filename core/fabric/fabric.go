@@ -79,6 +79,12 @@ type Config struct {
 	// DialTimeout bounds a connection attempt; zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+	// KeepAlivePeriod, when positive, makes every connection send a QUIC
+	// keep-alive after that long without sending anything (for a path
+	// through NAT or a stateful firewall). Zero, the default, sends none:
+	// keep-alives cost each node packets in proportion to its
+	// connections, see the package comment.
+	KeepAlivePeriod time.Duration
 	// MaxFrame limits the frames the fabric reads for its callers (the
 	// response of Peer.Request); zero means frame.DefaultMax.
 	MaxFrame int
@@ -136,7 +142,7 @@ type Fabric struct {
 const maxIdleTimeout = 60 * time.Second
 
 // quicConfig is shared by every connection, dialed or accepted.
-func quicConfig() *quic.Config {
+func quicConfig(keepAlive time.Duration) *quic.Config {
 	return &quic.Config{
 		EnableDatagrams:       true,
 		MaxIncomingStreams:    1024,
@@ -146,7 +152,7 @@ func quicConfig() *quic.Config {
 		// keep a connection open while its peer is probed at least once
 		// per MaxIdleTimeout; one that goes idle closes and is dialed
 		// again on demand (see the package comment).
-		KeepAlivePeriod: 0,
+		KeepAlivePeriod: max(0, keepAlive),
 		MaxIdleTimeout:  maxIdleTimeout,
 	}
 }
@@ -202,7 +208,7 @@ func listen(ctx context.Context, cfg Config, membership bool) (*Fabric, error) {
 		ctx:         fctx,
 		cancel:      cancel,
 		udp:         udp,
-		qconf:       quicConfig(),
+		qconf:       quicConfig(cfg.KeepAlivePeriod),
 		advertise:   advertise,
 		peers:       make(map[string]*Peer),
 		all:         make(map[*Peer]struct{}),
