@@ -26,7 +26,10 @@ func TestFabricMetrics(t *testing.T) {
 			Dials: b + 12, Accepts: b + 13, DialFailures: b + 14, Connections: b + 15,
 		}, have.Load()
 	})
-	m.WatchFabric(func() (fabric.Stats, bool) { t.Error("a second WatchFabric was registered"); return fabric.Stats{}, true })
+	m.WatchFabric(func() (fabric.Stats, bool) {
+		t.Error("a second WatchFabric was registered")
+		return fabric.Stats{}, true
+	})
 	url := serve(t, m)
 
 	mfs, _ := scrape(t, url)
