@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -191,15 +192,19 @@ func (p *Peer) serveStream(s *Stream) {
 	defer p.f.wg.Done()
 	var hb [frame.HeaderSize]byte
 	s.SetReadDeadline(time.Now().Add(headerTimeout))
-	_, err := s.Peek(hb[:])
+	n, err := s.Peek(hb[:])
 	s.SetReadDeadline(time.Time{})
 	if err != nil {
+		if p.ctx.Err() == nil && !(n == 0 && errors.Is(err, io.EOF)) {
+			p.f.log.Warn("fabric: bad stream from peer: no frame header", "peer", p.name, "addr", p.addr,
+				"stream", int64(s.StreamID()), "got_bytes", n, "err", err)
+		}
 		reset(s, codeBadFrame)
 		return
 	}
 	h, err := frame.ParseHeader(hb, frame.HardMax)
 	if err != nil {
-		p.f.log.Warn("fabric: bad stream from peer", "peer", p.name, "err", err)
+		p.f.log.Warn("fabric: bad stream from peer", "peer", p.name, "addr", p.addr, "stream", int64(s.StreamID()), "err", err)
 		reset(s, codeBadFrame)
 		return
 	}
@@ -210,17 +215,26 @@ func (p *Peer) serveStream(s *Stream) {
 		}
 		finish(s)
 	case frame.TypeGossip:
-		if _, _, err := frame.Read(s, 1); err != nil || h.Len != 0 {
+		if h.Len != 0 {
+			p.f.log.Warn("fabric: bad stream from peer: gossip stream frame with a payload", "peer", p.name, "addr", p.addr, "bytes", h.Len)
+			reset(s, codeBadFrame)
+			return
+		}
+		if _, _, err := frame.Read(s, 1); err != nil {
 			reset(s, codeBadFrame)
 			return
 		}
 		p.f.gossip.deliverStream(newStreamConn(s, p))
 	case frame.TypeGossipPacket:
 		_, b, err := frame.Read(s, maxGossipPacket)
-		finish(s)
-		if err == nil {
-			p.f.gossip.deliverPacket(b, p)
+		if err != nil {
+			p.f.log.Warn("fabric: bad gossip packet stream from peer", "peer", p.name, "addr", p.addr, "err", err)
+			p.f.stats.gossipDropped.Add(1)
+			reset(s, codeBadFrame)
+			return
 		}
+		finish(s)
+		p.f.gossip.deliverPacket(b, p)
 	default:
 		handler := p.f.streamHandler(h.Type)
 		if handler == nil {
