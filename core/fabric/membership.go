@@ -135,7 +135,18 @@ func (f *Fabric) memberlistConfig() *memberlist.Config {
 // logger. The fabric and the membership simulation both use it, so the
 // simulation measures the configuration the fabric runs.
 func (m Membership) apply(c *memberlist.Config) {
+	m.applyDilated(c, 1)
+}
+
+// applyDilated is apply with every duration multiplied by k: the same
+// protocol run k times slower, which the simulation uses to run more
+// members than the machine has CPU for at full speed.
+func (m Membership) applyDilated(c *memberlist.Config, k time.Duration) {
 	m = m.withDefaults()
+	m.ProbeInterval *= k
+	m.ProbeTimeout *= k
+	m.GossipInterval *= k
+	m.PushPullInterval *= k
 	c.ProbeInterval = m.ProbeInterval
 	c.ProbeTimeout = m.ProbeTimeout
 	c.IndirectChecks = m.IndirectChecks
@@ -145,7 +156,7 @@ func (m Membership) apply(c *memberlist.Config) {
 	c.GossipInterval = m.GossipInterval
 	c.GossipNodes = 3
 	c.PushPullInterval = m.PushPullInterval
-	c.GossipToTheDeadTime = 5 * time.Second
+	c.GossipToTheDeadTime = k * 5 * time.Second
 	c.DisableTcpPings = true
 	c.UDPBufferSize = gossipPacketSize
 }
