@@ -89,6 +89,19 @@ func busyGoroutines(n int) (stop func()) {
 	return func() { once.Do(func() { close(done); wg.Wait() }) }
 }
 
+// loadAverage returns the host's 1-minute load average.
+func loadAverage(t *testing.T) float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		t.Fatalf("load average: %v", err)
+	}
+	var l float64
+	if _, err := fmt.Sscan(string(b), &l); err != nil {
+		t.Fatalf("load average %q: %v", b, err)
+	}
+	return l
+}
+
 // cpuTime returns the user+system CPU time the process has used.
 func cpuTime() time.Duration {
 	var ru syscall.Rusage
@@ -155,6 +168,13 @@ func (e *eventLog) leaves() []string {
 func TestMembershipNoFalseDeathUnderCPUHog(t *testing.T) {
 	if testing.Short() {
 		t.Skip("loads the host's CPUs for a while")
+	}
+	// The test's premise is a host loaded by the hog it starts: on a host
+	// already oversubscribed many times over by others, no setting that
+	// detects a death within 2s can tell a member starved for seconds from
+	// a dead one.
+	if l := loadAverage(t); l > 4*float64(runtime.NumCPU()) && os.Getenv("CI") != "true" {
+		t.Skipf("host already loaded by others (load average %.0f on %d CPUs)", l, runtime.NumCPU())
 	}
 	const n = 5
 	hogFor := 12 * time.Second
