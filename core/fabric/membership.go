@@ -22,12 +22,12 @@ const MaxMetaSize = memberlist.MetaMaxSize
 // Zero fields take the defaults, whose reasoning and arithmetic are in the
 // package comment ("Failure detection").
 type Membership struct {
-	// ProbeInterval is how often the node probes one member (200ms).
+	// ProbeInterval is how often the node probes one member (250ms).
 	// memberlist stretches it up to AwarenessMaxMultiplier times while
 	// this node itself misses acks.
 	ProbeInterval time.Duration
 	// ProbeTimeout is how long a direct probe waits for its ack before
-	// indirect probes start (120ms); the indirect probes have the rest of
+	// indirect probes start (150ms); the indirect probes have the rest of
 	// the probe interval.
 	ProbeTimeout time.Duration
 	// IndirectChecks is how many other members are asked to probe a member
@@ -35,10 +35,10 @@ type Membership struct {
 	IndirectChecks int
 	// SuspicionMult scales the time a suspect has to refute before it is
 	// declared dead, once SuspicionMult-2 other members have confirmed the
-	// suspicion: SuspicionMult × max(1, log10 N) × ProbeInterval (5).
+	// suspicion: SuspicionMult × max(1, log10 N) × ProbeInterval (4).
 	SuspicionMult int
 	// SuspicionMaxTimeoutMult bounds a suspicion nobody confirms at this
-	// many times the confirmed timeout (4).
+	// many times the confirmed timeout (8).
 	SuspicionMaxTimeoutMult int
 	// AwarenessMaxMultiplier bounds how far memberlist stretches this
 	// node's probe interval while it misses acks itself (8).
