@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 14m
 BENCH_TIME  ?= 1s
 PROTOC      ?= protoc
 
-.PHONY: all build run test bench bench-once soak generate lint clean cells fuzz api-image protoc deps bpf-toolchain
+.PHONY: all build run test bench bench-once soak sim generate lint clean cells fuzz api-image protoc deps bpf-toolchain
 
 all: build
 
@@ -57,9 +57,11 @@ deps:
 	fi
 
 # The third-party example plugin is a module of its own: tested from its dir.
+# The membership simulation is built without -race (see core/fabric/sim_test.go).
 # Every benchmark then runs once (bench-once), so that none can rot unseen.
 test: deps
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -run '^TestMembershipSimulation$$' -timeout 10m ./core/fabric
 	cd examples/plugins/logtail && $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory bench-once
 
@@ -79,6 +81,16 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/intent
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./core/journal
 	$(GO) test -run '^$$' -fuzz '^FuzzSection$$' -fuzztime $(FUZZTIME) ./core/intents
+	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./core/fabric/frame
+	$(GO) test -run '^$$' -fuzz '^FuzzGossipPacket$$' -fuzztime $(FUZZTIME) ./core/fabric
+
+# The membership simulation at scale: SIM_NODES members each (in one process,
+# on an in-memory network, the fabric's membership settings, protocol time
+# dilated SIM_DILATION times); prints a table. Each phase is bounded.
+SIM_NODES    ?= 50,100,250,500,1000
+SIM_DILATION ?= 10
+sim:
+	FABRIC_SIM=$(SIM_NODES) FABRIC_SIM_DILATION=$(SIM_DILATION) $(GO) test -count=1 -run '^TestMembershipSimulationLarge$$' -timeout 120m -v ./core/fabric | grep -v '^=== RUN'
 
 # Benchmarks print as a table, each beside its peers (raw output in bin/bench.txt).
 bench:

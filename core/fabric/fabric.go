@@ -79,6 +79,12 @@ type Config struct {
 	// DialTimeout bounds a connection attempt; zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+	// KeepAlivePeriod, when positive, makes every connection send a QUIC
+	// keep-alive after that long without sending anything (for a path
+	// through NAT or a stateful firewall). Zero, the default, sends none:
+	// keep-alives cost each node packets in proportion to its
+	// connections, see the package comment.
+	KeepAlivePeriod time.Duration
 	// MaxFrame limits the frames the fabric reads for its callers (the
 	// response of Peer.Request); zero means frame.DefaultMax.
 	MaxFrame int
@@ -126,20 +132,28 @@ type Fabric struct {
 	members *memberView
 	events  *eventQueue
 
+	stats counters
+
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 }
 
+// maxIdleTimeout closes a connection that carried nothing for this long.
+const maxIdleTimeout = 60 * time.Second
+
 // quicConfig is shared by every connection, dialed or accepted.
-func quicConfig() *quic.Config {
+func quicConfig(keepAlive time.Duration) *quic.Config {
 	return &quic.Config{
 		EnableDatagrams:       true,
 		MaxIncomingStreams:    1024,
 		MaxIncomingUniStreams: -1,
-		// Members gossip every 50ms, so only an idle pair of nodes relies on
-		// keep-alives; a dead peer's connection goes after MaxIdleTimeout.
-		KeepAlivePeriod: 5 * time.Second,
-		MaxIdleTimeout:  15 * time.Second,
+		// No keep-alives: they would cost every node packets in proportion
+		// to its connections, so N² for the cluster. Memberlist's probes
+		// keep a connection open while its peer is probed at least once
+		// per MaxIdleTimeout; one that goes idle closes and is dialed
+		// again on demand (see the package comment).
+		KeepAlivePeriod: max(0, keepAlive),
+		MaxIdleTimeout:  maxIdleTimeout,
 	}
 }
 
@@ -194,7 +208,7 @@ func listen(ctx context.Context, cfg Config, membership bool) (*Fabric, error) {
 		ctx:         fctx,
 		cancel:      cancel,
 		udp:         udp,
-		qconf:       quicConfig(),
+		qconf:       quicConfig(cfg.KeepAlivePeriod),
 		advertise:   advertise,
 		peers:       make(map[string]*Peer),
 		all:         make(map[*Peer]struct{}),
@@ -387,11 +401,14 @@ func (f *Fabric) runDial(call *dialCall, key string, raddr *net.UDPAddr) {
 	call.peer, call.err = p, err
 	close(call.done)
 	if err != nil {
+		f.stats.dialFailures.Add(1)
+		f.stats.gossipDropped.Add(uint64(len(pending)))
 		if len(pending) > 0 {
 			f.log.Debug("fabric: dropped gossip packets for unreachable peer", "addr", key, "packets", len(pending), "err", err)
 		}
 		return
 	}
+	f.stats.dials.Add(1)
 	for _, pk := range pending {
 		if err := p.sendGossip(pk.buf, pk.node); err != nil {
 			f.log.Debug("fabric: gossip packet not sent", "peer", p.name, "err", err)
@@ -412,10 +429,13 @@ func (f *Fabric) dial(ctx context.Context, key string, raddr *net.UDPAddr) (*Pee
 	name, err := f.identify(conn)
 	if err != nil {
 		conn.CloseWithError(codeRefused, "certificate refused")
+		f.countClosed(conn)
 		return nil, fmt.Errorf("fabric: dial %s: refused the peer: %w", key, err)
 	}
+	f.stats.streamsOpened.Add(1)
 	if err := hello(ctx, conn); err != nil {
 		conn.CloseWithError(codeClosing, "hello failed")
+		f.countClosed(conn)
 		return nil, f.describeDialError(key, err)
 	}
 	return f.newPeer(conn, name, key), nil
@@ -488,10 +508,23 @@ func (f *Fabric) addPeerLocked(p *Peer) error {
 	return nil
 }
 
+// countClosed adds a connection that is not (or no longer) in f.all to
+// the closed connections' packet and byte counts.
+func (f *Fabric) countClosed(conn *quic.Conn) {
+	cs := conn.ConnectionStats()
+	f.stats.closedPacketsSent.Add(cs.PacketsSent)
+	f.stats.closedPacketsReceived.Add(cs.PacketsReceived)
+	f.stats.closedBytesSent.Add(cs.BytesSent)
+	f.stats.closedBytesReceived.Add(cs.BytesReceived)
+}
+
 // removePeer forgets a connection that has closed.
 func (f *Fabric) removePeer(p *Peer, cause error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if _, ok := f.all[p]; ok {
+		f.countClosed(p.conn)
+	}
 	delete(f.all, p)
 	if f.peers[p.addr] == p {
 		delete(f.peers, p.addr)
@@ -501,17 +534,39 @@ func (f *Fabric) removePeer(p *Peer, cause error) {
 	}
 }
 
-// dropPeer closes the connection to addr, if any, and forgets why the
-// address was unreachable: memberlist declared the node dead.
+// dropPeer runs when memberlist declares the node at addr dead: it forgets
+// why the address was unreachable and closes the connection to it, unless
+// the connection shows the node still answering. A death declared by
+// mistake (a node starved for longer than the suspicion timeout) must not
+// also cut the streams in flight to a node that is about to refute it: the
+// fabric sends a probe datagram, which QUIC acknowledges, and keeps the
+// connection when anything arrives on it within deadPeerWindow.
 func (f *Fabric) dropPeer(addr string) {
 	f.mu.Lock()
 	p := f.peers[addr]
 	delete(f.unreachable, addr)
 	f.mu.Unlock()
-	if p != nil {
-		p.close("declared dead")
+	if p == nil || p.ctx.Err() != nil {
+		return
 	}
+	before := p.conn.ConnectionStats().PacketsReceived
+	_ = p.conn.SendDatagram([]byte{dgProbe})
+	f.stats.datagramsSent.Add(1)
+	select {
+	case <-p.ctx.Done():
+		return
+	case <-time.After(deadPeerWindow):
+	}
+	if p.conn.ConnectionStats().PacketsReceived != before {
+		f.log.Info("fabric: member declared dead still answers on its connection; keeping it", "peer", p.name, "addr", addr)
+		return
+	}
+	p.close("declared dead")
 }
+
+// deadPeerWindow is how long dropPeer waits for a dead member's connection
+// to show a sign of life.
+const deadPeerWindow = time.Second
 
 func (f *Fabric) isUnreachable(addr string) bool {
 	f.mu.Lock()
@@ -553,6 +608,7 @@ func (f *Fabric) acceptLoop() {
 			continue
 		}
 		p := f.newPeer(conn, name, conn.RemoteAddr().String())
+		f.stats.accepts.Add(1)
 		f.mu.Lock()
 		err = f.addPeerLocked(p)
 		f.mu.Unlock()

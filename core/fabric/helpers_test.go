@@ -193,7 +193,7 @@ func (r *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
 
 func (r *logRecorder) Handle(_ context.Context, rec slog.Record) error {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %s", rec.Level, rec.Message)
+	fmt.Fprintf(&b, "%s %s %s", rec.Time.Format("15:04:05.000"), rec.Level, rec.Message)
 	for _, a := range r.attrs {
 		fmt.Fprintf(&b, " %s=%q", a.Key, a.Value.String())
 	}

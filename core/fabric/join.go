@@ -70,7 +70,7 @@ func RequestJoin(ctx context.Context, addr string, tlsConf *tls.Config, request 
 	c := tlsConf.Clone()
 	c.NextProtos = []string{JoinALPN}
 	c.MinVersion = tls.VersionTLS13
-	conn, err := tr.Dial(ctx, raddr, c, quicConfig())
+	conn, err := tr.Dial(ctx, raddr, c, quicConfig(0))
 	if err != nil {
 		return nil, fmt.Errorf("fabric: join %s: %w", addr, err)
 	}

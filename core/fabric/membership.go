@@ -19,23 +19,35 @@ import (
 const MaxMetaSize = memberlist.MetaMaxSize
 
 // Membership configures failure detection, node metadata and member events.
-// Zero fields take the defaults documented in the package comment.
+// Zero fields take the defaults, whose reasoning and arithmetic are in the
+// package comment ("Failure detection").
 type Membership struct {
-	// ProbeInterval is how often the node probes one member (200ms).
+	// ProbeInterval is how often the node probes one member (250ms).
+	// memberlist stretches it up to AwarenessMaxMultiplier times while
+	// this node itself misses acks.
 	ProbeInterval time.Duration
 	// ProbeTimeout is how long a direct probe waits for its ack before
-	// indirect probes start (100ms).
+	// indirect probes start (150ms); the indirect probes have the rest of
+	// the probe interval.
 	ProbeTimeout time.Duration
+	// IndirectChecks is how many other members are asked to probe a member
+	// that missed a direct probe (3).
+	IndirectChecks int
 	// SuspicionMult scales the time a suspect has to refute before it is
-	// declared dead: SuspicionMult × max(1, log10 N) × ProbeInterval (3).
+	// declared dead, once SuspicionMult-2 other members have confirmed the
+	// suspicion: SuspicionMult × max(1, log10 N) × ProbeInterval (4).
 	SuspicionMult int
-	// SuspicionMaxTimeoutMult bounds an unconfirmed suspicion at this many
-	// times the suspicion timeout (3).
+	// SuspicionMaxTimeoutMult bounds a suspicion nobody confirms at this
+	// many times the confirmed timeout (8).
 	SuspicionMaxTimeoutMult int
-	// GossipInterval is how often queued gossip is sent (50ms).
+	// AwarenessMaxMultiplier bounds how far memberlist stretches this
+	// node's probe interval while it misses acks itself (8).
+	AwarenessMaxMultiplier int
+	// GossipInterval is how often queued gossip is sent to 3 random
+	// members (50ms); nothing is sent when nothing is queued.
 	GossipInterval time.Duration
 	// PushPullInterval is how often the full state is synced with one
-	// member (5s).
+	// random member (15s; memberlist stretches it beyond 32 members).
 	PushPullInterval time.Duration
 
 	// Meta returns this node's metadata (a small JSON or protobuf summary),
@@ -47,27 +59,52 @@ type Membership struct {
 	// on a goroutine of the fabric's, when a member joins (or comes back),
 	// is declared dead or leaves, or changes its metadata. The local node
 	// joins too.
+	//
+	// OnLeave fires only on a confirmed death (memberlist's suspicion
+	// timed out, with the confirmations described in the package comment,
+	// or the member left): never on a mere suspicion, never while the
+	// member refutes. A member declared dead by mistake that is heard again
+	// fires OnJoin with a higher Member.Generation: a consumer that took
+	// over the member's work on OnLeave hands it back then.
 	OnJoin, OnLeave, OnUpdate func(Member)
 }
 
+// Defaults of Membership; the package comment explains each.
+const (
+	DefaultProbeInterval           = 250 * time.Millisecond
+	DefaultProbeTimeout            = 150 * time.Millisecond
+	DefaultIndirectChecks          = 3
+	DefaultSuspicionMult           = 4
+	DefaultSuspicionMaxTimeoutMult = 8
+	DefaultAwarenessMaxMultiplier  = 8
+	DefaultGossipInterval          = 50 * time.Millisecond
+	DefaultPushPullInterval        = 15 * time.Second
+)
+
 func (m Membership) withDefaults() Membership {
 	if m.ProbeInterval <= 0 {
-		m.ProbeInterval = 200 * time.Millisecond
+		m.ProbeInterval = DefaultProbeInterval
 	}
 	if m.ProbeTimeout <= 0 {
-		m.ProbeTimeout = 100 * time.Millisecond
+		m.ProbeTimeout = min(DefaultProbeTimeout, m.ProbeInterval*3/5)
+	}
+	if m.IndirectChecks <= 0 {
+		m.IndirectChecks = DefaultIndirectChecks
 	}
 	if m.SuspicionMult <= 0 {
-		m.SuspicionMult = 3
+		m.SuspicionMult = DefaultSuspicionMult
 	}
 	if m.SuspicionMaxTimeoutMult <= 0 {
-		m.SuspicionMaxTimeoutMult = 3
+		m.SuspicionMaxTimeoutMult = DefaultSuspicionMaxTimeoutMult
+	}
+	if m.AwarenessMaxMultiplier <= 0 {
+		m.AwarenessMaxMultiplier = DefaultAwarenessMaxMultiplier
 	}
 	if m.GossipInterval <= 0 {
-		m.GossipInterval = 50 * time.Millisecond
+		m.GossipInterval = DefaultGossipInterval
 	}
 	if m.PushPullInterval <= 0 {
-		m.PushPullInterval = 5 * time.Second
+		m.PushPullInterval = DefaultPushPullInterval
 	}
 	return m
 }
@@ -78,28 +115,50 @@ func (m Membership) withDefaults() Membership {
 const gossipPacketSize = 1100
 
 func (f *Fabric) memberlistConfig() *memberlist.Config {
-	m := f.cfg.Membership
 	c := memberlist.DefaultLANConfig()
+	f.cfg.Membership.apply(c)
 	c.Name = f.cfg.Node
 	c.Transport = f.gossip
 	c.AdvertiseAddr = f.advertise.IP.String()
 	c.AdvertisePort = f.advertise.Port
-	c.ProbeInterval = m.ProbeInterval
-	c.ProbeTimeout = m.ProbeTimeout
-	c.SuspicionMult = m.SuspicionMult
-	c.SuspicionMaxTimeoutMult = m.SuspicionMaxTimeoutMult
-	c.GossipInterval = m.GossipInterval
-	c.PushPullInterval = m.PushPullInterval
-	c.GossipToTheDeadTime = 5 * time.Second
 	c.TCPTimeout = f.cfg.DialTimeout
-	c.DisableTcpPings = true
-	c.UDPBufferSize = gossipPacketSize
 	d := &delegate{f: f}
 	c.Delegate = d
 	c.Events = d
 	c.Alive = d
 	c.Logger = log.New(&logBridge{ctx: f.ctx, log: f.log.With("component", "memberlist")}, "", 0)
 	return c
+}
+
+// apply sets memberlist's failure detection and gossip settings from m
+// (with defaults): everything but the node's name, transport, delegates and
+// logger. The fabric and the membership simulation both use it, so the
+// simulation measures the configuration the fabric runs.
+func (m Membership) apply(c *memberlist.Config) {
+	m.applyDilated(c, 1)
+}
+
+// applyDilated is apply with every duration multiplied by k: the same
+// protocol run k times slower, which the simulation uses to run more
+// members than the machine has CPU for at full speed.
+func (m Membership) applyDilated(c *memberlist.Config, k time.Duration) {
+	m = m.withDefaults()
+	m.ProbeInterval *= k
+	m.ProbeTimeout *= k
+	m.GossipInterval *= k
+	m.PushPullInterval *= k
+	c.ProbeInterval = m.ProbeInterval
+	c.ProbeTimeout = m.ProbeTimeout
+	c.IndirectChecks = m.IndirectChecks
+	c.SuspicionMult = m.SuspicionMult
+	c.SuspicionMaxTimeoutMult = m.SuspicionMaxTimeoutMult
+	c.AwarenessMaxMultiplier = m.AwarenessMaxMultiplier
+	c.GossipInterval = m.GossipInterval
+	c.GossipNodes = 3
+	c.PushPullInterval = m.PushPullInterval
+	c.GossipToTheDeadTime = k * 5 * time.Second
+	c.DisableTcpPings = true
+	c.UDPBufferSize = gossipPacketSize
 }
 
 // State is a member's state as this node sees it.
@@ -134,6 +193,14 @@ type Member struct {
 	Addr  string // fabric address, for Dial
 	State State
 	Meta  []byte
+	// Generation counts the times this node has seen the member admitted:
+	// 1 at its first join, one more each time it is heard again after it
+	// was declared dead (a restart, or a death declared by mistake and
+	// refuted). It is this node's count, not the cluster's: compare
+	// generations of one member seen by one node, to fence work taken over
+	// from an earlier generation. memberlist's own incarnation number is
+	// not published by its API.
+	Generation uint64
 }
 
 // Join contacts the seeds (fabric addresses; this node's own is skipped)
@@ -233,10 +300,18 @@ type memberView struct {
 
 func newMemberView() *memberView { return &memberView{m: make(map[string]Member)} }
 
-func (v *memberView) set(m Member) {
+// set records m, giving it its generation: a member admitted (alive) while
+// unknown or dead starts a new one. It returns m with its generation.
+func (v *memberView) set(m Member) Member {
 	v.mu.Lock()
+	defer v.mu.Unlock()
+	old, ok := v.m[m.Name]
+	m.Generation = old.Generation
+	if m.State == StateAlive && (!ok || old.State == StateDead) {
+		m.Generation++
+	}
 	v.m[m.Name] = m
-	v.mu.Unlock()
+	return m
 }
 
 func (v *memberView) list() []Member {
@@ -291,14 +366,12 @@ func member(n *memberlist.Node, s State) Member {
 }
 
 func (d *delegate) NotifyJoin(n *memberlist.Node) {
-	m := member(n, StateAlive)
-	d.f.members.set(m)
+	m := d.f.members.set(member(n, StateAlive))
 	d.f.events.push(eventJoin, m)
 }
 
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
-	m := member(n, StateDead)
-	d.f.members.set(m)
+	m := d.f.members.set(member(n, StateDead))
 	d.f.events.push(eventLeave, m)
 	if m.Name != d.f.cfg.Node {
 		go d.f.dropPeer(m.Addr)
@@ -306,8 +379,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 }
 
 func (d *delegate) NotifyUpdate(n *memberlist.Node) {
-	m := member(n, StateAlive)
-	d.f.members.set(m)
+	m := d.f.members.set(member(n, StateAlive))
 	d.f.events.push(eventUpdate, m)
 }
 
@@ -424,4 +496,18 @@ func (b *logBridge) Write(p []byte) (int, error) {
 	line = strings.TrimPrefix(line, "memberlist: ")
 	b.log.Log(context.WithoutCancel(b.ctx), level, line)
 	return len(p), nil
+}
+
+// HealthScore is memberlist's measure of this node's own health (Lifeguard's
+// local health): 0 when the node answers and hears answers in time, up to
+// Membership.AwarenessMaxMultiplier-1 while it misses acks, nacks or has to
+// refute suspicions of itself. memberlist stretches the node's probe
+// interval by HealthScore+1; a consumer may also hold back decisions (such
+// as taking over a dead member's work) while it is above 0, since a node
+// that is itself starved is the likeliest to be wrong.
+func (f *Fabric) HealthScore() int {
+	if f.ml == nil {
+		return 0
+	}
+	return f.ml.GetHealthScore()
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ const (
 const (
 	dgGossip byte = 0
 	dgApp    byte = 1
+	dgProbe  byte = 2 // asks only for QUIC's acknowledgement; ignored
 )
 
 // headerTimeout bounds how long an accepted stream may take to send its
@@ -82,6 +84,7 @@ func (p *Peer) OpenStream(ctx context.Context) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fabric: open stream to %s: %w", p.name, err)
 	}
+	p.f.stats.streamsOpened.Add(1)
 	return s, nil
 }
 
@@ -99,6 +102,7 @@ func (p *Peer) SendDatagram(b []byte) error {
 		}
 		return fmt.Errorf("fabric: datagram to %s: %w", p.name, err)
 	}
+	p.f.stats.datagramsSent.Add(1)
 	return nil
 }
 
@@ -177,6 +181,7 @@ func (p *Peer) acceptStreams() {
 		if err != nil {
 			return
 		}
+		p.f.stats.streamsAccepted.Add(1)
 		p.f.wg.Add(1)
 		go p.serveStream(s)
 	}
@@ -187,15 +192,19 @@ func (p *Peer) serveStream(s *Stream) {
 	defer p.f.wg.Done()
 	var hb [frame.HeaderSize]byte
 	s.SetReadDeadline(time.Now().Add(headerTimeout))
-	_, err := s.Peek(hb[:])
+	n, err := s.Peek(hb[:])
 	s.SetReadDeadline(time.Time{})
 	if err != nil {
+		if p.ctx.Err() == nil && !(n == 0 && errors.Is(err, io.EOF)) {
+			p.f.log.Warn("fabric: bad stream from peer: no frame header", "peer", p.name, "addr", p.addr,
+				"stream", int64(s.StreamID()), "got_bytes", n, "err", err)
+		}
 		reset(s, codeBadFrame)
 		return
 	}
 	h, err := frame.ParseHeader(hb, frame.HardMax)
 	if err != nil {
-		p.f.log.Warn("fabric: bad stream from peer", "peer", p.name, "err", err)
+		p.f.log.Warn("fabric: bad stream from peer", "peer", p.name, "addr", p.addr, "stream", int64(s.StreamID()), "err", err)
 		reset(s, codeBadFrame)
 		return
 	}
@@ -206,17 +215,26 @@ func (p *Peer) serveStream(s *Stream) {
 		}
 		finish(s)
 	case frame.TypeGossip:
-		if _, _, err := frame.Read(s, 1); err != nil || h.Len != 0 {
+		if h.Len != 0 {
+			p.f.log.Warn("fabric: bad stream from peer: gossip stream frame with a payload", "peer", p.name, "addr", p.addr, "bytes", h.Len)
+			reset(s, codeBadFrame)
+			return
+		}
+		if _, _, err := frame.Read(s, 1); err != nil {
 			reset(s, codeBadFrame)
 			return
 		}
 		p.f.gossip.deliverStream(newStreamConn(s, p))
 	case frame.TypeGossipPacket:
 		_, b, err := frame.Read(s, maxGossipPacket)
-		finish(s)
-		if err == nil {
-			p.f.gossip.deliverPacket(b, p)
+		if err != nil {
+			p.f.log.Warn("fabric: bad gossip packet stream from peer", "peer", p.name, "addr", p.addr, "err", err)
+			p.f.stats.gossipDropped.Add(1)
+			reset(s, codeBadFrame)
+			return
 		}
+		finish(s)
+		p.f.gossip.deliverPacket(b, p)
 	default:
 		handler := p.f.streamHandler(h.Type)
 		if handler == nil {
@@ -248,6 +266,7 @@ func (p *Peer) receiveDatagrams() {
 		if err != nil {
 			return
 		}
+		p.f.stats.datagramsReceived.Add(1)
 		if len(b) == 0 {
 			continue
 		}
@@ -276,6 +295,7 @@ func (p *Peer) sendGossip(b []byte, node string) error {
 	case p.gossip <- buf:
 		return nil
 	default:
+		p.f.stats.gossipDropped.Add(1)
 		return fmt.Errorf("fabric: gossip to %s dropped: %d packets waiting", p.name, gossipQueue)
 	}
 }
@@ -299,12 +319,18 @@ func (p *Peer) sendGossipLoop() {
 func (p *Peer) writeGossip(buf []byte) error {
 	err := p.conn.SendDatagram(buf)
 	if _, ok := errors.AsType[*quic.DatagramTooLargeError](err); !ok {
+		if err == nil {
+			p.f.stats.datagramsSent.Add(1)
+			p.f.stats.gossipSent.Add(1)
+		}
 		return err
 	}
 	s, err := p.conn.OpenStream()
 	if err != nil {
 		return err
 	}
+	p.f.stats.streamsOpened.Add(1)
+	p.f.stats.gossipSent.Add(1)
 	s.SetWriteDeadline(time.Now().Add(time.Second))
 	err = frame.Write(s, frame.TypeGossipPacket, buf[1:])
 	s.CancelRead(codeDone)

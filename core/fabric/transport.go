@@ -59,8 +59,12 @@ func (t *gossipTransport) WriteToAddress(b []byte, a memberlist.Address) (time.T
 	}
 	t.f.mu.Lock()
 	p, call, err := t.f.peerOrDialLocked(key, raddr)
-	if call != nil && len(call.pending) < maxPending {
-		call.pending = append(call.pending, pendingPacket{buf: bytes.Clone(b), node: a.Name})
+	if call != nil {
+		if len(call.pending) < maxPending {
+			call.pending = append(call.pending, pendingPacket{buf: bytes.Clone(b), node: a.Name})
+		} else {
+			t.f.stats.gossipDropped.Add(1)
+		}
 	}
 	t.f.mu.Unlock()
 	if err != nil || p == nil {
@@ -117,9 +121,11 @@ func (t *gossipTransport) deliverPacket(b []byte, from *Peer) {
 		return
 	default:
 	}
+	t.f.stats.gossipReceived.Add(1)
 	select {
 	case t.packets <- &memberlist.Packet{Buf: b, From: from.remote, Timestamp: time.Now()}:
 	default:
+		t.f.stats.gossipDropped.Add(1)
 		t.f.log.Debug("fabric: gossip packet dropped: memberlist is behind", "peer", from.name)
 	}
 }

@@ -1,6 +1,7 @@
 // Package metrics exposes a node's state to Prometheus: per cell request
 // counters, gauges and a latency histogram, the signals in the store, the
-// verbs fired, the plugins and the BPF programs.
+// verbs fired, the plugins, the BPF programs and the fabric's traffic
+// (WatchFabric).
 //
 // The package reads what it exposes through two small interfaces, Source and
 // LatencySource, on every scrape; only the verbs counter keeps state of its
@@ -17,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -132,6 +134,8 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	verbs   *prometheus.CounterVec
 	handler http.Handler
+
+	fabricOnce sync.Once
 }
 
 // New returns the metrics of src and lat, registered with the Go runtime

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/celluster/celluster/core/cell"
+	"github.com/celluster/celluster/core/fabric"
 	"github.com/celluster/celluster/core/signals"
 )
 
@@ -415,7 +416,11 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 	src, lat := newFixture()
 	m := New(src, lat)
 	m.ObserveVerb("scale", "done")
+	m.WatchFabric(func() (fabric.Stats, bool) { return fabric.Stats{PacketsSent: 3, Connections: 1}, true })
 	_, body := scrape(t, serve(t, m))
+	if !strings.Contains(body, "celluster_fabric_packets_total") {
+		t.Fatal("no fabric metrics to check")
+	}
 
 	cmd := exec.CommandContext(t.Context(), promtool, "check", "metrics")
 	cmd.Stdin = strings.NewReader(body)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/celluster/celluster/core/fabric"
 	"github.com/celluster/celluster/core/metrics"
 )
 
@@ -31,6 +32,15 @@ func (n *Node) newMetrics() *metrics.Metrics {
 		return counts, sum, count, true
 	})
 	return metrics.New(src, lat)
+}
+
+// fabricStats reads the fabric's counters for the metrics; the node calls
+// Metrics.WatchFabric with it once the fabric is up.
+func (n *Node) fabricStats() (fabric.Stats, bool) {
+	if n.mesh == nil || n.mesh.f == nil {
+		return fabric.Stats{}, false
+	}
+	return n.mesh.f.Stats(), true
 }
 
 // serveMetrics serves /metrics on addr until ctx ends.

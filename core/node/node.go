@@ -256,6 +256,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 			al.Close()
 			return err
 		}
+		n.metrics.WatchFabric(n.fabricStats)
 		defer func() {
 			// Leave first, so peers see a departure, not a failure.
 			lctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
