@@ -199,8 +199,9 @@ type fleetNode struct {
 
 // fleetMemberDeath is a memberlist "failed" line in a node's log.
 type fleetMemberDeath struct {
-	at     time.Time
-	member string
+	at      time.Time
+	member  string
+	suspect bool // only suspected, not (yet) declared dead
 }
 
 func (n *fleetNode) cellsDir() string { return filepath.Join(n.dir, "cells") }
@@ -235,8 +236,13 @@ func (n *fleetNode) start() error {
 	return nil
 }
 
-// The lines memberlist logs when it declares a member failed.
-var fleetFailedLine = regexp.MustCompile(`(?:Marking (\S+) as failed|Suspect (\S+) has failed)`)
+// The lines memberlist logs when it declares a member dead ("Marking X as
+// failed") and when it starts to suspect one ("Suspect X has failed, no
+// acks received").
+var (
+	fleetDeadLine    = regexp.MustCompile(`Marking (\S+) as failed`)
+	fleetSuspectLine = regexp.MustCompile(`Suspect (\S+) has failed`)
+)
 
 func (n *fleetNode) readLog(r io.Reader, logf *os.File, ready chan struct{}) {
 	defer logf.Close()
@@ -255,10 +261,13 @@ func (n *fleetNode) readLog(r io.Reader, logf *os.File, ready chan struct{}) {
 		if rec.Msg == "celcore ready" {
 			once.Do(func() { close(ready) })
 		}
-		if m := fleetFailedLine.FindStringSubmatch(rec.Msg); m != nil {
-			member := m[1] + m[2]
+		if m := fleetDeadLine.FindStringSubmatch(rec.Msg); m != nil {
 			n.mu.Lock()
-			n.deaths = append(n.deaths, fleetMemberDeath{at: time.Now(), member: member})
+			n.deaths = append(n.deaths, fleetMemberDeath{at: time.Now(), member: m[1]})
+			n.mu.Unlock()
+		} else if m := fleetSuspectLine.FindStringSubmatch(rec.Msg); m != nil {
+			n.mu.Lock()
+			n.deaths = append(n.deaths, fleetMemberDeath{at: time.Now(), member: m[1], suspect: true})
 			n.mu.Unlock()
 		}
 	}
@@ -336,6 +345,27 @@ func (n *fleetNode) deathsSince(t time.Time) []fleetMemberDeath {
 		}
 	}
 	return out
+}
+
+// catalog is where the node believes each cell is served (its gossiped
+// view of the members, itself included).
+func (n *fleetNode) catalog(ctx context.Context) (map[string][]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := n.admin.ListNodes(ctx, &adminpb.ListNodesRequest{})
+	if err != nil {
+		return nil, err
+	}
+	m := map[string][]string{}
+	for _, nd := range resp.GetNodes() {
+		if nd.GetState() != "alive" {
+			continue
+		}
+		for _, c := range nd.GetCells() {
+			m[c] = append(m[c], nd.GetName())
+		}
+	}
+	return m, nil
 }
 
 // view is what a node's admin API says about the members.

@@ -162,12 +162,12 @@ type fleetIdleResult struct {
 }
 
 type fleetHogResult struct {
-	what                      string
-	d                         time.Duration
-	logDeaths                 map[string]int
-	logDeathTotal             int
-	polledDead, polledSuspect int
-	copies                    map[string][]string
+	what                       string
+	d                          time.Duration
+	logDeaths                  map[string]int
+	logDeathTotal, logSuspects int
+	polledDead, polledSuspect  int
+	copies                     map[string][]string
 }
 
 type fleetDetection struct {
@@ -184,15 +184,18 @@ type fleetHeal struct {
 }
 
 type fleetFaultResult struct {
-	name       string
-	victims    []string
-	start, end time.Time
-	healed     []fleetHeal
-	mid        map[string][]string
-	midWhat    string
-	copies     map[string][]string
-	load       map[string]fleetLoadSummary
-	err        string
+	name        string
+	victims     []string
+	start, end  time.Time
+	healed      []fleetHeal
+	mid         map[string][]string
+	midWhat     string
+	catalog     map[string][]string // n00's view of where each cell is served, at the end
+	everyHolder string              // the cell whose every holder the fault killed
+	note        string
+	copies      map[string][]string
+	load        map[string]fleetLoadSummary
+	err         string
 }
 
 type fleetReport struct {
@@ -206,6 +209,11 @@ type fleetReport struct {
 	initial    map[string][]string
 	notes      []string
 	aborted    string
+	version    string // git describe of the code under test
+
+	loadStart, loadEnd string // the host's load average
+	runFalseDeaths     int    // deaths of members not killed or cut off, whole run
+	runFalsePairs      map[string]int
 }
 
 func fleetMean(v []float64) float64 {
@@ -251,6 +259,10 @@ func (r *fleetReport) render() (string, int) {
 	}
 	fmt.Fprintf(&b, "\nCelluster fleet report%s: %d nodes on 127.0.0.1 in one network namespace, %d CPUs, started %s, took %s\n",
 		mode, cfg.n, runtime.NumCPU(), r.started.Format(time.RFC3339), time.Since(r.started).Round(time.Second))
+	fmt.Fprintf(&b, "Host load average (1/5/15 min) at the start: %s; at the end: %s (the machine is shared: CPU figures include contention)\n", r.loadStart, r.loadEnd)
+	if r.version != "" {
+		fmt.Fprintf(&b, "Code: %s\n", r.version)
+	}
 	fmt.Fprintf(&b, "Sizes %v; idle windows %s; CPU hog %s; partition %s; hello placed on %d nodes, counter on one.\n",
 		cfg.steps, cfg.idle, cfg.hog, cfg.partition, cfg.spread)
 	if r.aborted != "" {
@@ -262,7 +274,11 @@ func (r *fleetReport) render() (string, int) {
 	w := tw()
 	fmt.Fprintln(w, "nodes\tadded\tall ready\tall see all alive\t")
 	for _, s := range r.steps {
-		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t\n", s.n, s.added, fleetSecs(s.ready), fleetSecs(s.converge))
+		conv := fleetSecs(s.converge)
+		if s.converge < 0 {
+			conv = "not within 120 s"
+		}
+		fmt.Fprintf(w, "%d\t%d\t%s\t%s\t\n", s.n, s.added, fleetSecs(s.ready), conv)
 	}
 	w.Flush()
 
@@ -314,7 +330,7 @@ func (r *fleetReport) render() (string, int) {
 	b.WriteString("\n3. False deaths with a CPU hog on the host (every node alive throughout)\n")
 	if h := r.hog; h != nil {
 		fmt.Fprintf(&b, "   hog: %s for %s\n", h.what, h.d)
-		fmt.Fprintf(&b, "   members declared failed in the nodes' logs (memberlist): %d\n", h.logDeathTotal)
+		fmt.Fprintf(&b, "   members declared dead in the nodes' logs (memberlist \"Marking X as failed\"): %d; suspicions started: %d\n", h.logDeathTotal, h.logSuspects)
 		fmt.Fprintf(&b, "   alive→dead transitions seen by polling every node each second: %d (suspect: %d)\n", h.polledDead, h.polledSuspect)
 		var keys []string
 		for k := range h.logDeaths {
@@ -331,6 +347,19 @@ func (r *fleetReport) render() (string, int) {
 		fmt.Fprintf(&b, "   copies after the hog: %s\n", fleetFmtCopies(h.copies))
 	} else {
 		b.WriteString("   not measured\n")
+	}
+	fmt.Fprintf(&b, "   Over the whole run, members declared dead while neither side was killed or cut off on purpose: %d\n", r.runFalseDeaths)
+	var fp []string
+	for k := range r.runFalsePairs {
+		fp = append(fp, k)
+	}
+	sort.Strings(fp)
+	for i, k := range fp {
+		if i == 12 {
+			fmt.Fprintf(&b, "     … and %d more pairs\n", len(fp)-12)
+			break
+		}
+		fmt.Fprintf(&b, "     %s ×%d\n", k, r.runFalsePairs[k])
 	}
 
 	b.WriteString("\n4. Failure detection of kill -9 (until every survivor sees the node dead; polled every ~100 ms)\n")
@@ -361,6 +390,9 @@ func (r *fleetReport) render() (string, int) {
 			}
 			fmt.Fprintf(&b, "      %s: %s\n", h.what, res)
 		}
+		if fr.note != "" {
+			fmt.Fprintf(&b, "      note: %s\n", fr.note)
+		}
 		if fr.err != "" {
 			fmt.Fprintf(&b, "      error: %s\n", fr.err)
 		}
@@ -373,6 +405,9 @@ func (r *fleetReport) render() (string, int) {
 			fmt.Fprintf(&b, "   %c %s: %s\n", 'a'+i, fr.midWhat, fleetFmtCopies(fr.mid))
 		}
 		fmt.Fprintf(&b, "   %c after:  %s\n", 'a'+i, fleetFmtCopies(fr.copies))
+		if fr.catalog != nil {
+			fmt.Fprintf(&b, "     n00's catalog then: %s\n", fleetFmtCopies(fr.catalog))
+		}
 	}
 
 	if len(r.notes) > 0 {
@@ -394,9 +429,9 @@ func (r *fleetReport) render() (string, int) {
 	}
 	if h := r.hog; h != nil {
 		n := max(h.logDeathTotal, h.polledDead)
-		aim(n == 0, "0 false deaths", fmt.Sprintf("%d", n))
+		aim(n == 0 && r.runFalseDeaths == 0, "0 false deaths", fmt.Sprintf("%d during the CPU hog, %d in the whole run", n, r.runFalseDeaths))
 	} else {
-		aim(false, "0 false deaths", "not measured")
+		aim(false, "0 false deaths", fmt.Sprintf("hog phase not run; %d in the whole run", r.runFalseDeaths))
 	}
 	if len(r.idle) >= 2 {
 		lo, hi := r.idle[0], r.idle[len(r.idle)-1]
@@ -417,14 +452,22 @@ func (r *fleetReport) render() (string, int) {
 		var parts []string
 		failed := 0
 		for i, fr := range r.faults {
-			n := 0
-			for _, s := range fr.load {
+			n, excused := 0, 0
+			for cell, s := range fr.load {
+				if cell == fr.everyHolder {
+					excused += s.failed
+					continue
+				}
 				n += s.failed
 			}
 			failed += n
-			parts = append(parts, fmt.Sprintf("%c %d", 'a'+i, n))
+			p := fmt.Sprintf("%c %d", 'a'+i, n)
+			if fr.everyHolder != "" {
+				p += fmt.Sprintf(" (+%d for %s, whose every holder it killed: excepted)", excused, fr.everyHolder)
+			}
+			parts = append(parts, p)
 		}
-		aim(failed == 0 && len(r.faults) == 4, "0 failed idempotent requests in every fault (none kills every holder)", strings.Join(parts, ", "))
+		aim(failed == 0 && len(r.faults) == 4, "0 failed idempotent requests in every fault except a double kill of every holder", strings.Join(parts, ", "))
 		var bad []string
 		for i, fr := range r.faults {
 			if len(fr.copies["counter"]) != 1 {
