@@ -416,25 +416,23 @@ func (n *fleetNode) sha(ctx context.Context, cell string) (string, error) {
 	return "", fmt.Errorf("%s does not serve %s", n.short(), cell)
 }
 
-// cpuTicks sums user+system clock ticks of the node's process and its
-// children (the plugin processes) as /proc shows them now.
-func (n *fleetNode) cpuTicks() map[int]uint64 {
-	pid := n.pid()
-	out := map[int]uint64{}
-	if pid == 0 {
-		return out
-	}
-	if t, _, ok := fleetProcStat(pid); ok {
-		out[pid] = t
-	}
+// fleetProc is a process's CPU time so far and its parent.
+type fleetProc struct {
+	ticks uint64 // utime+stime, in clock ticks
+	ppid  int
+}
+
+// fleetProcScan reads every process's CPU time and parent at once.
+func fleetProcScan() map[int]fleetProc {
+	out := map[int]fleetProc{}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
-		if err != nil || p == pid {
+		if err != nil {
 			continue
 		}
-		if t, ppid, ok := fleetProcStat(p); ok && ppid == pid {
-			out[p] = t
+		if t, pp, ok := fleetProcStat(p); ok {
+			out[p] = fleetProc{t, pp}
 		}
 	}
 	return out

@@ -159,6 +159,7 @@ type fleetIdleResult struct {
 	window               time.Duration
 	cpu, mainCPU, tx, rx []float64            // per node, per second
 	fabric               map[string][]float64 // node-reported counters, per node, per second
+	load                 string               // the host's load average at the end
 }
 
 type fleetHogResult struct {
@@ -285,7 +286,7 @@ func (r *fleetReport) render() (string, int) {
 	b.WriteString("\n2. Idle cost per node (CPU of celcore and its plugin processes from /proc/PID/stat;\n" +
 		"   fabric UDP packets sent+received per node, counted by nftables on the node's port)\n")
 	w = tw()
-	fmt.Fprintln(w, "nodes\tCPU ms/s mean\tmax\tcelcore alone\tpackets/s mean\tmax\tcluster packets/s\t")
+	fmt.Fprintln(w, "nodes\tCPU ms/s mean\tmax\tcelcore alone\tfleet total\tpackets/s mean\tmax\tcluster packets/s\thost load\t")
 	for _, x := range r.idle {
 		pk := make([]float64, len(x.tx))
 		for i := range pk {
@@ -295,9 +296,11 @@ func (r *fleetReport) render() (string, int) {
 		for _, v := range x.tx {
 			total += v
 		}
-		fmt.Fprintf(w, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t\n", x.n, fleetMean(x.cpu), fleetMaxOf(x.cpu), fleetMean(x.mainCPU), fleetMean(pk), fleetMaxOf(pk), total)
+		fmt.Fprintf(w, "%d\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.0f\t%s\t\n", x.n, fleetMean(x.cpu), fleetMaxOf(x.cpu), fleetMean(x.mainCPU), fleetMean(x.cpu)*float64(len(x.cpu)), fleetMean(pk), fleetMaxOf(pk), total, strings.Fields(x.load + " ?")[0])
 	}
 	w.Flush()
+	fmt.Fprintf(&b, "   (the host has %d CPUs = %d ms/s; when the fleet total nears that, or the load average is high,\n"+
+		"    per-node CPU is what the node got, not what it asked for)\n", runtime.NumCPU(), runtime.NumCPU()*1000)
 	var fams []string
 	for _, x := range r.idle {
 		for k := range x.fabric {

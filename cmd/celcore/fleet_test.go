@@ -620,44 +620,59 @@ const fleetClockTicks = 100
 func (f *fleet) measureIdle(ctx context.Context, size int) {
 	f.logf("%d nodes: settling 5s, then measuring idle cost for %s", size, f.cfg.idle)
 	time.Sleep(5 * time.Second)
-	type snap struct {
-		cpu map[int]uint64
+	// Each measure has its own start and end: one scan of /proc for the
+	// CPU of every node, one read of the packet counters, and each node's
+	// metrics with their own timestamps.
+	type scrape struct {
+		at  time.Time
 		fab map[string]float64
 	}
-	before := make([]snap, len(f.nodes))
+	scrapeAll := func() []scrape {
+		out := make([]scrape, len(f.nodes))
+		for i, n := range f.nodes {
+			out[i] = scrape{time.Now(), n.fabricCounters(ctx, f.client)}
+		}
+		return out
+	}
+	fab0 := scrapeAll()
 	tx0, rx0, err := f.net.portPackets()
 	if err != nil {
 		f.rep.notes = append(f.rep.notes, "packet counters: "+err.Error())
 	}
-	t0 := time.Now()
-	for i, n := range f.nodes {
-		before[i] = snap{n.cpuTicks(), n.fabricCounters(ctx, f.client)}
-	}
+	tp0 := time.Now()
+	cpu0, tc0 := fleetProcScan(), time.Now()
 	time.Sleep(f.cfg.idle)
+	cpu1, tc1 := fleetProcScan(), time.Now()
 	tx1, rx1, _ := f.net.portPackets()
-	el := time.Since(t0).Seconds()
-	res := fleetIdleResult{n: size, window: f.cfg.idle, fabric: map[string][]float64{}}
+	tp1 := time.Now()
+	fab1 := scrapeAll()
+	elCPU, elPkt := tc1.Sub(tc0).Seconds(), tp1.Sub(tp0).Seconds()
+	res := fleetIdleResult{n: size, window: f.cfg.idle, fabric: map[string][]float64{}, load: fleetLoadavg()}
 	for i, n := range f.nodes {
-		cpu := n.cpuTicks()
+		pid := n.pid()
 		var total, main uint64
-		for pid, t := range cpu {
-			d := t - before[i].cpu[pid] // a child born in the window counts from 0
-			if t < before[i].cpu[pid] {
-				d = 0
+		for p, a := range cpu1 {
+			if p != pid && a.ppid != pid {
+				continue
 			}
+			b := cpu0[p] // a child born in the window counts from 0
+			if b.ppid != a.ppid {
+				b = fleetProc{}
+			}
+			d := a.ticks - min(a.ticks, b.ticks)
 			total += d
-			if pid == n.pid() {
+			if p == pid {
 				main = d
 			}
 		}
-		res.cpu = append(res.cpu, float64(total)*1000/fleetClockTicks/el)
-		res.mainCPU = append(res.mainCPU, float64(main)*1000/fleetClockTicks/el)
+		res.cpu = append(res.cpu, float64(total)*1000/fleetClockTicks/elCPU)
+		res.mainCPU = append(res.mainCPU, float64(main)*1000/fleetClockTicks/elCPU)
 		p := n.fabricP
-		res.tx = append(res.tx, float64(tx1[p]-tx0[p])/el)
-		res.rx = append(res.rx, float64(rx1[p]-rx0[p])/el)
-		after := n.fabricCounters(ctx, f.client)
-		for k, v := range after {
-			res.fabric[k] = append(res.fabric[k], (v-before[i].fab[k])/el)
+		res.tx = append(res.tx, float64(tx1[p]-tx0[p])/elPkt)
+		res.rx = append(res.rx, float64(rx1[p]-rx0[p])/elPkt)
+		el := fab1[i].at.Sub(fab0[i].at).Seconds()
+		for k, v := range fab1[i].fab {
+			res.fabric[k] = append(res.fabric[k], (v-fab0[i].fab[k])/el)
 		}
 	}
 	f.rep.idle = append(f.rep.idle, res)
