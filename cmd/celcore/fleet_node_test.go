@@ -438,6 +438,50 @@ func fleetProcScan() map[int]fleetProc {
 	return out
 }
 
+// fleetSchedWait sums the time the process's threads have spent waiting
+// on a run queue (ns, /proc/PID/task/TID/schedstat): CPU time a node
+// wanted but the host did not give it.
+func fleetSchedWait(pid int) uint64 {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var sum uint64
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			w, _ := strconv.ParseUint(f[1], 10, 64)
+			sum += w
+		}
+	}
+	return sum
+}
+
+// fleetHostCPU reads the host's idle (idle+iowait) and total CPU time, in
+// clock ticks, from /proc/stat.
+func fleetHostCPU() (idle, total uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, x := range f[1:] {
+		v, _ := strconv.ParseUint(x, 10, 64)
+		if i >= 8 { // guest time is already in user and nice
+			break
+		}
+		total += v
+		if i == 3 || i == 4 {
+			idle += v
+		}
+	}
+	return idle, total
+}
+
 // fleetProcStat reads utime+stime (ticks) and the parent of a process.
 func fleetProcStat(pid int) (ticks uint64, ppid int, ok bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -158,6 +158,8 @@ type fleetIdleResult struct {
 	n                    int
 	window               time.Duration
 	cpu, mainCPU, tx, rx []float64            // per node, per second
+	wait                 []float64            // ms/s the node's threads waited for a CPU
+	hostIdle             float64              // the host's idle share of CPU time in the window
 	fabric               map[string][]float64 // node-reported counters, per node, per second
 	load                 string               // the host's load average at the end
 }
@@ -286,7 +288,7 @@ func (r *fleetReport) render() (string, int) {
 	b.WriteString("\n2. Idle cost per node (CPU of celcore and its plugin processes from /proc/PID/stat;\n" +
 		"   fabric UDP packets sent+received per node, counted by nftables on the node's port)\n")
 	w = tw()
-	fmt.Fprintln(w, "nodes\tCPU ms/s mean\tmax\tcelcore alone\tfleet total\tpackets/s mean\tmax\tcluster packets/s\thost load\t")
+	fmt.Fprintln(w, "nodes\tCPU ms/s mean\tmax\tcelcore alone\twaited for CPU\tfleet total\tpackets/s mean\tmax\tcluster packets/s\thost load\thost idle\t")
 	for _, x := range r.idle {
 		pk := make([]float64, len(x.tx))
 		for i := range pk {
@@ -296,11 +298,11 @@ func (r *fleetReport) render() (string, int) {
 		for _, v := range x.tx {
 			total += v
 		}
-		fmt.Fprintf(w, "%d\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.0f\t%s\t\n", x.n, fleetMean(x.cpu), fleetMaxOf(x.cpu), fleetMean(x.mainCPU), fleetMean(x.cpu)*float64(len(x.cpu)), fleetMean(pk), fleetMaxOf(pk), total, strings.Fields(x.load + " ?")[0])
+		fmt.Fprintf(w, "%d\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%.1f\t%.1f\t%.0f\t%s\t%s\t\n", x.n, fleetMean(x.cpu), fleetMaxOf(x.cpu), fleetMean(x.mainCPU), fleetMean(x.wait), fleetMean(x.cpu)*float64(len(x.cpu)), fleetMean(pk), fleetMaxOf(pk), total, strings.Fields(x.load + " ?")[0], fmt.Sprintf("%.0f%%", 100*x.hostIdle))
 	}
 	w.Flush()
-	fmt.Fprintf(&b, "   (the host has %d CPUs = %d ms/s; when the fleet total nears that, or the load average is high,\n"+
-		"    per-node CPU is what the node got, not what it asked for)\n", runtime.NumCPU(), runtime.NumCPU()*1000)
+	fmt.Fprintf(&b, "   (the host has %d CPUs = %d ms/s. \"waited for CPU\": run-queue wait of the node's threads, from schedstat;\n"+
+		"    when the host has no idle CPU left, a node's CPU figure is what it got, not what it asked for)\n", runtime.NumCPU(), runtime.NumCPU()*1000)
 	var fams []string
 	for _, x := range r.idle {
 		for k := range x.fabric {
@@ -442,8 +444,14 @@ func (r *fleetReport) render() (string, int) {
 		// Flat: at the largest size at most 25% (plus 2 units of noise)
 		// above the smallest.
 		flat := func(a, z float64) bool { return z <= a*1.25+2 }
-		aim(flat(fleetMean(lo.cpu), fleetMean(hi.cpu)), "per-node idle CPU flat in N",
-			fmt.Sprintf("%.1f ms/s at %d, %.1f ms/s at %d (%.2f×)", fleetMean(lo.cpu), lo.n, fleetMean(hi.cpu), hi.n, fleetMean(hi.cpu)/max(fleetMean(lo.cpu), 0.01)))
+		got := fmt.Sprintf("%.1f ms/s at %d, %.1f ms/s at %d (%.2f×)", fleetMean(lo.cpu), lo.n, fleetMean(hi.cpu), hi.n, fleetMean(hi.cpu)/max(fleetMean(lo.cpu), 0.01))
+		if lo.hostIdle < 0.1 || hi.hostIdle < 0.1 {
+			// On a host with no CPU to spare a node's CPU is capped by
+			// what it got: flatness cannot be shown.
+			aim(false, "per-node idle CPU flat in N", got+fmt.Sprintf("; NOT SHOWN: the host was %.0f%% and %.0f%% idle (under 10%%): the nodes got less CPU than they asked for", 100*lo.hostIdle, 100*hi.hostIdle))
+		} else {
+			aim(flat(fleetMean(lo.cpu), fleetMean(hi.cpu)), "per-node idle CPU flat in N", got)
+		}
 		aim(flat(pk(lo), pk(hi)), "per-node idle packets flat in N",
 			fmt.Sprintf("%.1f/s at %d, %.1f/s at %d (%.2f×)", pk(lo), lo.n, pk(hi), hi.n, pk(hi)/max(pk(lo), 0.01)))
 	} else {
@@ -485,6 +493,13 @@ func (r *fleetReport) render() (string, int) {
 		aim(len(bad) == 0 && len(r.faults) == 4, "exactly one copy of the single-copy cell after every heal", fleetOrOK(bad))
 		bad = nil
 		for i, fr := range r.faults {
+			measured := false
+			for _, h := range fr.healed {
+				measured = measured || h.spread
+			}
+			if (i == 1 || i == 2) && !measured {
+				bad = append(bad, fmt.Sprintf("%c: not measured", 'a'+i))
+			}
 			for _, h := range fr.healed {
 				if h.spread && (!h.ok || h.d > 5*time.Second) {
 					bad = append(bad, fmt.Sprintf("%c: %s %s", 'a'+i, fleetSecs(h.d), map[bool]string{true: "", false: "(never within 30 s)"}[h.ok]))
