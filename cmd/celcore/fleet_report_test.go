@@ -175,8 +175,11 @@ type fleetHogResult struct {
 
 type fleetDetection struct {
 	node      string
-	d         time.Duration // -1: not within the bound
+	d         time.Duration // until every survivor saw it; -1: not within the bound
 	survivors int
+	saw       int           // survivors that saw it dead within the bound
+	first     time.Duration // the first survivor to see it dead
+	median    time.Duration // half the survivors saw it dead by then
 }
 
 type fleetHeal struct {
@@ -369,9 +372,9 @@ func (r *fleetReport) render() (string, int) {
 
 	b.WriteString("\n4. Failure detection of kill -9 (until every survivor sees the node dead; polled every ~100 ms)\n")
 	w = tw()
-	fmt.Fprintln(w, "node\tsurvivors\tdetected after\t")
+	fmt.Fprintln(w, "node\tsurvivors\tsaw it within 60 s\tfirst\tmedian\tevery survivor\t")
 	for _, d := range r.detections {
-		fmt.Fprintf(w, "%s\t%d\t%s\t\n", d.node, d.survivors, fleetSecs(d.d))
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\t\n", d.node, d.survivors, d.saw, fleetSecs(d.first), fleetSecs(d.median), fleetSecs(d.d))
 	}
 	w.Flush()
 

@@ -802,7 +802,7 @@ func (f *fleet) node(short string) *fleetNode {
 // survivor saw it.
 func (f *fleet) awaitDetected(ctx context.Context, t0 time.Time, killed []*fleetNode, timeout time.Duration) map[string]time.Duration {
 	out := map[string]time.Duration{}
-	seen := map[[2]string]bool{}
+	seen := map[[2]string]time.Duration{} // when a survivor first saw a killed node dead
 	survivors := f.live()
 	for time.Since(t0) < timeout && len(out) < len(killed) {
 		views := f.views(ctx, survivors)
@@ -813,11 +813,12 @@ func (f *fleet) awaitDetected(ctx context.Context, t0 time.Time, killed []*fleet
 			}
 			all := true
 			for _, s := range survivors {
+				key := [2]string{s.name, k.name}
 				v, ok := views[s.name]
-				if ok && (v[k.name] == "dead" || v[k.name] == "") {
-					seen[[2]string{s.name, k.name}] = true
+				if _, was := seen[key]; !was && ok && (v[k.name] == "dead" || v[k.name] == "") {
+					seen[key] = now
 				}
-				if !seen[[2]string{s.name, k.name}] {
+				if _, was := seen[key]; !was {
 					all = false
 				}
 			}
@@ -831,7 +832,18 @@ func (f *fleet) awaitDetected(ctx context.Context, t0 time.Time, killed []*fleet
 		if _, ok := out[k.short()]; !ok {
 			out[k.short()] = -1
 		}
-		f.rep.detections = append(f.rep.detections, fleetDetection{node: k.short(), d: out[k.short()], survivors: len(survivors)})
+		var ds []time.Duration
+		for _, s := range survivors {
+			if d, ok := seen[[2]string{s.name, k.name}]; ok {
+				ds = append(ds, d)
+			}
+		}
+		slices.Sort(ds)
+		det := fleetDetection{node: k.short(), d: out[k.short()], survivors: len(survivors), saw: len(ds), first: -1, median: -1}
+		if len(ds) > 0 {
+			det.first, det.median = ds[0], ds[len(ds)/2]
+		}
+		f.rep.detections = append(f.rep.detections, det)
 	}
 	return out
 }
@@ -897,7 +909,14 @@ func (f *fleet) faults(ctx context.Context) {
 	}
 
 	run("kill -9 of counter's owner, then restart it", func(fr *fleetFaultResult) error {
-		owner := f.node(f.copies(ctx)["counter"][0])
+		on := f.copies(ctx)["counter"]
+		if len(on) == 0 {
+			return fmt.Errorf("counter serves nowhere")
+		}
+		owner := f.node(on[0])
+		if len(on) > 1 && owner == fwd {
+			owner = f.node(on[1])
+		}
 		if owner == nil || owner == fwd {
 			return fmt.Errorf("counter is not on a node other than the forwarder")
 		}
