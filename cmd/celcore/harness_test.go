@@ -89,6 +89,24 @@ func launch(t testing.TB, cells, data string, args ...string) *proc {
 // netns exec NS").
 func launchWrapped(t testing.TB, wrap []string, cells, data string, args ...string) *proc {
 	t.Helper()
+	return launchBin(t, testbuild.Binary(t, "./cmd/celcore", raceBinaries), wrap, cells, data, args...)
+}
+
+// startMeasuredNode is startNode with a daemon built without the race
+// detector, for tests that measure the node's resident memory: the
+// detector's shadow memory would be most of what they measure.
+func startMeasuredNode(t testing.TB, args ...string) *proc {
+	t.Helper()
+	dir := t.TempDir()
+	n := launchBin(t, testbuild.Binary(t, "./cmd/celcore", false), nil,
+		filepath.Join(dir, "cells"), filepath.Join(dir, "data"), args...)
+	n.awaitReady()
+	return n
+}
+
+// launchBin is launchWrapped with the daemon binary given.
+func launchBin(t testing.TB, bin string, wrap []string, cells, data string, args ...string) *proc {
+	t.Helper()
 	n := &proc{
 		t:        t,
 		cellsDir: cells,
@@ -97,7 +115,6 @@ func launchWrapped(t testing.TB, wrap []string, cells, data string, args ...stri
 		ready:    make(chan string, 1),
 		exited:   make(chan struct{}),
 	}
-	bin := testbuild.Binary(t, "./cmd/celcore", raceBinaries)
 	base := []string{"--cells", n.cellsDir, "--data", n.data, "--http", "127.0.0.1:0",
 		"--log-format", "json", "--log-level", "debug", "--settle", "100ms",
 		// A name of its own: the node pins its BPF objects under it.

@@ -17,7 +17,7 @@ import (
 // garbage would stay resident.
 func TestManyCellsMemoryReturned(t *testing.T) {
 	const cells = 60
-	n := startNode(t, "")
+	n := startMeasuredNode(t)
 	hello := testbuild.Cell(t, "hello")
 	n.drop("hello", hello)
 	n.waitStatus("/hello", 200)
@@ -75,7 +75,7 @@ func TestManyCellsMemoryReturned(t *testing.T) {
 // them returns what they took.
 func TestManyTinyCells(t *testing.T) {
 	const cells = 200
-	n := startNode(t, "")
+	n := startMeasuredNode(t)
 	tiny, err := os.ReadFile(filepath.Join("..", "..", "core", "wasm", "testdata", "tiny.wasm"))
 	if err != nil {
 		t.Fatal(err)
