@@ -208,6 +208,7 @@
 //	50   1  8.0            396             10.1s           2.53s           2.66s
 //	50   10 8.2            417             44.2s           2.09s           2.19s
 //	100  4  8.0            396             1.3s            2.48s           2.58s
+//	100  10 8.0            408             57.1s           2.46s           2.55s
 //
 // Idle messages per member stay at 8/s (4 probes, 4 acks) from 10 to 100
 // members, and a crash reaches everyone 0.05 to 1s after the first member
