@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -14,14 +15,15 @@ import (
 const module = "github.com/celluster/celluster"
 
 // TestDependencyDirection: no core package imports (even indirectly) a
-// plugin, the SDK or an example, and no plugin imports the core — the
-// rule that keeps the core mechanism and the plugins policy.
+// plugin, the SDK or an example, and no plugin or example imports the core,
+// not even from its tests — the rule that keeps the core mechanism and the
+// plugins policy.
 func TestDependencyDirection(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("the go command: %v", err)
 	}
-	cmd := exec.Command(goBin, "list", "-deps=false", "-json=ImportPath,Deps", module+"/core/...", module+"/plugins/...")
+	cmd := exec.Command(goBin, "list", "-deps=false", "-json=ImportPath,Deps,TestImports,XTestImports", module+"/core/...", module+"/plugins/...", module+"/examples/...")
 	cmd.Dir = ".."
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -30,8 +32,8 @@ func TestDependencyDirection(t *testing.T) {
 		t.Fatalf("go list: %v\n%s", err, stderr.String())
 	}
 	type pkg struct {
-		ImportPath string
-		Deps       []string
+		ImportPath                      string
+		Deps, TestImports, XTestImports []string
 	}
 	dec := json.NewDecoder(bytes.NewReader(out))
 	var core, plugins int
@@ -53,11 +55,13 @@ func TestDependencyDirection(t *testing.T) {
 					}
 				}
 			}
-		case strings.HasPrefix(rel, "plugins/"):
-			plugins++
-			for _, d := range p.Deps {
+		case strings.HasPrefix(rel, "plugins/"), strings.HasPrefix(rel, "examples/"):
+			if strings.HasPrefix(rel, "plugins/") {
+				plugins++
+			}
+			for _, d := range slices.Concat(p.Deps, p.TestImports, p.XTestImports) {
 				if d == module+"/core" || strings.HasPrefix(d, module+"/core/") {
-					t.Errorf("%s imports %s: plugins use only sdk and pluginapi", rel, strings.TrimPrefix(d, module+"/"))
+					t.Errorf("%s imports %s: plugins and examples use only sdk and pluginapi", rel, strings.TrimPrefix(d, module+"/"))
 				}
 			}
 		}
