@@ -558,32 +558,7 @@ func TestPluginsDieWithTheNode(t *testing.T) {
 	install(t, dir, "ticker", "ticker")
 	install(t, dir, "verber", "verber")
 	bins(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PLUGINHOST_TEST_NODE=1", "PLUGINHOST_TEST_DIR="+dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "PIDS ") {
-		t.Fatalf("node said %q, %v", line, err)
-	}
-	var pids []int
-	for _, f := range strings.Fields(strings.TrimPrefix(line, "PIDS ")) {
-		pid, _ := strconv.Atoi(f)
-		pids = append(pids, pid)
-	}
+	cmd, pids := startTestNode(t, "PLUGINHOST_TEST_DIR="+dir)
 	if len(pids) != 2 {
 		t.Fatalf("pids %v", pids)
 	}
@@ -716,29 +691,9 @@ func TestOrphansOfADeadNodeKilledAtStart(t *testing.T) {
 	t.Setenv("TPLUG_MARKER_DIR", marks)
 	install(t, dir, "forker", "forker")
 	bins(t)
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	owner := filepath.Join(t.TempDir(), "data")
-	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PLUGINHOST_TEST_NODE=1", "PLUGINHOST_TEST_DIR="+dir, "PLUGINHOST_TEST_OWNER="+owner)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}()
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "PIDS ") {
-		t.Fatalf("node said %q, %v", line, err)
-	}
-	plugin, _ := strconv.Atoi(strings.Fields(strings.TrimPrefix(line, "PIDS "))[0])
+	cmd, pids := startTestNode(t, "PLUGINHOST_TEST_DIR="+dir, "PLUGINHOST_TEST_OWNER="+owner)
+	plugin := pids[0]
 	kids := children(t, marks, "serve")
 	if len(kids) != 1 || !alive(kids[0]) {
 		t.Fatalf("the served plugin's children: %v", kids)
@@ -768,4 +723,41 @@ func TestOrphansOfADeadNodeKilledAtStart(t *testing.T) {
 	if !lb.has(map[string]string{"msg": "left behind", "pid": strconv.Itoa(child)}) {
 		t.Error("no log line names the orphan killed")
 	}
+}
+
+// startTestNode runs this test binary as a node (PLUGINHOST_TEST_NODE) with
+// env added, and returns it with the plugin pids it reports on its first
+// line. The process is killed when the test ends.
+func startTestNode(t *testing.T, env ...string) (*exec.Cmd, []int) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(append(os.Environ(), "PLUGINHOST_TEST_NODE=1"), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "PIDS ") {
+		t.Fatalf("node said %q, %v", line, err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(strings.TrimPrefix(line, "PIDS ")) {
+		pid, _ := strconv.Atoi(f)
+		pids = append(pids, pid)
+	}
+	if len(pids) == 0 {
+		t.Fatalf("node said %q: no plugin pids", line)
+	}
+	return cmd, pids
 }
