@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/celluster/celluster/core/mesh"
 	"github.com/celluster/celluster/core/testbuild"
 )
 
@@ -342,78 +344,155 @@ func TestFabricJoinToken(t *testing.T) {
 	refused(strings.TrimSpace(short), "expired")
 }
 
-// TestFabricPartitionHeals: three nodes in a network namespace the test
-// creates; nftables cuts node C off. Each side declares the other dead, and
-// the cell only C served is taken over on exactly one of A and B. When the
-// cut is lifted the sides find each other again and the stand-in is
-// drained: one copy of the cell, on C, as before.
-func TestFabricPartitionHeals(t *testing.T) {
+// nsCluster is a few real nodes in a network namespace the test creates,
+// on fixed ports of its loopback, so that nftables can cut them apart.
+type nsCluster struct {
+	t     *testing.T
+	ns    string
+	dir   string
+	ca    string
+	nodes map[string]*proc
+}
+
+func newNSCluster(t *testing.T) *nsCluster {
 	ns, _ := testNetns(t)
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca")
 	if out, err := runCelctl(t, "ca", "init", "--trust-domain", "test.local", "--out", ca); err != nil {
 		t.Fatalf("ca init: %v\n%s", err, out)
 	}
-	wrap := []string{"ip", "netns", "exec", ns}
-	start := func(name, port, join string) *proc {
-		d := filepath.Join(dir, name)
-		args := []string{"--node", name, "--fabric", "127.0.0.1:" + port, "--ca", ca, "--trust-domain", "test.local", "--telemetry-interval", "200ms"}
-		if join != "" {
-			args = append(args, "--join", join)
-		}
-		n := launchWrapped(t, wrap, filepath.Join(d, "cells"), filepath.Join(d, "data"), args...)
-		n.awaitReady()
-		return n
+	return &nsCluster{t: t, ns: ns, dir: dir, ca: ca, nodes: map[string]*proc{}}
+}
+
+// start starts node name on port, joining join if set, and waits until it
+// is ready.
+func (c *nsCluster) start(name, port, join string) *proc {
+	d := filepath.Join(c.dir, name)
+	args := []string{"--node", name, "--fabric", "127.0.0.1:" + port, "--ca", c.ca, "--trust-domain", "test.local", "--telemetry-interval", "200ms"}
+	if join != "" {
+		args = append(args, "--join", join)
 	}
-	a := start("pa", "17001", "")
-	bn := start("pb", "17002", "127.0.0.1:17001")
-	c := start("pc", "17003", "127.0.0.1:17001")
-	eventually(t, "three alive nodes", func() bool {
-		ns := a.nodes()
-		return len(ns) == 3 && ns["pb"].State == "alive" && ns["pc"].State == "alive"
-	})
-	c.drop("counter", testbuild.Cell(t, "counter"))
-	eventually(t, "counter serving on C", func() bool { return c.listCells()["counter"].State == "serving" })
-	sha := c.listCells()["counter"].SHA256
-	eventually(t, "A and B to keep counter's module", func() bool {
-		for _, n := range []*proc{a, bn} {
+	n := launchWrapped(c.t, []string{"ip", "netns", "exec", c.ns}, filepath.Join(d, "cells"), filepath.Join(d, "data"), args...)
+	n.awaitReady()
+	c.nodes[name] = n
+	return n
+}
+
+// nft applies nftables rules in the namespace.
+func (c *nsCluster) nft(rules string) {
+	c.t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", c.ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("nft: %v: %s", err, out)
+	}
+}
+
+// serving lists the nodes (sorted) that serve cellName.
+func (c *nsCluster) serving(cellName string) []string {
+	var on []string
+	for name, n := range c.nodes {
+		if n.listCells()[cellName].State == "serving" {
+			on = append(on, name)
+		}
+	}
+	slices.Sort(on)
+	return on
+}
+
+// keepsModule waits until every node but from holds from's module of
+// cellName, so that any of them can take it over.
+func (c *nsCluster) keepsModule(from, cellName string) {
+	c.t.Helper()
+	sha := c.nodes[from].listCells()[cellName].SHA256
+	eventually(c.t, "every node to keep "+cellName+"'s module", func() bool {
+		for _, n := range c.nodes {
 			if _, err := os.Stat(filepath.Join(n.data, "modules", sha+".wasm")); err != nil {
 				return false
 			}
 		}
 		return true
 	})
+}
 
-	nft := func(rules string) {
-		t.Helper()
-		cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
-		cmd.Stdin = strings.NewReader(rules)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("nft: %v: %s", err, out)
-		}
-	}
-	nft("table inet celpart {\n chain out {\n  type filter hook output priority 0;\n  udp sport 17003 drop\n  udp dport 17003 drop\n }\n}\n")
-	serving := func() []string {
-		var on []string
-		for _, n := range []*proc{a, bn, c} {
-			if n.listCells()["counter"].State == "serving" {
-				_, name := n.fabricAddr()
-				on = append(on, name)
-			}
-		}
-		return on
-	}
-	eventually(t, "A to see C dead and counter taken over on A or B", func() bool {
-		return a.nodes()["pc"].State == "dead" && len(serving()) == 2
+// TestFabricPartitionHeals: three nodes in a network namespace the test
+// creates; nftables cuts node C off. Each side declares the other dead, and
+// the cell only C served is taken over on exactly one of A and B. When the
+// cut is lifted the sides find each other again and the stand-in is
+// drained: one copy of the cell, on C, as before.
+func TestFabricPartitionHeals(t *testing.T) {
+	cl := newNSCluster(t)
+	a := cl.start("pa", "17001", "")
+	cl.start("pb", "17002", "127.0.0.1:17001")
+	c := cl.start("pc", "17003", "127.0.0.1:17001")
+	eventually(t, "three alive nodes", func() bool {
+		ns := a.nodes()
+		return len(ns) == 3 && ns["pb"].State == "alive" && ns["pc"].State == "alive"
 	})
-	if on := serving(); !slices.Contains(on, "pc") || (slices.Contains(on, "pa") == slices.Contains(on, "pb")) {
+	c.drop("counter", testbuild.Cell(t, "counter"))
+	eventually(t, "counter serving on C", func() bool { return c.listCells()["counter"].State == "serving" })
+	cl.keepsModule("pc", "counter")
+
+	cl.nft("table inet celpart {\n chain out {\n  type filter hook output priority 0;\n  udp sport 17003 drop\n  udp dport 17003 drop\n }\n}\n")
+	eventually(t, "A to see C dead and counter taken over on A or B", func() bool {
+		return a.nodes()["pc"].State == "dead" && len(cl.serving("counter")) == 2
+	})
+	if on := cl.serving("counter"); !slices.Contains(on, "pc") || (slices.Contains(on, "pa") == slices.Contains(on, "pb")) {
 		t.Fatalf("during the partition counter serves on %v, want pc and exactly one of pa, pb", on)
 	}
 
-	nft("delete table inet celpart\n")
-	eventually(t, "the partition to heal: three alive, counter on C only", func() bool {
+	cl.nft("delete table inet celpart\n")
+	eventuallyState(t, "the partition to heal: three alive, counter on C only", func() (bool, string) {
 		ns := a.nodes()
-		on := serving()
-		return len(ns) == 3 && ns["pc"].State == "alive" && c.nodes()["pa"].State == "alive" && len(on) == 1 && on[0] == "pc"
+		on := cl.serving("counter")
+		return len(ns) == 3 && ns["pc"].State == "alive" && c.nodes()["pa"].State == "alive" && slices.Equal(on, []string{"pc"}),
+			fmt.Sprintf("counter on %v, A sees C %s", on, ns["pc"].State)
+	})
+}
+
+// TestFabricDuplicateStandInsResolve: three nodes cut into three islands.
+// The cell only C served is taken over on both A and B — each saw the
+// other dead too. When A and B find each other again, exactly one of the
+// two stand-ins yields (the same one whichever node decides: the first by
+// rendezvous hashing over the stand-ins), and when C is back, the last
+// stand-in yields to it: one copy, on C.
+func TestFabricDuplicateStandInsResolve(t *testing.T) {
+	cl := newNSCluster(t)
+	a := cl.start("pa", "17101", "")
+	b := cl.start("pb", "17102", "127.0.0.1:17101")
+	c := cl.start("pc", "17103", "127.0.0.1:17101")
+	eventually(t, "three alive nodes", func() bool {
+		ns := a.nodes()
+		return len(ns) == 3 && ns["pb"].State == "alive" && ns["pc"].State == "alive"
+	})
+	c.drop("counter", testbuild.Cell(t, "counter"))
+	eventually(t, "counter serving on C", func() bool { return c.listCells()["counter"].State == "serving" })
+	cl.keepsModule("pc", "counter")
+
+	cl.nft("table inet cutc {\n chain out {\n  type filter hook output priority 0;\n  udp sport 17103 drop\n  udp dport 17103 drop\n }\n}\n")
+	cl.nft("table inet cutab {\n chain out {\n  type filter hook output priority 0;\n" +
+		"  udp sport 17101 udp dport 17102 drop\n  udp sport 17102 udp dport 17101 drop\n }\n}\n")
+	eventuallyState(t, "counter taken over on both A and B", func() (bool, string) {
+		on := cl.serving("counter")
+		return slices.Equal(on, []string{"pa", "pb", "pc"}), fmt.Sprintf("counter on %v", on)
+	})
+
+	cl.nft("delete table inet cutab\n")
+	winner := mesh.Rendezvous("counter", []string{"pa", "pb"})[0]
+	eventuallyState(t, "A and B to see each other and keep one stand-in", func() (bool, string) {
+		on := cl.serving("counter")
+		ab, ba := a.nodes()["pb"].State, b.nodes()["pa"].State
+		return ab == "alive" && ba == "alive" && slices.Equal(on, []string{winner, "pc"}),
+			fmt.Sprintf("counter on %v; A sees B %s, B sees A %s", on, ab, ba)
+	})
+	loser := map[string]*proc{"pa": a, "pb": b}[map[string]string{"pa": "pb", "pb": "pa"}[winner]]
+	if e := find(loser.journal("counter"), func(e journalEntry) bool { return e.Verb == "decay" }); e == nil || !strings.Contains(e.Origin, "stands in for it too") {
+		t.Fatalf("the stand-in that yielded journals no decay saying why: %+v", e)
+	}
+
+	cl.nft("delete table inet cutc\n")
+	eventuallyState(t, "C back: counter on C only", func() (bool, string) {
+		on := cl.serving("counter")
+		return slices.Equal(on, []string{"pc"}), fmt.Sprintf("counter on %v", on)
 	})
 }

@@ -289,6 +289,21 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// eventuallyState is eventually for a condition that also describes what
+// it saw, so that a timeout says how far the cluster got.
+func eventuallyState(t testing.TB, what string, cond func() (bool, string)) {
+	t.Helper()
+	var last string
+	eventually(t, what, func() bool {
+		ok, state := cond()
+		if state != last {
+			t.Logf("waiting for %s: %s", what, state)
+			last = state
+		}
+		return ok
+	})
+}
+
 // waitServing waits until path answers want.
 func (n *proc) waitStatus(path string, want int) reply {
 	n.t.Helper()

@@ -362,15 +362,19 @@ func TestMeshWinnerDies(t *testing.T) {
 	eventually(t, "counter restored on one of "+strings.Join(left, ", "), func() bool {
 		return len(c.serving("counter", left...)) > 0
 	})
-	eventually(t, "both survivors to see one copy", func() bool {
+	eventuallyState(t, "both survivors to see one copy", func() (bool, string) {
 		on := c.serving("counter", left...)
+		state := fmt.Sprintf("serving on %v", on)
+		ok := len(on) == 1
 		for _, name := range left {
 			ns := c.nodes[name].nodes()
-			if ns[rank[0]].State != "dead" || len(on) != 1 || !slices.Contains(ns[on[0]].Cells, "counter") {
-				return false
+			state += fmt.Sprintf("; %s sees %s %s", name, rank[0], ns[rank[0]].State)
+			for _, o := range on {
+				state += fmt.Sprintf(", %s with cells %v", o, ns[o].Cells)
 			}
+			ok = ok && ns[rank[0]].State == "dead" && slices.Contains(ns[on[0]].Cells, "counter")
 		}
-		return true
+		return ok, state
 	})
 	if on := c.serving("counter", left...); len(on) != 1 {
 		t.Fatalf("counter serves on %v, want exactly one of %v", on, left)

@@ -23,6 +23,7 @@ type journalEntry struct {
 	Verb    string    `json:"verb"`
 	Args    []string  `json:"args"`
 	Rule    string    `json:"rule"`
+	Origin  string    `json:"origin"`
 	Manual  bool      `json:"manual"`
 	Outcome string    `json:"outcome"`
 	Message string    `json:"message"`

@@ -29,6 +29,9 @@ type Entry struct {
 	Intent     string `json:"intent,omitempty"`
 	IntentName string `json:"intent_name,omitempty"`
 	Min        int    `json:"min"`
+	// StandInFor names the dead node this copy stands in for, when it is
+	// a take-over: of two stand-ins for one cell, one yields.
+	StandInFor string `json:"stand_in_for,omitempty"`
 }
 
 // spawnRequest asks a peer to serve a cell.
@@ -69,11 +72,10 @@ type placement struct {
 	spreadAt map[string]time.Time
 }
 
-// placed is a cell this node serves for the fleet.
+// placed is a cell this node serves for the fleet (Entry.StandInFor set
+// when it stands in for a dead node).
 type placed struct {
 	Entry
-	// StandInFor names the dead node this copy stands in for.
-	StandInFor string `json:"stand_in_for,omitempty"`
 }
 
 // catalog lists the cells this node serves, sorted by name.
@@ -87,6 +89,9 @@ func (m *Mesh) catalog() []Entry {
 		if text, source, ok := m.host.Intent(in.Name); ok {
 			e.Intent, e.IntentName = text, source
 		}
+		m.place.mu.Lock()
+		e.StandInFor = m.place.placed[in.Name].StandInFor
+		m.place.mu.Unlock()
 		out = append(out, e)
 	}
 	return out
@@ -254,7 +259,8 @@ func (m *Mesh) remember(e Entry, standInFor string) {
 	if m.place.placed == nil {
 		m.place.placed = map[string]placed{}
 	}
-	m.place.placed[e.Cell] = placed{Entry: e, StandInFor: standInFor}
+	e.StandInFor = standInFor
+	m.place.placed[e.Cell] = placed{Entry: e}
 	m.savePlacementsLocked()
 	m.place.mu.Unlock()
 }

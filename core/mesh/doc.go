@@ -36,7 +36,10 @@
 //   - Stand-ins are fenced: a node that took a cell over remembers whose
 //     it was; when that node is heard again serving the cell (a false
 //     death, a healed partition, a restart) the stand-in is drained, so
-//     one copy remains.
+//     one copy remains. Catalogs mark stand-ins; when survivors that each
+//     saw the other dead both took a cell over, they find each other's
+//     stand-in and all but the first by rendezvous over the stand-ins
+//     drain theirs (every node ranks them the same way, so one stays).
 //   - Spread. A cell whose intent says `spread across N nodes` (or
 //     `spread across nodes` with `keep replicas N..M`) is kept on at least
 //     N live nodes (or all of them, if fewer): among the nodes serving it,

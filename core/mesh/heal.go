@@ -245,38 +245,57 @@ func (m *Mesh) localServes(cellName string) bool {
 	return c != nil && c.Info().SHA256 != ""
 }
 
-// returnHealed drains the cells this node took over from a node that is
-// back and serves them again (a healed partition, a false death, a
-// restart): the returning node's copy is the cell's home, this one was a
-// stand-in.
+// returnHealed drains the cells this node stands in for once another copy
+// makes this one redundant: the node it stood in for is back and serves
+// the cell again (a healed partition, a false death, a restart) — that
+// copy is the cell's home — or another live node stands in for it too
+// (two survivors that each saw the other dead, under load or a
+// partition), where every node keeps the copy of the stand-in ranked
+// first by rendezvous hashing over the stand-ins, so that exactly one
+// stays.
 func (m *Mesh) returnHealed(ctx context.Context) {
+	alive := m.alive()
+	type drain struct{ cell, why string }
+	var back []drain
 	m.place.mu.Lock()
-	var back []string
 	for cellName, owner := range m.place.healed {
-		if m.addrOf(owner) == "" {
-			continue
-		}
-		for _, e := range m.place.catalogs[owner].entries {
-			if e.Cell == cellName {
-				back = append(back, cellName)
-				delete(m.place.healed, cellName)
+		standIns := []string{m.cfg.Name}
+		home := false
+		for _, peer := range alive {
+			for _, e := range m.place.catalogs[peer].entries {
+				switch {
+				case e.Cell != cellName || peer == m.cfg.Name:
+				case peer == owner && e.StandInFor == "":
+					home = true
+				case e.StandInFor != "":
+					standIns = append(standIns, peer)
+				}
 			}
 		}
+		switch {
+		case home:
+			back = append(back, drain{cellName, "node " + owner + ", which this copy stood in for, is back and serves it"})
+		case len(standIns) > 1 && Rendezvous(cellName, standIns)[0] != m.cfg.Name:
+			back = append(back, drain{cellName, "node " + Rendezvous(cellName, standIns)[0] + " stands in for it too and is first in line"})
+		default:
+			continue
+		}
+		delete(m.place.healed, cellName)
 	}
 	m.place.mu.Unlock()
-	for _, cellName := range back {
+	for _, d := range back {
 		dctx, cancel := context.WithTimeout(ctx, m.cfg.DrainTimeout)
-		removed := m.reg.Remove(dctx, cellName)
+		removed := m.reg.Remove(dctx, d.cell)
 		cancel()
-		m.forget(cellName)
+		m.forget(d.cell)
 		if removed {
-			m.host.ForgetIntent(cellName)
-			if _, err := m.cfg.Journal.Append(journal.Entry{Cell: cellName, Verb: "decay", Args: []string{"all"}, Rule: "fabric",
-				Origin: "the node this cell was taken over from is back and serves it", Outcome: journal.Done,
+			m.host.ForgetIntent(d.cell)
+			if _, err := m.cfg.Journal.Append(journal.Entry{Cell: d.cell, Verb: "decay", Args: []string{"all"}, Rule: "fabric",
+				Origin: d.why, Outcome: journal.Done,
 				Message: "stand-in drained and removed: one copy again"}); err != nil {
 				m.log.Error("journal", "err", err)
 			}
-			m.log.Info("a partition healed: drained the stand-in copy", "cell", cellName)
+			m.log.Info("drained a redundant stand-in copy", "cell", d.cell, "why", d.why)
 		}
 	}
 }
@@ -343,6 +362,7 @@ func (m *Mesh) PlaceOnPeer(ctx context.Context, cellName, node string, replicas 
 	if entry == nil {
 		return "", 0, fmt.Errorf("no cell %s on this node", cellName)
 	}
+	entry.StandInFor = "" // the peer's copy is placed, not a stand-in
 	if node == "" {
 		pl := m.host.Placement(cellName)
 		members := m.Members()
