@@ -1,10 +1,8 @@
 package fabric
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -29,13 +27,7 @@ func TestBadFramesOverQUIC(t *testing.T) {
 	ca := newTestCA(t, testTD)
 	a := startNode(t, ca, "a", nodeOpts{})
 	b := startNode(t, ca, "b", nodeOpts{})
-	b.HandleStream(typeEcho, echo)
-	const typeSmall frame.Type = 110
-	b.HandleStream(typeSmall, func(_ context.Context, _ string, s *Stream) {
-		if _, _, err := frame.Read(s, 16); err != nil {
-			_ = frame.Write(s, frame.TypeError, []byte(err.Error()))
-		}
-	})
+	b.HandleRequest(typeEcho, 0, echo)
 	p, err := a.Dial(t.Context(), b.addr())
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +40,7 @@ func TestBadFramesOverQUIC(t *testing.T) {
 		}
 	}
 
+	lane := header("CEL", frame.Version, frame.TypeLane, 0)
 	cases := []struct {
 		name string
 		data []byte
@@ -69,6 +62,13 @@ func TestBadFramesOverQUIC(t *testing.T) {
 		{"gossip stream with a payload", append(header("CEL", frame.Version, frame.TypeGossip, 2), "xy"...), codeBadFrame,
 			[]string{"gossip stream frame with a payload", `peer="a"`}},
 		{"no handler", header("CEL", frame.Version, 200, 0), codeNoHandler, nil},
+		{"lane header with a payload", append(header("CEL", frame.Version, frame.TypeLane, 2), "xy"...), codeBadFrame, nil},
+		{"lane: bad magic", append(lane, append(header("XYZ", frame.Version, typeEcho, 3), "abc"...)...), codeBadFrame,
+			[]string{"bad request on a lane", `peer="a"`, "bad magic"}},
+		{"lane: over the hard limit", append(lane, header("CEL", frame.Version, typeEcho, frame.HardMax+1)...), codeBadFrame,
+			[]string{"bad request on a lane", `peer="a"`, "67108865"}},
+		{"lane: truncated request", append(lane, append(header("CEL", frame.Version, typeEcho, 10), "abc"...)...), codeBadFrame,
+			[]string{"bad request from peer", `peer="a"`, "truncated"}},
 	}
 	for _, c := range cases {
 		s, err := p.OpenStream(t.Context())
@@ -92,13 +92,6 @@ func TestBadFramesOverQUIC(t *testing.T) {
 			})
 		}
 		stillServes(c.name)
-	}
-
-	// A payload over the handler's own limit gets the handler's answer.
-	_, err = p.Request(t.Context(), typeSmall, make([]byte, 17))
-	var re *RemoteError
-	if !errors.As(err, &re) || !strings.Contains(re.Message, "17") || !strings.Contains(re.Message, "16") {
-		t.Errorf("request over the handler's limit = %v, want a RemoteError naming 17 and 16", err)
 	}
 
 	// Datagrams: empty, of an unknown kind, gossip that is not memberlist's.

@@ -16,35 +16,54 @@ import (
 )
 
 // BenchmarkRoundTrip measures one request/response round trip between two
-// nodes on loopback: over a fabric stream (QUIC, mutual TLS 1.3, one stream
-// per request), and, in the same run, over gRPC with mutual TLS 1.3 on TCP
-// using the same certificates (one HTTP/2 stream per unary call). Both echo
-// the payload back.
+// nodes on loopback: over the fabric (QUIC, mutual TLS 1.3) with
+// Peer.Request, which reuses a lane (a stream kept open between requests);
+// in the same run, over the fabric with a stream of its own per request
+// (opened, FIN each way), as Request did before lanes; and over gRPC with
+// mutual TLS 1.3 on TCP using the same certificates (one HTTP/2 stream per
+// unary call). Each echoes the payload back.
 func BenchmarkRoundTrip(b *testing.B) {
 	for _, size := range []int{64, 16 << 10} {
 		payload := bytes.Repeat([]byte{'x'}, size)
-		b.Run(fmt.Sprintf("size=%d/fabric", size), func(b *testing.B) { benchFabric(b, payload) })
+		b.Run(fmt.Sprintf("size=%d/fabric", size), func(b *testing.B) { benchFabric(b, payload, false) })
+		b.Run(fmt.Sprintf("size=%d/fabric-stream-per-request", size), func(b *testing.B) { benchFabric(b, payload, true) })
 		b.Run(fmt.Sprintf("size=%d/grpc-tls", size), func(b *testing.B) { benchGRPC(b, payload) })
 	}
 }
 
-func benchFabric(b *testing.B, payload []byte) {
+func benchFabric(b *testing.B, payload []byte, streamPerRequest bool) {
 	ca := newTestCA(b, testTD)
 	client := startNode(b, ca, "client", nodeOpts{})
 	server := startNode(b, ca, "server", nodeOpts{})
-	server.HandleStream(typeEcho, func(_ context.Context, _ string, s *Stream) {
-		if _, body, err := frame.Read(s, 0); err == nil {
-			_ = frame.Write(s, frame.TypeResponse, body)
-		}
-	})
+	server.HandleRequest(typeEcho, 0, func(_ context.Context, _ string, body []byte) ([]byte, error) { return body, nil })
 	p, err := client.Dial(b.Context(), server.addr())
 	if err != nil {
+		b.Fatal(err)
+	}
+	request := p.Request
+	if streamPerRequest {
+		request = func(ctx context.Context, typ frame.Type, body []byte) ([]byte, error) {
+			s, err := p.OpenStream(ctx)
+			if err != nil {
+				return nil, err
+			}
+			defer s.CancelRead(codeDone)
+			if err := frame.Write(s, typ, body); err != nil {
+				return nil, err
+			}
+			s.Close()
+			_, out, err := frame.Read(s, 0)
+			return out, err
+		}
+	}
+	// One request outside the loop: the first opens the lane.
+	if _, err := request(b.Context(), typeEcho, payload); err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(2 * len(payload)))
 	b.ReportAllocs()
 	for b.Loop() {
-		got, err := p.Request(b.Context(), typeEcho, payload)
+		got, err := request(b.Context(), typeEcho, payload)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -45,7 +45,27 @@
 // registered for its type with HandleStream; a stream of a type without a
 // handler is reset. When the handler returns the fabric ends the stream (FIN
 // on the write side, STOP_SENDING on the read side if the peer is still
-// writing). Peer.Request is the client side of one request/response exchange.
+// writing).
+//
+// Requests (one frame in, one answer frame out) have handlers of their own,
+// registered with HandleRequest, and travel on lanes: a stream that opens
+// with a frame.TypeLane frame and then carries one request after another,
+// each answered before the next is sent. Peer.Request takes an idle lane
+// (opening one when none is idle, its lane frame and first request in one
+// write) and puts it back when the answer has come (up to 8 idle per
+// peer); a request that fails or whose context ends resets its lane. A
+// request is then one packet each way, acknowledgements riding on the next
+// ones: a stream per request costs its set-up and a FIN each way (4 packets
+// per round trip instead of 2 on loopback). BenchmarkRoundTrip shows it
+// beside gRPC with mutual TLS on TCP, same certificates: at 64 bytes a
+// lane round trip takes 0.82× gRPC's time (47.7 µs vs 58.2 µs; a stream
+// per request 82.6 µs, 1.42×). At 16 KiB it takes 1.45× (268 µs vs
+// 185 µs; a stream per request 302 µs): QUIC's packets are at most 1452
+// bytes in quic-go, so 16 KiB is 12 packets each way, each sealed on its
+// own and segmented by the kernel (GSO), where TCP on loopback moves it
+// as one 64 KiB segment. A request of a type with no request handler is
+// answered with a frame.TypeError; a peer that opens a stream per request
+// is served by the same handlers.
 //
 // A datagram's first byte says who it is for: 0 memberlist, 1 the handler set
 // with HandleDatagram. Datagrams are unreliable and limited to what fits in

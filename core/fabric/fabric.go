@@ -36,6 +36,20 @@ type Stream = quic.Stream
 // it.
 type StreamHandler func(ctx context.Context, peer string, s *Stream)
 
+// RequestHandler answers one request a peer sent with Peer.Request. peer is
+// the peer's verified node name and payload the request frame's payload.
+// The answer goes back as a frame.TypeResponse; an error as a
+// frame.TypeError carrying its message, which the peer sees (say what
+// failed, not host paths). ctx ends when the connection or the fabric
+// closes.
+type RequestHandler func(ctx context.Context, peer string, payload []byte) ([]byte, error)
+
+// requestHandler is a RequestHandler with the largest request it takes.
+type requestHandler struct {
+	max int
+	h   RequestHandler
+}
+
 // DatagramHandler receives a datagram a peer sent. It runs on the
 // connection's receive loop, so it must not block; b is the handler's to
 // keep.
@@ -125,7 +139,9 @@ type Fabric struct {
 
 	hmu     sync.RWMutex
 	streams map[frame.Type]StreamHandler
-	dgram   DatagramHandler
+	// requests holds the request handlers (HandleRequest).
+	requests map[frame.Type]requestHandler
+	dgram    DatagramHandler
 
 	gossip  *gossipTransport
 	ml      *memberlist.Memberlist
@@ -215,6 +231,7 @@ func listen(ctx context.Context, cfg Config, membership bool) (*Fabric, error) {
 		dials:       make(map[string]*dialCall),
 		unreachable: make(map[string]error),
 		streams:     make(map[frame.Type]StreamHandler),
+		requests:    make(map[frame.Type]requestHandler),
 		members:     newMemberView(),
 	}
 	f.events = newEventQueue(f.ctx, cfg.Membership)
@@ -278,7 +295,29 @@ func (f *Fabric) HandleStream(typ frame.Type, h StreamHandler) {
 		panic("fabric: HandleStream: nil handler")
 	}
 	f.hmu.Lock()
+	delete(f.requests, typ)
 	f.streams[typ] = h
+	f.hmu.Unlock()
+}
+
+// HandleRequest registers h for requests of type typ whose payload is at
+// most max bytes (frame.DefaultMax when max <= 0), replacing any earlier
+// handler for typ, stream handlers included. Requests arrive on lanes
+// (streams that carry one request after another, see Peer.Request) or, from
+// a peer that opens a stream per request, on their own stream; h serves
+// both. A larger request is refused: its lane or stream is reset. Types the
+// fabric reserves, and frame.TypeResponse and frame.TypeError, cannot be
+// handled; HandleRequest panics on them, as on a nil handler.
+func (f *Fabric) HandleRequest(typ frame.Type, max int, h RequestHandler) {
+	if typ.Reserved() || typ == frame.TypeResponse || typ == frame.TypeError {
+		panic(fmt.Sprintf("fabric: HandleRequest: type %s cannot be a request", typ))
+	}
+	if h == nil {
+		panic("fabric: HandleRequest: nil handler")
+	}
+	f.hmu.Lock()
+	delete(f.streams, typ)
+	f.requests[typ] = requestHandler{max: max, h: h}
 	f.hmu.Unlock()
 }
 
@@ -295,6 +334,13 @@ func (f *Fabric) streamHandler(typ frame.Type) StreamHandler {
 	f.hmu.RLock()
 	defer f.hmu.RUnlock()
 	return f.streams[typ]
+}
+
+func (f *Fabric) requestHandler(typ frame.Type) (requestHandler, bool) {
+	f.hmu.RLock()
+	defer f.hmu.RUnlock()
+	h, ok := f.requests[typ]
+	return h, ok
 }
 
 func (f *Fabric) datagramHandler() DatagramHandler {

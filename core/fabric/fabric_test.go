@@ -23,19 +23,15 @@ import (
 const typeEcho frame.Type = 100
 
 // echo answers a request with "<peer>:<PAYLOAD in upper case>".
-func echo(_ context.Context, peer string, s *Stream) {
-	typ, b, err := frame.Read(s, 0)
-	if err != nil || typ != typeEcho {
-		return
-	}
-	_ = frame.Write(s, frame.TypeResponse, []byte(peer+":"+strings.ToUpper(string(b))))
+func echo(_ context.Context, peer string, b []byte) ([]byte, error) {
+	return []byte(peer + ":" + strings.ToUpper(string(b))), nil
 }
 
 func TestStreamRoundTrip(t *testing.T) {
 	ca := newTestCA(t, testTD)
 	a := startNode(t, ca, "a", nodeOpts{})
 	b := startNode(t, ca, "b", nodeOpts{})
-	b.HandleStream(typeEcho, echo)
+	b.HandleRequest(typeEcho, 0, echo)
 
 	p, err := a.Dial(t.Context(), b.addr())
 	if err != nil {
@@ -105,14 +101,24 @@ func TestStreamFrames(t *testing.T) {
 func TestHandleStreamRefusesReservedTypes(t *testing.T) {
 	ca := newTestCA(t, testTD)
 	a := startNode(t, ca, "a", nodeOpts{})
-	for _, typ := range []frame.Type{frame.TypeHello, frame.TypeGossip, frame.TypeGossipPacket, 15} {
+	for _, typ := range []frame.Type{frame.TypeHello, frame.TypeGossip, frame.TypeGossipPacket, frame.TypeLane, 15} {
 		func() {
 			defer func() {
 				if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "reserved") {
 					t.Errorf("HandleStream(%s) recovered %v, want a panic about reserved types", typ, r)
 				}
 			}()
-			a.HandleStream(typ, echo)
+			a.HandleStream(typ, func(context.Context, string, *Stream) {})
+		}()
+	}
+	for _, typ := range []frame.Type{frame.TypeLane, frame.TypeResponse, frame.TypeError, 15} {
+		func() {
+			defer func() {
+				if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "cannot be a request") {
+					t.Errorf("HandleRequest(%s) recovered %v, want a panic", typ, r)
+				}
+			}()
+			a.HandleRequest(typ, 0, echo)
 		}()
 	}
 }
@@ -121,22 +127,33 @@ func TestRequestErrors(t *testing.T) {
 	ca := newTestCA(t, testTD)
 	a := startNode(t, ca, "a", nodeOpts{})
 	b := startNode(t, ca, "b", nodeOpts{})
+	b.HandleRequest(typeEcho, 0, echo)
 	const typeFail frame.Type = 102
-	b.HandleStream(typeFail, func(_ context.Context, _ string, s *Stream) {
-		_, _, _ = frame.Read(s, 0)
-		_ = frame.Write(s, frame.TypeError, []byte("no such cell"))
+	b.HandleRequest(typeFail, 0, func(context.Context, string, []byte) ([]byte, error) {
+		return nil, errors.New("no such cell")
 	})
 	const typeSilent frame.Type = 103
 	release := make(chan struct{})
-	b.HandleStream(typeSilent, func(ctx context.Context, _ string, s *Stream) {
+	b.HandleRequest(typeSilent, 0, func(ctx context.Context, _ string, _ []byte) ([]byte, error) {
 		select {
 		case <-release:
 		case <-ctx.Done():
 		}
+		return nil, nil
 	})
+	const typeSmall frame.Type = 104
+	b.HandleRequest(typeSmall, 16, echo)
 	p, err := a.Dial(t.Context(), b.addr())
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Every failure leaves the peer serving requests, on the lane it
+	// failed on or on a new one.
+	stillServes := func(after string) {
+		t.Helper()
+		if got, err := p.Request(t.Context(), typeEcho, []byte("ping")); err != nil || string(got) != "a:PING" {
+			t.Fatalf("after %s, echo = %q, %v; want a:PING", after, got, err)
+		}
 	}
 
 	_, err = p.Request(t.Context(), typeFail, nil)
@@ -144,22 +161,22 @@ func TestRequestErrors(t *testing.T) {
 	if !errors.As(err, &re) || re.Peer != "b" || re.Message != "no such cell" {
 		t.Fatalf("Request to a failing handler = %v, want RemoteError from b: no such cell", err)
 	}
+	stillServes("a handler's error")
 
-	// A handler that refuses a large request without reading it.
-	const typeTooBig frame.Type = 104
-	b.HandleStream(typeTooBig, func(_ context.Context, _ string, s *Stream) {
-		_ = frame.Write(s, frame.TypeError, []byte("request too large"))
-	})
-	_, err = p.Request(t.Context(), typeTooBig, make([]byte, 8<<20))
-	if !errors.As(err, &re) || re.Message != "request too large" {
-		t.Fatalf("Request refused unread = %v, want RemoteError: request too large", err)
-	}
-
-	_, err = p.Request(t.Context(), 150, nil)
+	// A request over the handler's limit is refused unread: its lane is
+	// reset as malformed.
+	_, err = p.Request(t.Context(), typeSmall, make([]byte, 8<<20))
 	var se *quic.StreamError
-	if !errors.As(err, &se) || se.ErrorCode != codeNoHandler || !se.Remote {
-		t.Fatalf("Request without a handler = %v, want a remote stream reset with code %d", err, codeNoHandler)
+	if !errors.As(err, &se) || se.ErrorCode != codeBadFrame || !se.Remote {
+		t.Fatalf("Request over the handler's limit = %v, want a remote reset with code %d", err, codeBadFrame)
 	}
+	stillServes("a request over the handler's limit")
+
+	_, err = p.Request(t.Context(), 150, []byte("abc"))
+	if !errors.As(err, &re) || re.Message != "no handler for type(150) requests" {
+		t.Fatalf("Request without a handler = %v, want RemoteError: no handler for type(150) requests", err)
+	}
+	stillServes("a request without a handler")
 
 	ctx, cancel := context.WithCancelCause(t.Context())
 	cause := errors.New("caller gave up")
@@ -168,6 +185,72 @@ func TestRequestErrors(t *testing.T) {
 	close(release)
 	if !errors.Is(err, cause) {
 		t.Fatalf("Request cancelled = %v, want %v", err, cause)
+	}
+	stillServes("a cancelled request")
+}
+
+// Requests travel on lanes: one after another they share one stream; n at
+// once open n lanes, of which at most maxIdleLanes stay open for the
+// requests that follow.
+func TestRequestLanes(t *testing.T) {
+	ca := newTestCA(t, testTD)
+	a := startNode(t, ca, "a", nodeOpts{})
+	b := startNode(t, ca, "b", nodeOpts{})
+	hold := make(chan struct{})
+	var held sync.WaitGroup
+	b.HandleRequest(typeEcho, 0, func(ctx context.Context, peer string, body []byte) ([]byte, error) {
+		if string(body) == "hold" {
+			held.Done()
+			<-hold
+		}
+		return echo(ctx, peer, body)
+	})
+	p, err := a.Dial(t.Context(), b.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := func() uint64 { return a.Stats().StreamsOpened }
+	base := opened()
+	for i := range 50 {
+		msg := fmt.Sprint("m", i)
+		if got, err := p.Request(t.Context(), typeEcho, []byte(msg)); err != nil || string(got) != "a:"+strings.ToUpper(msg) {
+			t.Fatalf("request %d = %q, %v", i, got, err)
+		}
+	}
+	if n := opened() - base; n != 1 {
+		t.Fatalf("50 requests one after another opened %d streams, want 1 lane", n)
+	}
+
+	const concurrent = 3 * maxIdleLanes
+	held.Add(concurrent)
+	errs := make(chan error, concurrent)
+	for range concurrent {
+		go func() {
+			_, err := p.Request(t.Context(), typeEcho, []byte("hold"))
+			errs <- err
+		}()
+	}
+	held.Wait() // every request is in its handler: each has a lane
+	close(hold)
+	for range concurrent {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := opened() - base; n != concurrent {
+		t.Fatalf("%d requests at once (one lane idle before) opened %d streams in all, want %d", concurrent, n, concurrent)
+	}
+	base = opened()
+	for range 2 * maxIdleLanes {
+		if _, err := p.Request(t.Context(), typeEcho, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := opened() - base; n != 0 {
+		t.Fatalf("requests after the burst opened %d streams, want 0 (idle lanes kept)", n)
+	}
+	if n := len(p.lanes); n != maxIdleLanes {
+		t.Fatalf("%d idle lanes kept, want %d", n, maxIdleLanes)
 	}
 }
 
@@ -216,7 +299,7 @@ func TestDialReusesConnection(t *testing.T) {
 	ca := newTestCA(t, testTD)
 	a := startNode(t, ca, "a", nodeOpts{})
 	b := startNode(t, ca, "b", nodeOpts{})
-	a.HandleStream(typeEcho, echo)
+	a.HandleRequest(typeEcho, 0, echo)
 
 	var wg sync.WaitGroup
 	peers := make([]*Peer, 8)
@@ -264,7 +347,7 @@ func TestRefusedOtherCA(t *testing.T) {
 	ca := newTestCA(t, testTD)
 	rogueCA := newTestCA(t, testTD)
 	honest := startNode(t, ca, "honest", nodeOpts{})
-	honest.HandleStream(typeEcho, echo)
+	honest.HandleRequest(typeEcho, 0, echo)
 	// The rogue trusts the real CA (its certificate is public), so it
 	// accepts the honest node; its own certificate is what fails.
 	rogue := startNode(t, rogueCA, "rogue", nodeOpts{trust: []*testCA{ca, rogueCA}})

@@ -22,7 +22,7 @@ func FuzzGossipPacket(f *testing.F) {
 	ca := newTestCA(f, testTD)
 	a := startNode(f, ca, "a", nodeOpts{})
 	b := startNode(f, ca, "b", nodeOpts{})
-	b.HandleStream(typeEcho, echo)
+	b.HandleRequest(typeEcho, 0, echo)
 	if err := a.Join(f.Context(), []string{b.addr()}); err != nil {
 		f.Fatal(err)
 	}

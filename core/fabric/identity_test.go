@@ -56,7 +56,7 @@ func TestWithIdentityConfigs(t *testing.T) {
 	}
 	a, alogs := start("a", ca)
 	b, _ := start("b", ca)
-	b.HandleStream(typeEcho, echo)
+	b.HandleRequest(typeEcho, 0, echo)
 	p, err := a.Dial(t.Context(), b.Addr().String())
 	if err != nil {
 		t.Fatal(err)

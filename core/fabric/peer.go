@@ -1,6 +1,8 @@
 package fabric
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -43,6 +45,10 @@ const maxHello = 4 << 10
 // maxGossipPacket bounds a memberlist packet sent as a stream.
 const maxGossipPacket = 1 << 20
 
+// maxIdleLanes bounds the idle lanes a Peer keeps for its requests; a
+// lane beyond them is closed when its request is done.
+const maxIdleLanes = 8
+
 // gossipQueue bounds the memberlist packets waiting to go out to one peer.
 // A peer that stops acknowledging stalls only its own queue: memberlist's
 // probes of the other members never wait for it.
@@ -57,7 +63,8 @@ type Peer struct {
 	remote net.Addr
 	ctx    context.Context // ends when the connection or the fabric closes
 	cancel context.CancelFunc
-	gossip chan []byte // memberlist packets, datagram-ready, for sendGossipLoop
+	gossip chan []byte  // memberlist packets, datagram-ready, for sendGossipLoop
+	lanes  chan *Stream // idle lanes for Request, at most maxIdleLanes
 
 	closedLocally atomic.Bool
 }
@@ -66,7 +73,7 @@ func (f *Fabric) newPeer(conn *quic.Conn, name, addr string) *Peer {
 	ctx, cancel := context.WithCancel(f.ctx)
 	return &Peer{
 		f: f, conn: conn, name: name, addr: addr, remote: conn.RemoteAddr(), ctx: ctx, cancel: cancel,
-		gossip: make(chan []byte, gossipQueue),
+		gossip: make(chan []byte, gossipQueue), lanes: make(chan *Stream, maxIdleLanes),
 	}
 }
 
@@ -117,45 +124,76 @@ func (e *RemoteError) Error() string {
 	return fmt.Sprintf("fabric: peer %s: %s", e.Peer, e.Message)
 }
 
-// Request sends one frame of type typ on a new stream and returns the
-// payload of the peer's answer, a frame.TypeResponse. An answer of type
-// frame.TypeError is returned as a *RemoteError. The answer may be at most
-// Config.MaxFrame bytes.
+// Request sends one frame of type typ to the peer's request handler for it
+// (Fabric.HandleRequest) and returns the payload of the answer, a
+// frame.TypeResponse. An answer of type frame.TypeError is returned as a
+// *RemoteError. The answer may be at most Config.MaxFrame bytes.
+//
+// Requests travel on lanes: streams that carry one request after another,
+// kept open between requests (up to 8 idle per peer), so that a request is
+// one packet each way — no stream set-up and no FIN. A request whose ctx
+// ends, or that fails, resets its lane; concurrent requests use lanes of
+// their own.
 func (p *Peer) Request(ctx context.Context, typ frame.Type, payload []byte) ([]byte, error) {
-	s, err := p.OpenStream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer s.CancelRead(codeDone)
-	stop := context.AfterFunc(ctx, func() { s.CancelRead(codeCancelled); s.CancelWrite(codeCancelled) })
-	defer stop()
 	fail := func(err error) ([]byte, error) {
 		if ctx.Err() != nil {
 			err = context.Cause(ctx)
 		}
 		return nil, fmt.Errorf("fabric: %s request to %s: %w", typ, p.name, err)
 	}
-	// The handler may answer and return before reading all of the request
-	// (which stops our write side): a failed write is only reported when
-	// there is no answer to read.
-	werr := frame.Write(s, typ, payload)
-	if werr == nil {
-		s.Close()
-	}
-	rt, resp, err := frame.Read(s, p.f.cfg.MaxFrame)
-	if err != nil {
-		if werr != nil {
-			return fail(werr)
-		}
+	var req bytes.Buffer
+	if err := frame.Write(&req, typ, payload); err != nil {
 		return fail(err)
 	}
-	switch rt {
-	case frame.TypeResponse:
-		return resp, nil
-	case frame.TypeError:
-		return nil, &RemoteError{Peer: p.name, Message: string(resp)}
+	msg := req.Bytes()
+	var s *Stream
+	select {
+	case s = <-p.lanes:
+	default:
+		var err error
+		if s, err = p.OpenStream(ctx); err != nil {
+			return nil, err
+		}
+		var lane bytes.Buffer
+		_ = frame.Write(&lane, frame.TypeLane, nil)
+		lane.Write(msg)
+		msg = lane.Bytes()
 	}
+	stop := context.AfterFunc(ctx, func() { reset(s, codeCancelled) })
+	// The handler may answer before it has read all of the request (a
+	// refusal, which resets the lane): a failed write is reported only when
+	// there is no answer to read.
+	_, werr := s.Write(msg)
+	rt, resp, err := frame.Read(s, p.f.cfg.MaxFrame)
+	reusable := stop() && werr == nil
+	if err != nil {
+		reset(s, codeCancelled)
+		return fail(cmp.Or(werr, err))
+	}
+	switch rt {
+	case frame.TypeResponse, frame.TypeError:
+		if reusable {
+			p.releaseLane(s)
+		} else {
+			reset(s, codeCancelled)
+		}
+		if rt == frame.TypeError {
+			return nil, &RemoteError{Peer: p.name, Message: string(resp)}
+		}
+		return resp, nil
+	}
+	reset(s, codeBadFrame)
 	return fail(fmt.Errorf("answered with a %s frame", rt))
+}
+
+// releaseLane keeps an idle lane for the next request, or closes it when
+// enough are kept.
+func (p *Peer) releaseLane(s *Stream) {
+	select {
+	case p.lanes <- s:
+	default:
+		finish(s)
+	}
 }
 
 // close closes the connection from our side.
@@ -225,6 +263,12 @@ func (p *Peer) serveStream(s *Stream) {
 			return
 		}
 		p.f.gossip.deliverStream(newStreamConn(s, p))
+	case frame.TypeLane:
+		if _, _, err := frame.Read(s, 1); err != nil {
+			reset(s, codeBadFrame)
+			return
+		}
+		p.serveLane(s)
 	case frame.TypeGossipPacket:
 		_, b, err := frame.Read(s, maxGossipPacket)
 		if err != nil {
@@ -236,6 +280,12 @@ func (p *Peer) serveStream(s *Stream) {
 		finish(s)
 		p.f.gossip.deliverPacket(b, p)
 	default:
+		if rh, ok := p.f.requestHandler(h.Type); ok {
+			if p.serveRequest(s, rh) {
+				finish(s)
+			}
+			return
+		}
 		handler := p.f.streamHandler(h.Type)
 		if handler == nil {
 			p.f.log.Debug("fabric: no handler for stream", "peer", p.name, "type", h.Type.String())
@@ -245,6 +295,69 @@ func (p *Peer) serveStream(s *Stream) {
 		handler(p.ctx, p.name, s)
 		finish(s)
 	}
+}
+
+// serveLane answers the requests on a lane, one after another, until the
+// peer closes it or sends what is not a request for a handler of this
+// fabric's.
+func (p *Peer) serveLane(s *Stream) {
+	for {
+		var hb [frame.HeaderSize]byte
+		n, err := s.Peek(hb[:])
+		if err != nil {
+			if n == 0 && errors.Is(err, io.EOF) {
+				finish(s)
+			} else {
+				reset(s, codeBadFrame)
+			}
+			return
+		}
+		h, err := frame.ParseHeader(hb, frame.HardMax)
+		if err != nil {
+			p.f.log.Warn("fabric: bad request on a lane from peer", "peer", p.name, "addr", p.addr, "stream", int64(s.StreamID()), "err", err)
+			reset(s, codeBadFrame)
+			return
+		}
+		rh, ok := p.f.requestHandler(h.Type)
+		if !ok {
+			p.f.log.Debug("fabric: no request handler", "peer", p.name, "type", h.Type.String())
+			if _, err := io.CopyN(io.Discard, s, int64(frame.HeaderSize+h.Len)); err != nil {
+				reset(s, codeBadFrame)
+				return
+			}
+			if err := frame.Write(s, frame.TypeError, []byte("no handler for "+h.Type.String()+" requests")); err != nil {
+				return
+			}
+			continue
+		}
+		if !p.serveRequest(s, rh) {
+			return
+		}
+	}
+}
+
+// serveRequest reads one request frame from s, runs its handler and writes
+// the answer. It reports whether s can carry more: false after a bad or
+// too large request (s is reset) or a failed write.
+func (p *Peer) serveRequest(s *Stream, rh requestHandler) bool {
+	typ, payload, err := frame.Read(s, rh.max)
+	if err != nil {
+		p.f.log.Warn("fabric: bad request from peer", "peer", p.name, "addr", p.addr, "stream", int64(s.StreamID()), "err", err)
+		reset(s, codeBadFrame)
+		return false
+	}
+	out, err := rh.h(p.ctx, p.name, payload)
+	if err != nil {
+		err = frame.Write(s, frame.TypeError, []byte(err.Error()))
+	} else {
+		err = frame.Write(s, frame.TypeResponse, out)
+	}
+	if err != nil {
+		p.f.log.Debug("fabric: answering a request", "peer", p.name, "type", typ.String(), "err", err)
+		reset(s, codeCancelled)
+		return false
+	}
+	return true
 }
 
 // finish ends a served stream: FIN on our side, and stop reading whatever

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/celluster/celluster/core/cell"
-	"github.com/celluster/celluster/core/fabric"
 	"github.com/celluster/celluster/core/fabric/frame"
 	"github.com/celluster/celluster/core/journal"
 )
@@ -100,41 +99,26 @@ func (m *Mesh) catalog() []Entry {
 // handlePlacement registers the fabric requests for catalogs, modules and
 // spawns.
 func (m *Mesh) handlePlacement() {
-	m.f.HandleStream(frame.TypeCatalog, func(ctx context.Context, peer string, s *fabric.Stream) {
-		if _, _, err := frame.Read(s, 1024); err != nil {
-			return
-		}
-		b, _ := json.Marshal(m.catalog())
-		_ = frame.Write(s, frame.TypeResponse, b)
+	m.f.HandleRequest(frame.TypeCatalog, 1024, func(context.Context, string, []byte) ([]byte, error) {
+		return json.Marshal(m.catalog())
 	})
-	m.f.HandleStream(frame.TypeModule, func(ctx context.Context, peer string, s *fabric.Stream) {
-		_, p, err := frame.Read(s, 1024)
-		if err != nil {
-			return
-		}
+	m.f.HandleRequest(frame.TypeModule, 1024, func(_ context.Context, _ string, p []byte) ([]byte, error) {
 		b, err := m.store.Get(string(p))
 		if err != nil {
-			_ = frame.Write(s, frame.TypeError, []byte(fmt.Sprintf("module %.64s: not held by node %s", p, m.cfg.Name)))
-			return
+			return nil, fmt.Errorf("module %.64s: not held by node %s", p, m.cfg.Name)
 		}
-		_ = frame.Write(s, frame.TypeResponse, b)
+		return b, nil
 	})
-	m.f.HandleStream(frame.TypeSpawn, func(ctx context.Context, peer string, s *fabric.Stream) {
-		_, p, err := frame.Read(s, 1<<20)
-		if err != nil {
-			return
-		}
+	m.f.HandleRequest(frame.TypeSpawn, 1<<20, func(ctx context.Context, peer string, p []byte) ([]byte, error) {
 		var req spawnRequest
 		if err := json.Unmarshal(p, &req); err != nil {
-			_ = frame.Write(s, frame.TypeError, []byte("spawn request: "+err.Error()))
-			return
+			return nil, fmt.Errorf("spawn request: %w", err)
 		}
 		live, err := m.spawnLocal(ctx, req, peer, "")
 		if err != nil {
-			_ = frame.Write(s, frame.TypeError, []byte(err.Error()))
-			return
+			return nil, err
 		}
-		_ = frame.Write(s, frame.TypeResponse, []byte(fmt.Sprint(live)))
+		return []byte(fmt.Sprint(live)), nil
 	})
 }
 

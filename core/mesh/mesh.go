@@ -202,8 +202,8 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 		return nil, err
 	}
 	m.f = f
-	f.HandleStream(frame.TypeRequest, m.serveRequest)
-	f.HandleStream(frame.TypeRenew, m.answerRenew)
+	f.HandleRequest(frame.TypeRequest, frame.DefaultMax, m.serveRequest)
+	f.HandleRequest(frame.TypeRenew, 1024, m.answerRenew)
 	m.handlePlacement()
 	m.restorePlacements(ctx)
 	go m.id.Renew(ctx, m.fetchRenewal)
@@ -275,21 +275,12 @@ func (m *Mesh) fetchRenewal(ctx context.Context, try func([]byte, string) error)
 
 // answerRenew issues a fresh certificate to a peer for the key of the one
 // it holds now: the fabric verified the peer's identity at the handshake.
-func (m *Mesh) answerRenew(ctx context.Context, peer string, s *fabric.Stream) {
-	if _, _, err := frame.Read(s, 1024); err != nil {
-		return
-	}
+func (m *Mesh) answerRenew(_ context.Context, peer string, _ []byte) ([]byte, error) {
 	c, ok := m.f.PeerCertificate(peer)
 	if !ok {
-		_ = frame.Write(s, frame.TypeError, []byte("no live connection with node "+peer))
-		return
+		return nil, errors.New("no live connection with node " + peer)
 	}
-	b, err := m.id.AnswerRenew(peer, c.PublicKey)
-	if err != nil {
-		_ = frame.Write(s, frame.TypeError, []byte(err.Error()))
-		return
-	}
-	_ = frame.Write(s, frame.TypeResponse, b)
+	return m.id.AnswerRenew(peer, c.PublicKey)
 }
 
 // join keeps trying the seeds until one answers.

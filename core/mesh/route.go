@@ -355,27 +355,17 @@ func (m *Mesh) cellID(name string) string { return "spiffe://" + m.td.Name() + "
 // serveRequest answers a cell request frame from a peer: a forwarded
 // request, or a cell-to-cell call (the caller in the frame, the peer as
 // the fabric verified it). A cell being taken over here is waited for.
-func (m *Mesh) serveRequest(ctx context.Context, peer string, s *fabric.Stream) {
-	typ, payload, err := frame.Read(s, frame.DefaultMax)
-	if err != nil || typ != frame.TypeRequest {
-		_ = frame.Write(s, frame.TypeError, []byte("want a cell request frame"))
-		return
-	}
+func (m *Mesh) serveRequest(ctx context.Context, peer string, payload []byte) ([]byte, error) {
 	name, caller, env, err := decodeRequestFrame(payload)
 	if err != nil {
 		m.log.Warn("a peer sent a malformed cell request", "node", peer, "err", err)
-		_ = frame.Write(s, frame.TypeError, []byte(err.Error()))
-		return
+		return nil, err
 	}
 	c := m.waitLocal(ctx, name)
 	if c == nil {
-		_ = frame.Write(s, frame.TypeError, []byte("cell "+name+" "+errNotServed+" "+m.cfg.Name))
-		return
+		return nil, errors.New("cell " + name + " " + errNotServed + " " + m.cfg.Name)
 	}
-	out := m.serveLocal(ctx, c, caller, peer, env)
-	if err := frame.Write(s, frame.TypeResponse, out); err != nil {
-		m.log.Debug("answering a forwarded request", "peer", peer, "err", err)
-	}
+	return m.serveLocal(ctx, c, caller, peer, env), nil
 }
 
 // waitLocal returns the local cell, waiting (bounded) while this node

@@ -81,6 +81,11 @@ const (
 	// TypeGossipPacket carries one memberlist packet too large for a QUIC
 	// datagram. The payload is the packet.
 	TypeGossipPacket Type = 3
+	// TypeLane opens a stream that carries requests one after another: the
+	// asker writes a request frame, the answerer one TypeResponse or
+	// TypeError frame, and so on, so that a request costs no stream set-up
+	// and no FIN (see fabric's Peer.Request). The payload is empty.
+	TypeLane Type = 4
 	// TypeRequest is a generic request; its payload is service-defined.
 	TypeRequest Type = 16
 	// TypeResponse answers a TypeRequest; its payload is service-defined.
@@ -116,6 +121,8 @@ func (t Type) String() string {
 		return "gossip"
 	case TypeGossipPacket:
 		return "gossip-packet"
+	case TypeLane:
+		return "lane"
 	case TypeRequest:
 		return "request"
 	case TypeResponse:
