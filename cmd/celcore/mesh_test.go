@@ -383,3 +383,37 @@ func TestMeshWinnerDies(t *testing.T) {
 		t.Fatalf("counter after the double death: %d %q", r.status, r.body)
 	}
 }
+
+// TestMeshWithdrawnWithItsHome: a cell spread across three nodes from its
+// home. Its module removed on the home, the copies placed on the other two
+// go too, journaled as withdrawn by the home; dropped on the home again,
+// it is spread again (the home asking ends the withdrawal).
+func TestMeshWithdrawnWithItsHome(t *testing.T) {
+	c := newCluster(t)
+	names := []string{"ha", "hb", "hc"}
+	for _, name := range names {
+		c.start(name)
+	}
+	c.converged(names...)
+	a := c.nodes["ha"]
+	a.writeIntent("hello", "cell hello\nkeep replicas 1..4\nspread across 3 nodes\n")
+	spreadOn := func(want int) {
+		t.Helper()
+		eventuallyState(t, fmt.Sprintf("hello on %d nodes", want), func() (bool, string) {
+			on := c.serving("hello", names...)
+			return len(on) == want, fmt.Sprint("hello serves on ", on)
+		})
+	}
+	a.drop("hello", testbuild.Cell(t, "hello"))
+	spreadOn(3)
+	a.remove("hello")
+	spreadOn(0)
+	for _, name := range []string{"hb", "hc"} {
+		e := find(c.nodes[name].journal("hello"), func(e journalEntry) bool { return e.Verb == "decay" })
+		if e == nil || e.Origin != "node ha, the cell's home, withdrew it" {
+			t.Fatalf("%s journals no decay of its copy withdrawn by ha: %+v", name, e)
+		}
+	}
+	a.drop("hello", testbuild.Cell(t, "hello"))
+	spreadOn(3)
+}

@@ -69,6 +69,16 @@ type placement struct {
 	// spreadAt is when this node last placed a copy of a cell to keep it
 	// spread, so it waits for the news before placing another.
 	spreadAt map[string]time.Time
+	// withdrawn holds, until when, the cells a home withdrew: this node
+	// places no copy of them meanwhile (another holder that has not heard
+	// yet could ask it to).
+	withdrawn map[string]withdrawal
+}
+
+// withdrawal is a cell's withdrawal by its home.
+type withdrawal struct {
+	home  string
+	until time.Time
 }
 
 // placed is a cell this node serves for the fleet (Entry.StandInFor set
@@ -199,6 +209,9 @@ func (m *Mesh) fetchFrom(ctx context.Context, sha, node string) ([]byte, error) 
 func (m *Mesh) spawnLocal(ctx context.Context, req spawnRequest, by, standInFor string) (int, error) {
 	if err := cell.ValidName(req.Cell); err != nil {
 		return 0, err
+	}
+	if home, ok := m.withdrawn(req.Cell, by); ok {
+		return 0, fmt.Errorf("cell %s was withdrawn by its home, node %s, moments ago: not placed on %s", req.Cell, home, m.cfg.Name)
 	}
 	mod, err := m.fetchModule(ctx, req.SHA256, req.From)
 	if err != nil {

@@ -51,6 +51,11 @@
 //   - Restarts. The cells a node serves for the fleet (placed by a peer or
 //     taken over) are kept under <data>/mesh/placements.json with their
 //     module in the store, and served again when the node restarts.
+//   - Withdrawal. A cell whose module is removed on its home is withdrawn:
+//     the home asks every live node to drop the copy it serves for the
+//     fleet (placed, cloned or standing in), and for 30 s no node places
+//     one (a holder that has not heard yet might ask); the home asking
+//     again ends that. A node unreachable at the time keeps its copy.
 //
 // # Requests in transitions
 //

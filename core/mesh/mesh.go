@@ -204,6 +204,7 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 	m.f = f
 	f.HandleRequest(frame.TypeRequest, frame.DefaultMax, m.serveRequest)
 	f.HandleRequest(frame.TypeRenew, 1024, m.answerRenew)
+	f.HandleRequest(frame.TypeWithdraw, 1024, m.answerWithdraw)
 	m.handlePlacement()
 	m.restorePlacements(ctx)
 	go m.id.Renew(ctx, m.fetchRenewal)

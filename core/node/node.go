@@ -432,6 +432,11 @@ func (n *Node) removeCell(name string) {
 	if n.reg.Remove(dctx, name) {
 		n.forgetIntent(name)
 		n.freeSoon()
+		if n.mesh != nil {
+			// This node is the cell's home: the copies served for the
+			// fleet go with it.
+			go n.mesh.Withdraw(context.WithoutCancel(dctx), name)
+		}
 		if _, err := n.journal.Append(journal.Entry{Cell: name, Verb: "decay", Args: []string{"all"}, Rule: "module-removed",
 			Origin: "module " + name + cellwatch.Ext + " removed", Outcome: journal.Done, Message: "cell drained and removed"}); err != nil {
 			n.log.Error("journal", "err", err)

@@ -108,6 +108,10 @@ const (
 	// TypeRenew asks a node holding the CA to renew the asking peer's
 	// certificate (for the key it holds now).
 	TypeRenew Type = 23
+	// TypeWithdraw tells a node that the asking node, a cell's home, no
+	// longer serves the cell (its module was removed there): the payload
+	// is the cell's name; the node drops the copy it serves for the fleet.
+	TypeWithdraw Type = 24
 )
 
 // String returns the type's name, or "type(N)" for a number without one.
@@ -139,6 +143,8 @@ func (t Type) String() string {
 		return "join"
 	case TypeRenew:
 		return "renew"
+	case TypeWithdraw:
+		return "withdraw"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
