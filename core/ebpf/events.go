@@ -40,13 +40,14 @@ func (o *Object) ReadEvents(ctx context.Context, name string, max int) ([][]byte
 	}
 	er.mu.Lock()
 	defer er.mu.Unlock()
+	// Block in the kernel until a record comes or ctx ends (which flushes
+	// the reader to wake it): an idle node makes no wake-ups here.
+	stop := context.AfterFunc(ctx, func() { _ = er.r.Flush() })
+	defer stop()
 	var out [][]byte
 	var rec ringbuf.Record
 	for len(out) < max {
-		deadline := time.Now().Add(50 * time.Millisecond) // re-check ctx at least this often
-		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-			deadline = d
-		}
+		deadline, _ := ctx.Deadline()
 		if len(out) > 0 {
 			deadline = time.Now() // drain what is there, do not wait for more
 		}
@@ -57,10 +58,12 @@ func (o *Object) ReadEvents(ctx context.Context, name string, max int) ([][]byte
 			out = append(out, append([]byte(nil), rec.RawSample...))
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			return out, nil
+		case errors.Is(err, ringbuf.ErrFlushed):
 			if len(out) > 0 || ctx.Err() != nil {
 				return out, nil
 			}
-			continue
+			continue // the flush of an earlier call's ctx, which ended as that call returned
 		case errors.Is(err, ringbuf.ErrClosed):
 			return out, fmt.Errorf("ebpf: %s: %w", o.ID(), ErrClosed)
 		default:
