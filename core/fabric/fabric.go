@@ -143,10 +143,12 @@ type Fabric struct {
 	requests map[frame.Type]requestHandler
 	dgram    DatagramHandler
 
-	gossip  *gossipTransport
-	ml      *memberlist.Memberlist
-	members *memberView
-	events  *eventQueue
+	gossip *gossipTransport
+	ml     *memberlist.Memberlist
+	// catchUpOnce starts the pulls after the first successful join.
+	catchUpOnce sync.Once
+	members     *memberView
+	events      *eventQueue
 
 	stats counters
 

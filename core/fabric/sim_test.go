@@ -3,6 +3,7 @@
 package fabric
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log"
@@ -191,12 +192,17 @@ func runSim(t testing.TB, n int, mem Membership, k, idle, bound time.Duration) s
 		ms[i] = startSimMember(t, sn, i, mem, k)
 	}
 	r := simResult{n: n}
+	ctx, cancel := context.WithCancel(context.Background())
+	var catching sync.WaitGroup
+	defer catching.Wait()
+	defer cancel()
 	start := time.Now()
 	for i := 1; i < n; i++ {
 		seed := ms[rand.IntN(i)]
 		if _, err := ms[i].ml.Join([]string{seed.t.addr.String()}); err != nil {
 			t.Fatalf("member %d joins: %v", i, err)
 		}
+		catching.Go(func() { catchUp(ctx, ms[i].ml, k) }) // as Fabric.Join does
 	}
 	waitAll(t, ms, bound, "every member sees all alive", func(m *simMember) bool { return m.ml.NumMembers() == n })
 	r.join = time.Since(start) / k
