@@ -114,7 +114,7 @@ func (h meshHost) Placement(name string) mesh.Placement {
 }
 
 func (h meshHost) Precompile(ctx context.Context, mod []byte) {
-	if cm, err := h.n.eng.Compile(ctx, mod, wasm.CompileOptions{MemoryLimit: h.n.cfg.Limits.Memory}); err == nil {
+	if cm, err := h.n.eng.Compile(ctx, mod, wasm.CompileOptions{MemoryLimit: h.n.cfg.Limits.Memory, Background: true}); err == nil {
 		cm.Release()
 	}
 }

@@ -214,7 +214,17 @@ type CompileOptions struct {
 	// MemoryLimit caps the guest's linear memory in bytes (rounded down to
 	// whole pages). Zero means the wasm limit of 4 GiB.
 	MemoryLimit uint64
+	// Background marks a compile nobody waits for yet (a peer's module,
+	// compiled ahead of a take-over): it runs with one worker on an OS
+	// thread of its own at a lower CPU priority (nice 10), so that a node
+	// compiling its peers' modules as it joins cannot starve its own
+	// membership probes, or another node's, of CPU. A later foreground
+	// Compile of the same module waits for it.
+	Background bool
 }
+
+// backgroundNice is the nice value of background compiles.
+const backgroundNice = 10
 
 // Compile returns the module for src, compiling it at most once per content
 // hash and memory limit. Concurrent calls for the same module wait for one
@@ -247,7 +257,20 @@ func (e *Engine) Compile(ctx context.Context, src []byte, opts CompileOptions) (
 	e.compiles++
 	e.mu.Unlock()
 
-	ent.mod, ent.err = e.compile(ctx, src, key)
+	if opts.Background {
+		done := make(chan struct{})
+		go func() {
+			// The thread is never unlocked: it ends with this goroutine,
+			// so its lower priority goes with it.
+			runtime.LockOSThread()
+			lowerThreadPriority(backgroundNice)
+			ent.mod, ent.err = e.compile(ctx, src, key, 1)
+			close(done)
+		}()
+		<-done
+	} else {
+		ent.mod, ent.err = e.compile(ctx, src, key, e.workers)
+	}
 	close(ent.ready)
 	if ent.err != nil {
 		e.mu.Lock()
@@ -266,7 +289,7 @@ func (e *Engine) Compilations() int {
 	return e.compiles
 }
 
-func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey) (*Module, error) {
+func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey, workers int) (*Module, error) {
 	start := time.Now()
 	opts := instrument.Options{MaxMemoryPages: key.pages}
 	if e.mode == InterruptEpoch {
@@ -278,7 +301,7 @@ func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey) (*Modul
 	if err != nil {
 		return nil, fmt.Errorf("not a usable WebAssembly module: %w", err)
 	}
-	cctx := experimental.WithCompilationWorkers(ctx, e.workers)
+	cctx := experimental.WithCompilationWorkers(ctx, workers)
 	cm, rt, cacheErr, err := e.compileCached(cctx, inst, key)
 	if err != nil {
 		return nil, fmt.Errorf("compiling module: %w", err)

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package wasm
+
+// lowerThreadPriority does nothing where threads have no priority of their
+// own.
+func lowerThreadPriority(int) {}

@@ -1,0 +1,91 @@
+//go:build linux
+
+package wasm
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/celluster/celluster/core/testbuild"
+)
+
+// threadsAtNice counts this process's threads whose nice value is nice,
+// from /proc/self/task/*/stat.
+func threadsAtNice(t testing.TB, nice int) int {
+	t.Helper()
+	stats, err := filepath.Glob("/proc/self/task/*/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // the thread ended
+		}
+		// Fields after the command's closing parenthesis; nice is field 19
+		// of the line, the 17th after it.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if v, err := strconv.Atoi(f[16]); err == nil && v == nice {
+			n++
+		}
+	}
+	return n
+}
+
+// A background compile runs on a thread of its own at nice 10, which ends
+// with it; the module it makes serves like any other.
+func TestBackgroundCompileRunsAtLowerPriority(t *testing.T) {
+	if n := threadsAtNice(t, backgroundNice); n != 0 {
+		t.Fatalf("%d threads at nice %d before the compile", n, backgroundNice)
+	}
+	e, _ := newEngine(t, Config{})
+	src := testbuild.Cell(t, "hello")
+	var seen atomic.Bool
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if threadsAtNice(t, backgroundNice) > 0 {
+				seen.Store(true)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	m, err := e.Compile(t.Context(), src, CompileOptions{Background: true})
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Release()
+	if !seen.Load() {
+		t.Fatalf("no thread at nice %d while the background compile ran (%s)", backgroundNice, m.CompileTime)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for threadsAtNice(t, backgroundNice) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("a thread at nice %d outlived the background compile", backgroundNice)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	fg, err := e.Compile(t.Context(), src, CompileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fg.Release()
+	if fg != m || m.ABI != ABIReactor {
+		t.Fatalf("foreground compile after the background one: %p (abi %v), want the same module %p, a reactor", fg, m.ABI, m)
+	}
+}
