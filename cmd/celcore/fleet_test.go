@@ -74,7 +74,7 @@ func loadFleetConfig(t *testing.T) fleetConfig {
 	c.spread = 3
 	c.report = os.Getenv("FLEET_REPORT")
 	c.logs = os.Getenv("FLEET_LOGS")
-	c.helloIntent = "cell hello\nspread across nodes\n"
+	c.helloIntent = fmt.Sprintf("cell hello\nspread across %d nodes\n", c.spread)
 	if v, ok := os.LookupEnv("FLEET_HELLO_INTENT"); ok {
 		c.helloIntent = strings.ReplaceAll(v, `\n`, "\n")
 	}

@@ -73,6 +73,32 @@ type placement struct {
 	// places no copy of them meanwhile (another holder that has not heard
 	// yet could ask it to).
 	withdrawn map[string]withdrawal
+	// seen holds when each cell was last listed in a live peer's catalog
+	// (or a dead one's, as it died): for seenFor after, a request for it
+	// is a transition (a stand-in draining as its home comes back, a
+	// take-over not yet in the news) — 503, not 404.
+	seen map[string]time.Time
+}
+
+// seenFor is how long a cell gone from every catalog this node holds is
+// still taken to exist in the fleet.
+const seenFor = 30 * time.Second
+
+// noteSeenLocked records that the entries' cells exist in the fleet now.
+// m.place.mu is held.
+func (m *Mesh) noteSeenLocked(entries []Entry) {
+	if m.place.seen == nil {
+		m.place.seen = map[string]time.Time{}
+	}
+	now := time.Now()
+	for _, e := range entries {
+		m.place.seen[e.Cell] = now
+	}
+	for name, at := range m.place.seen {
+		if now.Sub(at) > seenFor {
+			delete(m.place.seen, name)
+		}
+	}
 }
 
 // withdrawal is a cell's withdrawal by its home.
@@ -394,7 +420,11 @@ func (m *Mesh) syncCatalogs(ctx context.Context) {
 		if m.place.catalogs == nil {
 			m.place.catalogs = map[string]peerCatalog{}
 		}
+		if old := m.place.catalogs[mb.Name].entries; len(old) > 0 {
+			m.noteSeenLocked(old) // a cell it dropped existed until now
+		}
 		m.place.catalogs[mb.Name] = peerCatalog{version: catalogVersion(cat), entries: cat}
+		m.noteSeenLocked(cat)
 		m.place.mu.Unlock()
 		if m.cfg.NoPrefetch {
 			continue

@@ -45,6 +45,7 @@ func (m *Mesh) lost(dead string) {
 	m.place.mu.Lock()
 	lost := m.place.catalogs[dead].entries
 	delete(m.place.catalogs, dead)
+	m.noteSeenLocked(lost)
 	if m.place.orphans == nil {
 		m.place.orphans = map[string]*orphan{}
 	}
@@ -86,11 +87,11 @@ func Rendezvous(key string, candidates []string) []string {
 	return out
 }
 
-// healLoop evaluates the orphans on every membership change and a few
-// times a second, and keeps spread cells spread.
+// healLoop evaluates the orphans on every membership change and, while
+// there are any, a few times a second; and keeps spread cells spread.
 func (m *Mesh) healLoop(ctx context.Context) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
+	t := time.NewTimer(time.Hour)
+	t.Stop()
 	spread := time.NewTicker(time.Second)
 	defer spread.Stop()
 	for {
@@ -103,12 +104,15 @@ func (m *Mesh) healLoop(ctx context.Context) {
 			m.keepSpread(ctx)
 			continue
 		}
-		m.healOrphans(ctx)
+		if m.healOrphans(ctx) {
+			t.Reset(250 * time.Millisecond) // an idle node does not wake for nothing
+		}
 	}
 }
 
-// healOrphans takes over the orphans this node is next in line for.
-func (m *Mesh) healOrphans(ctx context.Context) {
+// healOrphans takes over the orphans this node is next in line for. It
+// reports whether there were any.
+func (m *Mesh) healOrphans(ctx context.Context) bool {
 	m.place.mu.Lock()
 	var list []*orphan
 	for _, o := range m.place.orphans {
@@ -116,7 +120,7 @@ func (m *Mesh) healOrphans(ctx context.Context) {
 	}
 	m.place.mu.Unlock()
 	if len(list) == 0 {
-		return
+		return false
 	}
 	alive := m.alive()
 	now := time.Now()
@@ -158,6 +162,7 @@ func (m *Mesh) healOrphans(ctx context.Context) {
 		m.place.mu.Unlock()
 		go m.takeover(ctx, o, rank, alive)
 	}
+	return true
 }
 
 // takeover serves an orphan here, its module from this node's store or
@@ -345,6 +350,7 @@ func (m *Mesh) answerWithdraw(ctx context.Context, peer string, payload []byte) 
 	_, ours := m.place.placed[name]
 	delete(m.place.orphans, name)
 	delete(m.place.healed, name)
+	delete(m.place.seen, name) // gone for good: 404 from now on
 	m.place.mu.Unlock()
 	if !ours {
 		return []byte("0"), nil // none here, or this node's own: not the fleet's to drop
@@ -417,12 +423,21 @@ func (m *Mesh) keepSpread(ctx context.Context) {
 		if time.Since(last) < 3*time.Second {
 			continue // the last copy placed is not in the news yet
 		}
+		// Every missing copy at once, each on another node: after a double
+		// death the spread is back in one round, not one copy per round.
 		reason := fmt.Sprintf("spread across nodes: on %d of the %d nodes it asks", len(holders), want)
-		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		node, _, err := m.PlaceOnPeer(pctx, e.Cell, "", e.Min, reason)
-		cancel()
-		if err != nil {
-			m.log.Warn("keeping a cell spread across nodes", "cell", e.Cell, "err", err)
+		var placed []string
+		for range want - len(holders) {
+			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			node, _, err := m.placeOnPeer(pctx, e.Cell, "", e.Min, reason, placed)
+			cancel()
+			if err != nil {
+				m.log.Warn("keeping a cell spread across nodes", "cell", e.Cell, "err", err)
+				break
+			}
+			placed = append(placed, node)
+		}
+		if len(placed) == 0 {
 			continue
 		}
 		m.place.mu.Lock()
@@ -431,7 +446,7 @@ func (m *Mesh) keepSpread(ctx context.Context) {
 		}
 		m.place.spreadAt[e.Cell] = time.Now()
 		m.place.mu.Unlock()
-		m.log.Info("placed a copy to keep a cell spread across nodes", "cell", e.Cell, "node", node, "holders", holders)
+		m.log.Info("placed copies to keep a cell spread across nodes", "cell", e.Cell, "nodes", placed, "holders", holders)
 	}
 }
 
@@ -443,6 +458,12 @@ var ErrNoPeer = errors.New("no live peer")
 // loaded) to serve replicas of a local cell; the peer fetches the module
 // by hash if it lacks it. It returns the node and its live replicas.
 func (m *Mesh) PlaceOnPeer(ctx context.Context, cellName, node string, replicas int, reason string) (string, int, error) {
+	return m.placeOnPeer(ctx, cellName, node, replicas, reason, nil)
+}
+
+// placeOnPeer is PlaceOnPeer choosing none of also (nodes just placed on,
+// not in the news yet).
+func (m *Mesh) placeOnPeer(ctx context.Context, cellName, node string, replicas int, reason string, also []string) (string, int, error) {
 	var entry *Entry
 	for _, e := range m.catalog() {
 		if e.Cell == cellName {
@@ -462,7 +483,7 @@ func (m *Mesh) PlaceOnPeer(ctx context.Context, cellName, node string, replicas 
 				members[i].Cells = append(members[i].Cells, cellName)
 			}
 		}
-		best := ChoosePeer(members, cellName, pl.Prefer, pl.Avoid)
+		best := ChoosePeer(members, cellName, pl.Prefer, append(slices.Clone(pl.Avoid), also...))
 		if best == nil {
 			return "", 0, fmt.Errorf("every live peer already serves %s: %w", cellName, ErrNoPeer)
 		}

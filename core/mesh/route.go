@@ -70,15 +70,19 @@ func localHandler(h http.Handler) http.Handler {
 }
 
 // inFleet reports whether the cell exists in the fleet: served or being
-// taken over by a live node, or an orphan of a dead one.
+// taken over by a live node, an orphan of a dead one, or listed by a peer
+// within seenFor (its last copy moving: a stand-in drained for a home this
+// node does not see back yet).
 func (m *Mesh) inFleet(name string) bool {
 	if m.reg.Lookup(name) != nil || len(m.holders(name, true)) > 0 {
 		return true
 	}
 	m.place.mu.Lock()
 	defer m.place.mu.Unlock()
-	_, ok := m.place.orphans[name]
-	return ok
+	if _, ok := m.place.orphans[name]; ok {
+		return true
+	}
+	return time.Since(m.place.seen[name]) <= seenFor
 }
 
 // pickReplica chooses a live peer serving the cell, not in skip, with a
