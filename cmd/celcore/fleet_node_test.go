@@ -207,6 +207,29 @@ type fleetMemberDeath struct {
 func (n *fleetNode) cellsDir() string { return filepath.Join(n.dir, "cells") }
 func (n *fleetNode) dataDir() string  { return filepath.Join(n.dir, "data") }
 
+// fleetForker runs the functions sent to it on one OS thread that never
+// exits. Pdeathsig fires when the thread that forked a child exits, not the
+// process, and this process ends threads: a dial into the namespace locks
+// its thread, enters the namespace and lets the thread go with its
+// goroutine. A node forked from such a thread would be SIGKILLed then.
+var fleetForker = sync.OnceValue(func() chan<- func() {
+	ch := make(chan func())
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread lives as long as the process
+		for f := range ch {
+			f()
+		}
+	}()
+	return ch
+})
+
+// fleetStart starts cmd from the forker thread.
+func fleetStart(cmd *exec.Cmd) error {
+	done := make(chan error, 1)
+	fleetForker() <- func() { done <- cmd.Start() }
+	return <-done
+}
+
 // start launches the node (again, on the same directories after a kill).
 func (n *fleetNode) start() error {
 	n.mu.Lock()
@@ -223,7 +246,7 @@ func (n *fleetNode) start() error {
 	cmd.Stdout, cmd.Stderr = pw, pw
 	exited, ready := make(chan struct{}), make(chan struct{})
 	go n.readLog(pr, logf, ready)
-	if err := cmd.Start(); err != nil {
+	if err := fleetStart(cmd); err != nil {
 		pw.Close()
 		return fmt.Errorf("start %s: %w", n.name, err)
 	}

@@ -715,7 +715,7 @@ func fleetStartHog(d time.Duration) (what string, stop func(), err error) {
 	}
 	for _, c := range cmds {
 		c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		if err := c.Start(); err != nil {
+		if err := fleetStart(c); err != nil {
 			return what, func() {}, err
 		}
 	}

@@ -64,7 +64,9 @@
 // load). A request that fails on the way is sent to another replica when
 // it never reached a cell or is idempotent (GET, HEAD, PUT, DELETE,
 // OPTIONS). A cell the fleet has but no live node serves right now (a
-// take-over under way) is waited for, at most 2s, and then answered 503
+// take-over under way, or a stand-in drained for its home that this node
+// does not see back yet: any cell a peer listed in the last 30 s, unless
+// its home withdrew it) is waited for, at most 2s, and then answered 503
 // with Retry-After — never 404.
 //
 // # Cell requests between nodes
