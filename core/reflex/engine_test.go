@@ -618,7 +618,9 @@ func TestConcurrentObserveAndSetRules(t *testing.T) {
 		})
 	}
 	wg.Go(func() {
-		for n := 0; n < 300; n++ {
+		// At least 300 updates, and on until rules have fired during them:
+		// on a loaded machine the observers may not have run yet.
+		for n := 0; n < 300 || fired.Load() < 50; n++ {
 			cell := fmt.Sprint("c", n%cells)
 			if n%2 == 0 {
 				e.SetRules(cell, rulesB)
