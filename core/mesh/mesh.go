@@ -68,6 +68,11 @@ type Config struct {
 	// Addr is the fabric's UDP address; Join the seeds.
 	Addr string
 	Join []string
+	// JoinAfter, if set, holds the join back until it is closed (at most
+	// joinHold): a node joins once the costly part of its own start-up
+	// (its plugin processes) is done, so that its first probes are not
+	// answered late by a node busy starting.
+	JoinAfter <-chan struct{}
 	// DataDir holds the module store (modules/), the placements this node
 	// serves for the fleet (mesh/) and the identity.
 	DataDir string
@@ -284,8 +289,20 @@ func (m *Mesh) answerRenew(_ context.Context, peer string, _ []byte) ([]byte, er
 	return m.id.AnswerRenew(peer, c.PublicKey)
 }
 
+// joinHold bounds how long Config.JoinAfter holds the join back.
+const joinHold = 15 * time.Second
+
 // join keeps trying the seeds until one answers.
 func (m *Mesh) join(ctx context.Context) {
+	if m.cfg.JoinAfter != nil {
+		select {
+		case <-m.cfg.JoinAfter:
+		case <-time.After(joinHold):
+			m.log.Warn("joining the fabric before this node's start-up finished", "waited", joinHold)
+		case <-ctx.Done():
+			return
+		}
+	}
 	for backoff := 200 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := m.f.Join(jctx, m.cfg.Join)

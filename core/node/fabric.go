@@ -59,6 +59,7 @@ func (n *Node) startMesh(ctx context.Context) error {
 		TrustDomain: n.cfg.TrustDomain,
 		Addr:        n.cfg.FabricAddr,
 		Join:        n.cfg.Join,
+		JoinAfter:   n.pluginsReady, // plugin processes started: the costliest part of a start
 		DataDir:     n.cfg.DataDir,
 		Identity: identity.NodeConfig{CADir: n.cfg.CADir, CertFile: n.cfg.CertFile, KeyFile: n.cfg.KeyFile,
 			Token: n.cfg.Token, CertTTL: n.cfg.CertTTL},
