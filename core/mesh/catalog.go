@@ -31,6 +31,10 @@ type Entry struct {
 	// StandInFor names the dead node this copy stands in for, when it is
 	// a take-over: of two stand-ins for one cell, one yields.
 	StandInFor string `json:"stand_in_for,omitempty"`
+	// Spread marks a copy placed to keep the cell spread across nodes:
+	// one the fleet may drain again when the cell is on more nodes than
+	// it asks (a holder back from a restart after its copy was replaced).
+	Spread bool `json:"spread,omitempty"`
 }
 
 // spawnRequest asks a peer to serve a cell.
@@ -69,6 +73,9 @@ type placement struct {
 	// spreadAt is when this node last placed a copy of a cell to keep it
 	// spread, so it waits for the news before placing another.
 	spreadAt map[string]time.Time
+	// overSince is since when a cell this node holds a spread copy of has
+	// been on more nodes than it asks.
+	overSince map[string]time.Time
 	// withdrawn holds, until when, the cells a home withdrew: this node
 	// places no copy of them meanwhile (another holder that has not heard
 	// yet could ask it to).
@@ -125,7 +132,8 @@ func (m *Mesh) catalog() []Entry {
 			e.Intent, e.IntentName = text, source
 		}
 		m.place.mu.Lock()
-		e.StandInFor = m.place.placed[in.Name].StandInFor
+		p := m.place.placed[in.Name]
+		e.StandInFor, e.Spread = p.StandInFor, p.Spread
 		m.place.mu.Unlock()
 		out = append(out, e)
 	}

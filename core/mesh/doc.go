@@ -47,7 +47,10 @@
 //     places a copy on another node (the intent's preferred nodes first,
 //     then the least loaded), and waits for the news before placing
 //     another. After a death or a restart the count drops and the same
-//     rule restores it.
+//     rule restores it. When it is too high for 10 s (a holder back from a
+//     restart after its copy was replaced), the copies placed for spread
+//     ranked last by rendezvous among them drain, as many as are extra;
+//     the home's copy, stand-ins and clones asked for are kept.
 //   - Restarts. The cells a node serves for the fleet (placed by a peer or
 //     taken over) are kept under <data>/mesh/placements.json with their
 //     module in the store, and served again when the node restarts.

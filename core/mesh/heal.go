@@ -170,6 +170,7 @@ func (m *Mesh) healOrphans(ctx context.Context) bool {
 // the next survivor in line may act.
 func (m *Mesh) takeover(ctx context.Context, o *orphan, rank int, alive []string) {
 	e := o.entry
+	e.Spread = false                            // a stand-in, whatever the dead node's copy was
 	go m.updateMeta(context.WithoutCancel(ctx)) // gossip the cell as taken
 	req := spawnRequest{Entry: e, Replicas: e.Min,
 		Reason: fmt.Sprintf("node %s died; this node was %s in line among %s", o.dead, ordinal(rank), strings.Join(alive, ", "))}
@@ -411,6 +412,7 @@ func (m *Mesh) keepSpread(ctx context.Context) {
 		}
 		holders := m.holders(e.Cell, true)
 		want = min(want, len(m.alive()))
+		m.trimSpread(ctx, e, holders, want)
 		if len(holders) >= want {
 			continue
 		}
@@ -429,7 +431,7 @@ func (m *Mesh) keepSpread(ctx context.Context) {
 		var placed []string
 		for range want - len(holders) {
 			pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			node, _, err := m.placeOnPeer(pctx, e.Cell, "", e.Min, reason, placed)
+			node, _, err := m.placeOnPeer(pctx, e.Cell, "", e.Min, reason, placed, true)
 			cancel()
 			if err != nil {
 				m.log.Warn("keeping a cell spread across nodes", "cell", e.Cell, "err", err)
@@ -450,6 +452,71 @@ func (m *Mesh) keepSpread(ctx context.Context) {
 	}
 }
 
+// overFor is how long a cell must stay on more nodes than it asks before
+// a spread copy is drained: the views of the holders settle first.
+const overFor = 10 * time.Second
+
+// trimSpread drains this node's copy of a spread cell when the cell has
+// been on more nodes than it asks (want) for overFor and this copy is
+// among the extra ones: of the holders whose copy was placed for spread,
+// the last ones by rendezvous go, as many as there are extra. The home's
+// copy, stand-ins and copies cloned on purpose are never drained here.
+func (m *Mesh) trimSpread(ctx context.Context, e Entry, holders []string, want int) {
+	m.place.mu.Lock()
+	mine := m.place.placed[e.Cell].Spread
+	extra := len(holders) - want
+	if !mine || extra <= 0 {
+		delete(m.place.overSince, e.Cell)
+		m.place.mu.Unlock()
+		return
+	}
+	if m.place.overSince == nil {
+		m.place.overSince = map[string]time.Time{}
+	}
+	since, ok := m.place.overSince[e.Cell]
+	if !ok {
+		m.place.overSince[e.Cell] = time.Now()
+	}
+	var spread []string
+	for _, h := range holders {
+		if h == m.cfg.Name {
+			spread = append(spread, h)
+			continue
+		}
+		for _, pe := range m.place.catalogs[h].entries {
+			if pe.Cell == e.Cell && pe.Spread {
+				spread = append(spread, h)
+			}
+		}
+	}
+	m.place.mu.Unlock()
+	if !ok || time.Since(since) < overFor {
+		return
+	}
+	ranked := Rendezvous(e.Cell, spread)
+	if i := slices.Index(ranked, m.cfg.Name); i < len(ranked)-extra {
+		return
+	}
+	m.place.mu.Lock()
+	delete(m.place.overSince, e.Cell)
+	m.place.mu.Unlock()
+	dctx, cancel := context.WithTimeout(ctx, m.cfg.DrainTimeout)
+	removed := m.reg.Remove(dctx, e.Cell)
+	cancel()
+	m.forget(e.Cell)
+	if !removed {
+		return
+	}
+	m.host.ForgetIntent(e.Cell)
+	why := fmt.Sprintf("spread across %d nodes: on %d (%s), this copy one too many", want, len(holders), strings.Join(holders, ", "))
+	if _, err := m.cfg.Journal.Append(journal.Entry{Cell: e.Cell, Verb: "decay", Args: []string{"all"}, Rule: "fabric",
+		Origin: why, Outcome: journal.Done, Message: "spread copy drained and removed"}); err != nil {
+		m.log.Error("journal", "err", err)
+	}
+	m.log.Info("drained a spread copy the cell no longer needs", "cell", e.Cell, "why", why)
+	go m.updateMeta(context.WithoutCancel(ctx))
+}
+
 // ErrNoPeer is returned when a placement finds no live peer to use.
 var ErrNoPeer = errors.New("no live peer")
 
@@ -458,12 +525,12 @@ var ErrNoPeer = errors.New("no live peer")
 // loaded) to serve replicas of a local cell; the peer fetches the module
 // by hash if it lacks it. It returns the node and its live replicas.
 func (m *Mesh) PlaceOnPeer(ctx context.Context, cellName, node string, replicas int, reason string) (string, int, error) {
-	return m.placeOnPeer(ctx, cellName, node, replicas, reason, nil)
+	return m.placeOnPeer(ctx, cellName, node, replicas, reason, nil, false)
 }
 
 // placeOnPeer is PlaceOnPeer choosing none of also (nodes just placed on,
-// not in the news yet).
-func (m *Mesh) placeOnPeer(ctx context.Context, cellName, node string, replicas int, reason string, also []string) (string, int, error) {
+// not in the news yet), the copy marked as placed for spread if spread.
+func (m *Mesh) placeOnPeer(ctx context.Context, cellName, node string, replicas int, reason string, also []string, spread bool) (string, int, error) {
 	var entry *Entry
 	for _, e := range m.catalog() {
 		if e.Cell == cellName {
@@ -474,6 +541,7 @@ func (m *Mesh) placeOnPeer(ctx context.Context, cellName, node string, replicas 
 		return "", 0, fmt.Errorf("no cell %s on this node", cellName)
 	}
 	entry.StandInFor = "" // the peer's copy is placed, not a stand-in
+	entry.Spread = spread
 	if node == "" {
 		pl := m.host.Placement(cellName)
 		members := m.Members()
