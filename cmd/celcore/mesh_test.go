@@ -427,6 +427,13 @@ func TestMeshWithdrawnWithItsHome(t *testing.T) {
 	spreadOn(3)
 	a.remove("hello")
 	spreadOn(0)
+	// Withdrawn, hello is gone for good: 404 at once, not a transition's
+	// wait and 503, even after hb has pulled ha's catalog without it.
+	b := c.nodes["hb"]
+	eventually(t, "hb to see ha without hello", func() bool { return !slices.Contains(b.nodes()["ha"].Cells, "hello") })
+	if r := b.get("/hello"); r.status != 404 {
+		t.Fatalf("GET /hello on hb after its home withdrew it: %d %q, want 404", r.status, r.body)
+	}
 	for _, name := range []string{"hb", "hc"} {
 		e := find(c.nodes[name].journal("hello"), func(e journalEntry) bool { return e.Verb == "decay" })
 		if e == nil || e.Origin != "node ha, the cell's home, withdrew it" {

@@ -99,6 +99,9 @@ func (m *Mesh) noteSeenLocked(entries []Entry) {
 	}
 	now := time.Now()
 	for _, e := range entries {
+		if w, ok := m.place.withdrawn[e.Cell]; ok && now.Before(w.until) {
+			continue // its home withdrew it: gone for good, 404
+		}
 		m.place.seen[e.Cell] = now
 	}
 	for name, at := range m.place.seen {
