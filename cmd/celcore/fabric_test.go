@@ -415,6 +415,26 @@ func (c *nsCluster) keepsModule(from, cellName string) {
 	})
 }
 
+// threeWithCounterOnC starts nodes pa, pb and pc on ports base, base+1
+// and base+2 (pb and pc joining pa), waits until they see each other,
+// drops counter on pc and waits until it serves there and every node keeps
+// its module.
+func (c *nsCluster) threeWithCounterOnC(base int) (a, b, pc *proc) {
+	c.t.Helper()
+	seed := fmt.Sprint("127.0.0.1:", base)
+	a = c.start("pa", fmt.Sprint(base), "")
+	b = c.start("pb", fmt.Sprint(base+1), seed)
+	pc = c.start("pc", fmt.Sprint(base+2), seed)
+	eventually(c.t, "three alive nodes", func() bool {
+		ns := a.nodes()
+		return len(ns) == 3 && ns["pb"].State == "alive" && ns["pc"].State == "alive"
+	})
+	pc.drop("counter", testbuild.Cell(c.t, "counter"))
+	eventually(c.t, "counter serving on C", func() bool { return pc.listCells()["counter"].State == "serving" })
+	c.keepsModule("pc", "counter")
+	return a, b, pc
+}
+
 // TestFabricPartitionHeals: three nodes in a network namespace the test
 // creates; nftables cuts node C off. Each side declares the other dead, and
 // the cell only C served is taken over on exactly one of A and B. When the
@@ -422,16 +442,7 @@ func (c *nsCluster) keepsModule(from, cellName string) {
 // drained: one copy of the cell, on C, as before.
 func TestFabricPartitionHeals(t *testing.T) {
 	cl := newNSCluster(t)
-	a := cl.start("pa", "17001", "")
-	cl.start("pb", "17002", "127.0.0.1:17001")
-	c := cl.start("pc", "17003", "127.0.0.1:17001")
-	eventually(t, "three alive nodes", func() bool {
-		ns := a.nodes()
-		return len(ns) == 3 && ns["pb"].State == "alive" && ns["pc"].State == "alive"
-	})
-	c.drop("counter", testbuild.Cell(t, "counter"))
-	eventually(t, "counter serving on C", func() bool { return c.listCells()["counter"].State == "serving" })
-	cl.keepsModule("pc", "counter")
+	a, _, c := cl.threeWithCounterOnC(17001)
 
 	cl.nft("table inet celpart {\n chain out {\n  type filter hook output priority 0;\n  udp sport 17003 drop\n  udp dport 17003 drop\n }\n}\n")
 	eventually(t, "A to see C dead and counter taken over on A or B", func() bool {
@@ -458,16 +469,7 @@ func TestFabricPartitionHeals(t *testing.T) {
 // stand-in yields to it: one copy, on C.
 func TestFabricDuplicateStandInsResolve(t *testing.T) {
 	cl := newNSCluster(t)
-	a := cl.start("pa", "17101", "")
-	b := cl.start("pb", "17102", "127.0.0.1:17101")
-	c := cl.start("pc", "17103", "127.0.0.1:17101")
-	eventually(t, "three alive nodes", func() bool {
-		ns := a.nodes()
-		return len(ns) == 3 && ns["pb"].State == "alive" && ns["pc"].State == "alive"
-	})
-	c.drop("counter", testbuild.Cell(t, "counter"))
-	eventually(t, "counter serving on C", func() bool { return c.listCells()["counter"].State == "serving" })
-	cl.keepsModule("pc", "counter")
+	a, b, _ := cl.threeWithCounterOnC(17101)
 
 	cl.nft("table inet cutc {\n chain out {\n  type filter hook output priority 0;\n  udp sport 17103 drop\n  udp dport 17103 drop\n }\n}\n")
 	cl.nft("table inet cutab {\n chain out {\n  type filter hook output priority 0;\n" +
