@@ -260,11 +260,12 @@ func (e *Engine) Compile(ctx context.Context, src []byte, opts CompileOptions) (
 	if opts.Background {
 		done := make(chan struct{})
 		go func() {
-			// The thread is never unlocked: it ends with this goroutine,
-			// so its lower priority goes with it.
 			runtime.LockOSThread()
-			lowerThreadPriority(backgroundNice)
+			restore := lowerThreadPriority(backgroundNice)
 			ent.mod, ent.err = e.compile(ctx, src, key, 1)
+			if restore() {
+				runtime.UnlockOSThread()
+			} // else the thread stays locked and ends with this goroutine
 			close(done)
 		}()
 		<-done
