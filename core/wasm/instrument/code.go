@@ -26,6 +26,7 @@ const (
 	immPrefixFC        // 0xFC: misc (saturating truncation, bulk memory, tables)
 	immPrefixFD        // 0xFD: SIMD
 	immPrefixFE        // 0xFE: threads
+	immTableSet        // table.set: one u32 index; changes a table
 )
 
 // Opcodes that matter to the rewriter.
@@ -90,7 +91,6 @@ var opClass = func() (t [256]uint8) {
 		0x14, // call_ref (type)
 		0x15, // return_call_ref (type)
 		0x25, // table.get
-		0x26, // table.set
 		0x3f, // memory.size (memory index; a zero byte before multi-memory)
 		0x40, // memory.grow
 		0xd2, // ref.func
@@ -113,6 +113,7 @@ var opClass = func() (t [256]uint8) {
 	set(immPrefixFC, 0xfc)
 	set(immPrefixFD, 0xfd)
 	set(immPrefixFE, 0xfe)
+	set(immTableSet, 0x26)
 	return t
 }()
 
@@ -198,6 +199,9 @@ func (s *rewriter) scanExpr(b []byte, p int, collect bool) (int, *scanError) {
 				continue
 			}
 			p = skipLEB(b, p, 5)
+		case immTableSet:
+			s.noSnapshot("function %d changes a table (table.set), and tables are not captured", s.tableFn)
+			p = skipU32(b, p)
 		case immLoop:
 			depth++
 			p = skipBlockType(b, p)
@@ -261,6 +265,9 @@ func (s *rewriter) scanExpr(b []byte, p int, collect bool) (int, *scanError) {
 			var sub uint32
 			if sub, p = readU32(b, p); p < 0 {
 				return 0, s.immErr(start, p, "0xfc")
+			}
+			if sub >= 12 && sub <= 17 && sub != 16 {
+				s.noSnapshot("function %d changes a table (0xfc %d), and tables are not captured", s.tableFn, sub)
 			}
 			switch {
 			case sub <= 7: // saturating truncation

@@ -3,6 +3,7 @@ package instrument
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -73,6 +74,45 @@ type Options struct {
 	// memories a cap above 65536 pages acts as 65536, the largest maximum
 	// they can declare.
 	MaxMemoryPages uint32
+
+	// Snapshot prepares the module for pre-initialised snapshots (see
+	// Prepare): every mutable global the module defines is exported as
+	// SnapshotGlobalPrefix followed by its index, and the data section is
+	// taken out of the module and returned in Prepared.Data, for the host to
+	// lay into memory itself. When the module's state cannot be captured
+	// soundly, nothing is taken out and Prepared.NoSnapshot says why.
+	Snapshot bool
+}
+
+// SnapshotGlobalPrefix starts the export names Options.Snapshot gives the
+// module's mutable globals: "__cel_g3" is global 3.
+const SnapshotGlobalPrefix = "__cel_g"
+
+// Prepared is a rewritten module and what a host needs to snapshot it.
+type Prepared struct {
+	// Module is the rewritten module.
+	Module []byte
+	// NoSnapshot, when not empty, says why the module's state cannot be
+	// captured (Options.Snapshot was set); Module then keeps its data
+	// section and Data and Globals are empty.
+	NoSnapshot string
+	// Data are the module's active data segments, in order, when they were
+	// taken out of Module: the host lays them into memory 0 before the
+	// first instruction runs, as instantiation would have.
+	Data []Segment
+	// Globals are the indices of the module's mutable globals, each
+	// exported as SnapshotGlobalPrefix followed by the index.
+	Globals []uint32
+	// MemoryPages is the minimum size of memory 0 in 64 KiB pages.
+	MemoryPages uint32
+}
+
+// Segment is an active data segment of memory 0.
+type Segment struct {
+	// Offset is where the segment starts in memory.
+	Offset uint32
+	// Bytes are its contents (a slice of the input module).
+	Bytes []byte
 }
 
 var (
@@ -199,6 +239,7 @@ type rewriter struct {
 	importedMemories uint32
 	importedGlobals  uint32
 	definedGlobals   uint32
+	definedMemories  uint32
 	declaredFuncs    uint32
 
 	needGlobals bool   // the new globals are still to be written
@@ -210,6 +251,12 @@ type rewriter struct {
 	check       []byte // the sequence injected at each check site
 
 	tooBig bool // a rewritten section outgrew the 32-bit size field
+
+	noSnap     string   // why the module cannot be snapshotted (Options.Snapshot)
+	mutGlobals []uint32 // indices of the defined mutable globals (Options.Snapshot)
+	segments   []Segment
+	memPages   uint32
+	tableFn    int // the function being scanned, for noSnapshot
 
 	locs []int // scratch: loop header positions of the current body
 
@@ -223,6 +270,21 @@ type rewriter struct {
 // Instrument returns a rewritten copy of the module. The input is never
 // modified. See the package documentation for what is injected.
 func Instrument(wasm []byte, opts Options) ([]byte, error) {
+	p, err := Prepare(wasm, opts)
+	if err != nil {
+		return nil, err
+	}
+	return p.Module, nil
+}
+
+// Prepare is Instrument that also returns what Options.Snapshot found. A
+// module can be snapshotted when it defines exactly one 32-bit, unshared
+// memory and imports none; imports no globals; has no start function; its
+// data segments are all active, at constant offsets in memory 0, without a
+// data count section (so no memory.init or data.drop can refer to them);
+// and no function changes a table (table.set, table.grow, table.fill,
+// table.copy, table.init, elem.drop), since tables are not captured.
+func Prepare(wasm []byte, opts Options) (*Prepared, error) {
 	if len(wasm) < 8 {
 		return nil, &Error{Offset: -1, Func: -1, Msg: fmt.Sprintf("module is %d bytes, too short for the 8-byte header", len(wasm))}
 	}
@@ -252,13 +314,34 @@ func Instrument(wasm []byte, opts Options) ([]byte, error) {
 		// avoids regrowing the buffer for typical modules.
 		out:         make([]byte, 0, len(wasm)+len(wasm)/8+64),
 		needGlobals: opts.InterruptGlobal != "" || opts.YieldInterval != 0,
-		needExport:  opts.InterruptGlobal != "",
+		needExport:  opts.InterruptGlobal != "" || opts.Snapshot,
 		needMemory:  opts.YieldInterval != 0,
 	}
 	if err := r.run(); err != nil {
 		return nil, err
 	}
-	return r.out, nil
+	p := &Prepared{Module: r.out}
+	if !opts.Snapshot {
+		return p, nil
+	}
+	if r.noSnap == "" && r.memPages == 0 && r.importedMemories+r.definedMemories == 0 {
+		r.noSnap = "the module has no memory"
+	}
+	if r.noSnap != "" {
+		// The data section was kept when the reason was found before it;
+		// a reason found after it (none today) would need a second pass.
+		p.NoSnapshot = r.noSnap
+		return p, nil
+	}
+	p.Data, p.Globals, p.MemoryPages = r.segments, r.mutGlobals, r.memPages
+	return p, nil
+}
+
+// noSnapshot records the first reason the module cannot be snapshotted.
+func (r *rewriter) noSnapshot(format string, args ...any) {
+	if r.opts.Snapshot && r.noSnap == "" {
+		r.noSnap = fmt.Sprintf(format, args...)
+	}
 }
 
 func (r *rewriter) run() error {
@@ -309,7 +392,14 @@ func (r *rewriter) run() error {
 			err = r.elements(q, end)
 			r.out = append(r.out, in[start:end]...)
 		case secData:
-			err = r.data(q, end)
+			if err = r.data(q, end); err == nil && !r.takeData(q, end) {
+				r.out = append(r.out, in[start:end]...)
+			}
+		case secStart:
+			r.noSnapshot("the module has a start function, which would run again on every restore")
+			r.out = append(r.out, in[start:end]...)
+		case secDataCount:
+			r.noSnapshot("the module has a data count section (bulk-memory data segments)")
 			r.out = append(r.out, in[start:end]...)
 		case secImport:
 			err = r.imports(q, end)
@@ -476,15 +566,36 @@ func (r *rewriter) merged() bool {
 
 // newExports is the number of exports Instrument adds.
 func (r *rewriter) newExports() uint32 {
-	if r.merged() {
-		return 2
+	n := uint32(0)
+	if r.opts.InterruptGlobal != "" {
+		n++
 	}
-	return 1
+	if r.merged() {
+		n++
+	}
+	if r.noSnap == "" {
+		n += uint32(len(r.mutGlobals))
+	}
+	return n
 }
 
 // appendExport appends the export of the interrupt global (and of the
-// countdown, when merged).
+// countdown, when merged) and the snapshot exports of mutable globals.
 func (r *rewriter) appendExport() {
+	r.needExport = false
+	if r.noSnap == "" {
+		var name []byte
+		for _, g := range r.mutGlobals {
+			name = strconv.AppendUint(append(name[:0], SnapshotGlobalPrefix...), uint64(g), 10)
+			r.out = appendU32(r.out, uint32(len(name)))
+			r.out = append(r.out, name...)
+			r.out = append(r.out, 0x03)
+			r.out = appendU32(r.out, g)
+		}
+	}
+	if r.opts.InterruptGlobal == "" {
+		return
+	}
 	r.out = appendU32(r.out, uint32(len(r.opts.InterruptGlobal)))
 	r.out = append(r.out, r.opts.InterruptGlobal...)
 	r.out = append(r.out, 0x03) // global
@@ -495,7 +606,6 @@ func (r *rewriter) appendExport() {
 		r.out = append(r.out, 0x03)
 		r.out = appendU32(r.out, r.cntIndex)
 	}
-	r.needExport = false
 }
 
 // openSection starts a section whose size is not known yet, reserving five
@@ -610,7 +720,9 @@ func (r *rewriter) imports(p, end int) error {
 				r.memory0Is64 = flags&4 != 0
 			}
 			r.importedMemories++
+			r.noSnapshot("the module imports a memory")
 		case 0x03: // global: value type, mutability
+			r.noSnapshot("the module imports a global")
 			if p = skipValType(in, p); p >= 0 {
 				if p++; p > end {
 					p = errTrunc
@@ -673,6 +785,7 @@ func (r *rewriter) memories(sec, p, end int) error {
 	if err != nil {
 		return err
 	}
+	r.definedMemories = count
 	rewrite := r.opts.MaxMemoryPages != 0
 	start := 0
 	if rewrite {
@@ -692,6 +805,15 @@ func (r *rewriter) memories(sec, p, end int) error {
 		}
 		if idx == 0 {
 			r.memory0Is64 = flags&4 != 0
+			r.memPages = uint32(min)
+		}
+		switch {
+		case idx > 0:
+			r.noSnapshot("the module defines %d memories", r.importedMemories+count)
+		case flags&4 != 0:
+			r.noSnapshot("memory 0 is a 64-bit memory")
+		case flags&2 != 0:
+			r.noSnapshot("memory 0 is shared")
 		}
 		if !rewrite {
 			continue
@@ -737,6 +859,8 @@ func (r *rewriter) globals(sec, p, end int) error {
 		if p = skipValType(in, p); p >= 0 {
 			if p++; p > end {
 				p = errTrunc
+			} else if in[p-1] == 1 && r.opts.Snapshot {
+				r.mutGlobals = append(r.mutGlobals, r.importedGlobals+i)
 			}
 		}
 		if p < 0 {
@@ -793,6 +917,9 @@ func (r *rewriter) exports(sec, p, end int) error {
 		if r.needExport && r.merged() && string(name) == r.opts.CountdownGlobal {
 			return &Error{Section: "export", Offset: at, Func: -1, kind: ErrExportExists,
 				Msg: fmt.Sprintf("export %d is already named %q, the CountdownGlobal name", i, r.opts.CountdownGlobal)}
+		}
+		if r.opts.Snapshot && len(name) > len(SnapshotGlobalPrefix) && string(name[:len(SnapshotGlobalPrefix)]) == SnapshotGlobalPrefix {
+			r.noSnapshot("export %d is named %q, a name snapshots use", i, name)
 		}
 		if p >= end {
 			return r.errAt("export", at, "export %d: unexpected end of data", i)
@@ -851,11 +978,19 @@ func (r *rewriter) code(sec, p, end int) error {
 		p = q + int(size)
 		fn := int(r.importedFuncs + i)
 		if !rewrite {
-			if _, err := r.locals(q, p, fn); err != nil {
+			expr, err := r.locals(q, p, fn)
+			if err != nil {
 				return err
+			}
+			if r.opts.Snapshot && r.noSnap == "" {
+				r.tableFn = fn
+				if _, serr := r.scanExpr(r.in[q:p], expr, false); serr != nil {
+					return bodyError(fn, q+serr.pos, nil, "%s", serr.msg)
+				}
 			}
 			continue
 		}
+		r.tableFn = fn
 		if err := r.body(q, p, fn); err != nil {
 			return err
 		}

@@ -275,3 +275,41 @@ func (r *rewriter) names(p, end int) error {
 	}
 	return nil
 }
+
+// takeData collects the data section's segments into r.segments, when
+// Options.Snapshot is set and the module can be snapshotted, and reports
+// whether it did (the section is then left out of the output). A segment
+// that is passive, in another memory, or at an offset that is not a
+// constant makes the module one that cannot be snapshotted. The section
+// was checked by data.
+func (r *rewriter) takeData(p, end int) bool {
+	if !r.opts.Snapshot || r.noSnap != "" {
+		return false
+	}
+	in := r.in[:end]
+	count, p := readU32(in, p)
+	segs := make([]Segment, 0, min(count, 1<<16))
+	for i := uint32(0); i < count; i++ {
+		var flags uint32
+		flags, p = readU32(in, p)
+		if flags != 0 {
+			r.noSnapshot("data segment %d is not an active segment of memory 0", i)
+			return false
+		}
+		// The offset must be exactly i32.const N; end.
+		if p >= end || in[p] != opI32Const {
+			r.noSnapshot("data segment %d has an offset that is not a constant", i)
+			return false
+		}
+		off, q := readS33(in, p+1)
+		if q < 0 || q >= end || in[q] != opEnd {
+			r.noSnapshot("data segment %d has an offset that is not a constant", i)
+			return false
+		}
+		n, q2 := readU32(in, q+1)
+		segs = append(segs, Segment{Offset: uint32(off), Bytes: in[q2 : q2+int(n) : q2+int(n)]})
+		p = q2 + int(n)
+	}
+	r.segments = segs
+	return true
+}
