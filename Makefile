@@ -116,7 +116,7 @@ fleet: fleet-deps
 # Benchmarks print as a table, each beside its peers (raw output in bin/bench.txt).
 bench:
 	@mkdir -p $(BIN)
-	set -o pipefail; few='^(BenchmarkCompile|BenchmarkRestartFirstRequest|BenchmarkCloneToPeer|BenchmarkFailureDetection)$$'; paced='^BenchmarkKernelEventToRule$$'; \
+	set -o pipefail; few='^(BenchmarkCompile|BenchmarkRestartFirstRequest|BenchmarkCloneToPeer|BenchmarkFailureDetection|BenchmarkReplicaMemory)$$'; paced='^BenchmarkKernelEventToRule$$'; \
 	{ $(GO) test -run '^$$' -bench "$$few" -benchtime 5x -count 1 -timeout 30m ./...; s1=$$?; \
 	  $(GO) test -run '^$$' -bench "$$paced" -benchtime 20x -count 1 -timeout 30m ./cmd/celcore; s3=$$?; \
 	  $(GO) test -run '^$$' -bench . -skip "$$few|$$paced" -benchtime $(BENCH_TIME) -count 1 -timeout 30m ./...; s2=$$?; \

@@ -39,7 +39,7 @@ func (m *Module) RunCommand(ctx context.Context, req CommandRequest) error {
 		k, v, _ := strings.Cut(kv, "=")
 		cfg = cfg.WithEnv(k, v)
 	}
-	mod, err := m.instantiate(gctx, cfg)
+	mod, err := m.instantiateFrom(gctx, cfg, nil)
 	if err != nil {
 		return err
 	}

@@ -58,6 +58,11 @@ type Config struct {
 	// Retain is how many compiled modules no cell references are kept in
 	// memory, so that a removed and re-added module is not compiled again.
 	Retain int
+	// NoSnapshots compiles modules as they are and starts every replica by
+	// instantiating the module and running _initialize: no pre-initialised
+	// snapshots. For comparison in benchmarks, and as a way out should a
+	// module misbehave when restored.
+	NoSnapshots bool
 }
 
 // InterruptMode is how a call past its time limit is stopped.
@@ -90,6 +95,7 @@ func (m InterruptMode) String() string {
 // Engine compiles and runs cell modules. It is safe for concurrent use.
 type Engine struct {
 	mode    InterruptMode
+	nosnap  bool
 	rt      wazero.Runtime
 	rc      wazero.RuntimeConfig // rt's configuration
 	cached  bool                 // rt writes compiled code to a disk cache
@@ -149,6 +155,7 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		mode:    cfg.Interrupt,
+		nosnap:  cfg.NoSnapshots,
 		rt:      rt,
 		rc:      rc,
 		cached:  cfg.CacheDir != "",
@@ -298,12 +305,22 @@ func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey, workers
 		opts.YieldInterval = yieldInterval
 		opts.CountdownGlobal = countdownGlobal
 	}
-	inst, err := instrument.Instrument(src, opts)
+	opts.Snapshot = !e.nosnap
+	prep, err := instrument.Prepare(src, opts)
 	if err != nil {
 		return nil, fmt.Errorf("not a usable WebAssembly module: %w", err)
 	}
+	sha := hex.EncodeToString(key.sha[:])
+	var data *image
+	if e.nosnap {
+		prep.NoSnapshot = "snapshots are off on this node"
+	} else if prep.NoSnapshot == "" {
+		if data, err = dataImage(sha, prep); err != nil {
+			return nil, fmt.Errorf("not a usable WebAssembly module: %w", err)
+		}
+	}
 	cctx := experimental.WithCompilationWorkers(ctx, workers)
-	cm, rt, cacheErr, err := e.compileCached(cctx, inst, key)
+	cm, rt, cacheErr, err := e.compileCached(cctx, prep.Module, key)
 	if err != nil {
 		return nil, fmt.Errorf("compiling module: %w", err)
 	}
@@ -313,12 +330,15 @@ func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey, workers
 		return nil, err
 	}
 	m := &Module{
-		SHA256:      hex.EncodeToString(key.sha[:]),
+		SHA256:      sha,
 		ABI:         abi,
 		Size:        len(src),
 		CompileTime: time.Since(start),
 		CacheError:  cacheErr,
+		NoSnapshot:  prep.NoSnapshot,
 		engine:      e,
+		data:        data,
+		globals:     globalNames(prep.Globals),
 		rt:          rt,
 		key:         key,
 		compiled:    cm,

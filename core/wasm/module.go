@@ -51,8 +51,17 @@ type Module struct {
 	// it again.
 	CacheError string
 
+	// NoSnapshot, when not empty, says why replicas of this reactor start
+	// by instantiating the module and running _initialize rather than from
+	// a pre-initialised snapshot.
+	NoSnapshot string
+
 	engine      *Engine
-	rt          wazero.Runtime // the runtime it was compiled in
+	data        *image   // the module's data laid out in memory, when taken out of it
+	globals     []string // export names of the mutable globals a snapshot holds
+	snapMu      sync.Mutex
+	inits       map[string]*Snapshot // pre-initialised snapshots by argv[0]
+	rt          wazero.Runtime       // the runtime it was compiled in
 	key         moduleKey
 	compiled    wazero.CompiledModule
 	releaseOnce sync.Once

@@ -18,6 +18,8 @@ const MaxResponse = 64 << 20
 // Reactor is one live instance of a reactor module. It is not safe for
 // concurrent use: a pool hands each instance to one request at a time.
 type Reactor struct {
+	m      *Module
+	clock  func() int64 // the instance's monotonic clock
 	mod    api.Module
 	mem    api.Memory
 	alloc  api.Function
@@ -55,46 +57,39 @@ func baseModuleConfig() wazero.ModuleConfig {
 		WithRandSource(rand.Reader)
 }
 
-// NewReactor instantiates the module and runs its _initialize export.
+// NewReactor starts an instance: from the module's pre-initialised
+// snapshot for this cell when there is one, else by instantiating the
+// module and running its _initialize export — after which, for a module
+// that can be snapshotted, the fresh instance is captured so that the next
+// replicas start from it.
 func (m *Module) NewReactor(ctx context.Context, cfg InstanceConfig) (*Reactor, error) {
 	if m.ABI != ABIReactor {
 		return nil, fmt.Errorf("module %s is a %s, not a reactor", m.SHA256[:12], m.ABI)
 	}
-	gctx := cfg.guestContext(m.engine.log)
-	g := guestFrom(gctx)
-	mcfg := baseModuleConfig().
-		WithArgs(cfg.Cell).
-		WithStdout(newLogWriter(g.log, cfg.Cell, "stdout")).
-		WithStderr(newLogWriter(g.log, cfg.Cell, "stderr"))
-	mod, err := m.instantiate(gctx, mcfg)
+	if s := m.initSnapshot(cfg.Cell); s != nil {
+		return m.NewReactorFrom(ctx, cfg, s)
+	}
+	r, err := m.newInstance(ctx, cfg, nil, 0)
 	if err != nil {
 		return nil, err
 	}
-	r := &Reactor{
-		mod:    mod,
-		mem:    mod.Memory(),
-		alloc:  mod.ExportedFunction("cel_alloc"),
-		handle: mod.ExportedFunction("cel_handle"),
-		ctx:    gctx,
-	}
-	if r.mem == nil || r.alloc == nil || r.handle == nil {
-		_ = mod.Close(context.Background())
-		return nil, errors.New("instantiated module lacks its ABI exports")
-	}
-	if r.intr, err = m.interrupter(mod); err != nil {
-		_ = mod.Close(context.Background())
-		return nil, err
-	}
-	if init := mod.ExportedFunction("_initialize"); init != nil {
-		err := r.intr.run(ctx, gctx, cfg.InitTimeout, func(cctx context.Context) error {
+	if init := r.mod.ExportedFunction("_initialize"); init != nil {
+		err := r.intr.run(ctx, r.ctx, cfg.InitTimeout, func(cctx context.Context) error {
 			if err := init.CallWithStack(cctx, r.stack[:]); err != nil {
 				return trapError("_initialize", err)
 			}
 			return nil
 		})
 		if err != nil {
-			_ = mod.Close(context.Background())
+			_ = r.Close(context.Background())
 			return nil, fmt.Errorf("initializing module %s: %w", m.SHA256[:12], err)
+		}
+	}
+	if m.snapshotable() {
+		if s, err := r.Snapshot(); err == nil {
+			m.keepInit(cfg.Cell, s)
+		} else {
+			m.engine.log.Warn("cannot snapshot a fresh instance; replicas initialise one by one", "cell", cfg.Cell, "sha256", m.SHA256[:12], "err", err)
 		}
 	}
 	return r, nil

@@ -1,0 +1,185 @@
+package wasm
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/celluster/celluster/core/testbuild"
+	"github.com/celluster/celluster/pluginapi/cellabi"
+)
+
+// get sends GET /path to r and returns the body.
+func get(t testing.TB, r *Reactor, path string) string {
+	t.Helper()
+	env := cellabi.AppendRequest(nil, &cellabi.Request{Method: "GET", Path: path})
+	out, err := r.Handle(context.Background(), 10*time.Second, env)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	resp, err := cellabi.DecodeResponse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != 200 {
+		t.Fatalf("GET %s: status %d: %s", path, resp.Status, resp.Body)
+	}
+	return string(resp.Body)
+}
+
+func compileCell(t testing.TB, e *Engine, name string) *Module {
+	t.Helper()
+	m, err := e.Compile(context.Background(), testbuild.Cell(t, name), CompileOptions{MemoryLimit: 128 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Release)
+	return m
+}
+
+func newReactor(t testing.TB, m *Module, cell string) *Reactor {
+	t.Helper()
+	r, err := m.NewReactor(context.Background(), InstanceConfig{Cell: cell, InitTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(context.Background()) })
+	return r
+}
+
+// TestReplicasStartFromTheInitSnapshot: the first replica of a Go reactor
+// runs _initialize and is captured; later replicas start from that
+// capture, each with its own state, and keep serving through many
+// requests (the guest's garbage collector runs and its memory grows).
+func TestReplicasStartFromTheInitSnapshot(t *testing.T) {
+	e, _ := newEngine(t, Config{})
+	m := compileCell(t, e, "counter")
+	if m.NoSnapshot != "" {
+		t.Fatalf("counter cannot be snapshotted: %s", m.NoSnapshot)
+	}
+	if m.InitSnapshot("counter") != nil {
+		t.Fatal("a snapshot exists before the first replica")
+	}
+	first := newReactor(t, m, "counter")
+	s := m.InitSnapshot("counter")
+	if s == nil {
+		t.Fatal("no snapshot after the first replica")
+	}
+	if s.Size()%PageSize != 0 || s.Size() < 32*PageSize {
+		t.Fatalf("snapshot of %d bytes", s.Size())
+	}
+	if got := get(t, first, "/counter"); got != "1\n" {
+		t.Fatalf("first replica: %q", got)
+	}
+	// Two replicas from the snapshot count on their own from 1.
+	a, b := newReactor(t, m, "counter"), newReactor(t, m, "counter")
+	for i := 1; i <= 3; i++ {
+		if got := get(t, a, "/counter"); got != strconv.Itoa(i)+"\n" {
+			t.Fatalf("replica a, request %d: %q", i, got)
+		}
+	}
+	if got := get(t, b, "/counter"); got != "1\n" {
+		t.Fatalf("replica b shares a's state: %q", got)
+	}
+	// Many requests: the Go runtime allocates, collects and grows memory
+	// in an instance that never ran _initialize itself.
+	h := compileCell(t, e, "hello")
+	newReactor(t, h, "hello") // the capture
+	r := newReactor(t, h, "hello")
+	before := r.MemorySize()
+	for i := 0; i < 3000; i++ {
+		if got := get(t, r, "/hello/"+strings.Repeat("x", i%512)); !strings.HasPrefix(got, "Hello") {
+			t.Fatalf("request %d: %q", i, got)
+		}
+	}
+	t.Logf("memory %d → %d pages over 3000 requests", before/PageSize, r.MemorySize()/PageSize)
+}
+
+// TestSnapshotOfALiveReplica: a replica captured between requests
+// continues, in a new instance, from the count it had.
+func TestSnapshotOfALiveReplica(t *testing.T) {
+	e, _ := newEngine(t, Config{})
+	m := compileCell(t, e, "counter")
+	r := newReactor(t, m, "counter")
+	for i := 0; i < 3; i++ {
+		get(t, r, "/counter")
+	}
+	s, err := r.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := m.NewReactorFrom(context.Background(), InstanceConfig{Cell: "counter"}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close(context.Background())
+	if got := get(t, f, "/counter"); got != "4\n" {
+		t.Fatalf("restored replica: %q, want 4", got)
+	}
+	// The source goes on on its own: copy-on-write, not shared.
+	if got := get(t, r, "/counter"); got != "4\n" {
+		t.Fatalf("source replica after the fork: %q, want 4", got)
+	}
+	if got := get(t, f, "/counter"); got != "5\n" {
+		t.Fatalf("restored replica: %q, want 5", got)
+	}
+
+	// A snapshot is bound to its module.
+	h := compileCell(t, e, "hello")
+	if _, err := h.NewReactorFrom(context.Background(), InstanceConfig{Cell: "hello"}, s); err == nil ||
+		!strings.Contains(err.Error(), "snapshot of module "+m.SHA256[:12]) {
+		t.Fatalf("foreign snapshot: err = %v", err)
+	}
+}
+
+// TestRestoredClockNeverRunsBackwards: a snapshot whose guest clock is
+// ahead of this host's (taken on another host, or before a reboot) gives
+// an instance whose clock starts past it.
+func TestRestoredClockNeverRunsBackwards(t *testing.T) {
+	e, _ := newEngine(t, Config{})
+	m := compileCell(t, e, "counter")
+	r := newReactor(t, m, "counter")
+	s, err := r.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := *s
+	ahead.nanotime = hostNanotime() + int64(time.Hour)
+	f, err := m.NewReactorFrom(context.Background(), InstanceConfig{Cell: "counter"}, &ahead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close(context.Background())
+	if got := f.clock(); got <= ahead.nanotime {
+		t.Fatalf("restored clock reads %d, not past the snapshot's %d", got, ahead.nanotime)
+	}
+	if got := get(t, f, "/counter"); got != "1\n" {
+		t.Fatalf("restored replica: %q", got)
+	}
+	// A snapshot from the past leaves the clock as the host's.
+	if off := guestClock(s.nanotime)() - hostNanotime(); off > int64(time.Second) || off < -int64(time.Second) {
+		t.Fatalf("clock offset %v for a snapshot from the past", time.Duration(off))
+	}
+}
+
+// TestNoSnapshotsIsThePlainPath: with snapshots off, replicas initialise
+// one by one and no capture is made.
+func TestNoSnapshotsIsThePlainPath(t *testing.T) {
+	e, _ := newEngine(t, Config{NoSnapshots: true})
+	m := compileCell(t, e, "counter")
+	if m.NoSnapshot == "" {
+		t.Fatal("NoSnapshot is empty with snapshots off")
+	}
+	r := newReactor(t, m, "counter")
+	if m.InitSnapshot("counter") != nil {
+		t.Fatal("snapshot taken with snapshots off")
+	}
+	if _, err := r.Snapshot(); err == nil {
+		t.Fatal("Snapshot succeeded with snapshots off")
+	}
+	if got := get(t, newReactor(t, m, "counter"), "/counter"); got != "1\n" {
+		t.Fatalf("%q", got)
+	}
+}
