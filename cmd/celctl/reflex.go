@@ -175,6 +175,8 @@ func intentCmd(o *options) *cobra.Command {
 						"parser": in.GetParser(), "applied": in.GetApplied().AsTime(), "error": in.GetError(),
 						"replicas":           map[string]any{"min": in.GetMinReplicas(), "max": in.GetMaxReplicas(), "warm": in.GetWarm()},
 						"decay_after_idle_s": in.GetDecayAfterIdle().AsDuration().Seconds(),
+						"keep_state":         in.GetKeepState(),
+						"state_every_s":      in.GetStateEvery().AsDuration().Seconds(),
 						"upgrade_args":       nonNil(in.GetUpgradeArgs()), "rules": rules,
 						"warnings": nonNil(in.GetWarnings()),
 					})
@@ -189,6 +191,12 @@ func intentCmd(o *options) *cobra.Command {
 				fmt.Fprintf(o.out, "replicas %d..%d, warm %d", in.GetMinReplicas(), in.GetMaxReplicas(), in.GetWarm())
 				if d := in.GetDecayAfterIdle().AsDuration(); d > 0 {
 					fmt.Fprintf(o.out, ", decay to zero after %s idle", d)
+				}
+				if in.GetKeepState() {
+					fmt.Fprint(o.out, ", state kept")
+					if d := in.GetStateEvery().AsDuration(); d > 0 {
+						fmt.Fprintf(o.out, " and replicated every %s", d)
+					}
 				}
 				if ua := in.GetUpgradeArgs(); len(ua) > 0 {
 					fmt.Fprintf(o.out, ", upgrades checked against %s", strings.Join(ua, " "))

@@ -99,6 +99,10 @@ type Intent struct {
 	// Warnings are about the intent in force (e.g. a rule on a signal no
 	// source emits); it applies regardless.
 	Warnings []string
+	// KeepState and StateEvery are the intent's `keep state [replicated
+	// every D]`: reflex.Program's fields of the same names.
+	KeepState  bool
+	StateEvery time.Duration
 }
 
 // Server is the admin gRPC server.
@@ -345,7 +349,7 @@ func (s *Server) Intent(_ context.Context, req *adminpb.IntentRequest) (*adminpb
 		Cell: in.Cell, Origin: in.Origin, Source: in.Source, Text: in.Text, Parser: in.Parser,
 		MinReplicas: int32(in.Min), MaxReplicas: int32(in.Max), Warm: int32(in.Warm),
 		DecayAfterIdle: durationpb.New(in.DecayIdle), UpgradeArgs: in.UpgradeArgs, Error: in.Error,
-		Warnings: in.Warnings,
+		Warnings: in.Warnings, KeepState: in.KeepState, StateEvery: durationpb.New(in.StateEvery),
 	}
 	if !in.Applied.IsZero() {
 		resp.Applied = timestamppb.New(in.Applied)

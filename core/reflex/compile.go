@@ -36,10 +36,26 @@ type Program struct {
 	Min, Max, Warm int
 	// DecayIdle is "decay after D idle"; zero means never.
 	DecayIdle time.Duration
+	// KeepState is "keep state": the cell's in-memory state survives
+	// decay to zero, node restarts and clones (reactor cells only).
+	KeepState bool
+	// StateEvery is D of "keep state replicated every D": how often the
+	// state's changed pages are shipped to the survivor; zero means not
+	// replicated. Non-zero only with KeepState, within
+	// [MinStateEvery, MaxStateEvery].
+	StateEvery time.Duration
 	// UpgradeArgs are the health bounds an upgrade is checked against,
 	// e.g. "max-p99=0.02", "max-error-rate=0.01".
 	UpgradeArgs []string
 }
+
+// Bounds of StateEvery, as the default intent parser enforces them
+// (plugin.MinReplicateEvery and plugin.MaxReplicateEvery): more often
+// costs the node more than it saves, less often keeps too old a copy.
+const (
+	MinStateEvery = 100 * time.Millisecond
+	MaxStateEvery = time.Hour
+)
 
 // Names of the rules Compile generates from objectives and "decay after".
 const (
@@ -134,6 +150,23 @@ func Compile(cell string, spec *pluginapiv1.IntentSpec, defaults Defaults) (Prog
 		p.Rules = append(p.Rules, Rule{Name: RuleIdleDecay, Signal: "idle", Op: GE,
 			Threshold: dd.Seconds(), Cooldown: dd, Verb: "decay", Args: []string{"all"},
 			Origin: "decay after " + formatDuration(dd) + " idle"})
+	}
+
+	// Kept state.
+	if st := spec.GetState(); st != nil {
+		every, err := duration(st.GetReplicateEvery())
+		switch {
+		case err != nil:
+			fail("keep state replicated every: %w", err)
+		case every > 0 && !st.GetKeep():
+			fail("keep state replicated every %s: replicated but not kept", formatDuration(every))
+		case every > 0 && (every < MinStateEvery || every > MaxStateEvery):
+			fail("keep state replicated every %s: not from %s to %s", formatDuration(every), formatDuration(MinStateEvery), formatDuration(MaxStateEvery))
+		case st.GetKeep() && spec.GetAbi() == pluginapiv1.ABI_ABI_COMMAND:
+			fail("keep state: the cell is a command cell (abi command); state is kept only for reactor cells")
+		default:
+			p.KeepState, p.StateEvery = st.GetKeep(), every
+		}
 	}
 
 	// Explicit rules.

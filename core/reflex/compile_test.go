@@ -206,6 +206,43 @@ func TestCompileDecayAfterIdle(t *testing.T) {
 	}
 }
 
+func TestCompileKeepState(t *testing.T) {
+	keep := func(k bool, every time.Duration) *pluginapiv1.StatePolicy {
+		st := &pluginapiv1.StatePolicy{Keep: k}
+		if every != 0 {
+			st.ReplicateEvery = durationpb.New(every)
+		}
+		return st
+	}
+	for _, tc := range []struct {
+		name  string
+		abi   pluginapiv1.ABI
+		state *pluginapiv1.StatePolicy
+		keep  bool
+		every time.Duration
+	}{
+		{"unstated", 0, nil, false, 0},
+		{"empty", 0, &pluginapiv1.StatePolicy{}, false, 0},
+		{"keep", 0, keep(true, 0), true, 0},
+		{"keep reactor", pluginapiv1.ABI_ABI_REACTOR, keep(true, 0), true, 0},
+		{"replicated", 0, keep(true, time.Second), true, time.Second},
+		{"replicated fastest", 0, keep(true, MinStateEvery), true, 100 * time.Millisecond},
+		{"replicated slowest", pluginapiv1.ABI_ABI_REACTOR, keep(true, MaxStateEvery), true, time.Hour},
+		{"not kept in a command cell", pluginapiv1.ABI_ABI_COMMAND, &pluginapiv1.StatePolicy{}, false, 0},
+	} {
+		spec := &pluginapiv1.IntentSpec{Cell: "kv", Abi: tc.abi, State: tc.state}
+		p, err := Compile("", spec, Defaults{})
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+			continue
+		}
+		want := Program{Cell: "kv", Min: 1, Max: 8, Warm: 1, KeepState: tc.keep, StateEvery: tc.every}
+		if !reflect.DeepEqual(p, want) {
+			t.Errorf("%s: Compile = %+v, want %+v", tc.name, p, want)
+		}
+	}
+}
+
 func TestCompileNoObjectives(t *testing.T) {
 	p, err := Compile("plain", &pluginapiv1.IntentSpec{Cell: "plain", Module: &pluginapiv1.ModuleRef{Path: "plain.wasm"}}, Defaults{})
 	if err != nil {
@@ -346,6 +383,18 @@ func TestCompileErrors(t *testing.T) {
 			[]string{"keep replicas 5..3: minimum above maximum"}},
 		{"negative idle", &pluginapiv1.IntentSpec{Cell: "c", DecayAfterIdle: durationpb.New(-time.Minute)},
 			[]string{"decay after idle: negative duration -1m0s"}},
+		{"negative state every", &pluginapiv1.IntentSpec{Cell: "c", State: &pluginapiv1.StatePolicy{Keep: true, ReplicateEvery: durationpb.New(-time.Second)}},
+			[]string{"reflex: compile c: keep state replicated every: negative duration -1s"}},
+		{"invalid state every", &pluginapiv1.IntentSpec{Cell: "c", State: &pluginapiv1.StatePolicy{Keep: true, ReplicateEvery: &durationpb.Duration{Seconds: 1, Nanos: -1}}},
+			[]string{"keep state replicated every:"}},
+		{"state replicated not kept", &pluginapiv1.IntentSpec{Cell: "c", State: &pluginapiv1.StatePolicy{ReplicateEvery: durationpb.New(time.Second)}},
+			[]string{"keep state replicated every 1s: replicated but not kept"}},
+		{"state every too short", &pluginapiv1.IntentSpec{Cell: "c", State: &pluginapiv1.StatePolicy{Keep: true, ReplicateEvery: durationpb.New(99 * time.Millisecond)}},
+			[]string{"keep state replicated every 99ms: not from 100ms to 1h"}},
+		{"state every too long", &pluginapiv1.IntentSpec{Cell: "c", State: &pluginapiv1.StatePolicy{Keep: true, ReplicateEvery: durationpb.New(2 * time.Hour)}},
+			[]string{"keep state replicated every 2h: not from 100ms to 1h"}},
+		{"state in a command cell", &pluginapiv1.IntentSpec{Cell: "c", Abi: pluginapiv1.ABI_ABI_COMMAND, State: &pluginapiv1.StatePolicy{Keep: true}},
+			[]string{"keep state: the cell is a command cell (abi command); state is kept only for reactor cells"}},
 		{"duplicate names", &pluginapiv1.IntentSpec{Cell: "c",
 			Objectives: []*pluginapiv1.Objective{{Kind: p99, Threshold: 0.02, Line: 5}},
 			Rules:      []*pluginapiv1.Rule{{Name: "p99-clone", Signal: "cpu", Comparator: gt, Verb: "clone", Line: 9}}},

@@ -11,7 +11,7 @@
 //
 // Each statement of the intent language compiles as follows. T is the p99
 // threshold in seconds, E the error-rate threshold as a fraction, D the
-// idle duration. Rules are written as Rule.String renders them.
+// idle duration, R the state's replication interval. Rules are written as Rule.String renders them.
 //
 //	statement                          rule name        rule / Program field
 //	---------------------------------  ---------------  ----------------------------------------------------------
@@ -22,6 +22,8 @@
 //	                                                    UpgradeArgs += "max-error-rate=E" (%g)
 //	decay after D idle                 idle-decay       when idle >= D(seconds) then decay all cooldown D
 //	                                                    DecayIdle = D
+//	keep state                         -                KeepState = true, StateEvery = 0 (not replicated)
+//	keep state replicated every R      -                KeepState = true, StateEvery = R
 //	when S OP V [for W] then VERB ...  "line N"         the same rule, the signal name kept as written
 //	keep replicas MIN..MAX             -                Min, Max; when unstated, Defaults (else 1 and 8)
 //	keep warm N                        -                Warm; when unstated (or 0), Defaults.Warm (else 1);
@@ -52,7 +54,9 @@
 // threshold, an unknown comparator, a missing signal, an invalid or
 // negative window or cooldown, a non-positive or NaN objective threshold
 // (an error rate above 1), a second objective of one kind, MIN above MAX,
-// and two rules of one name.
+// two rules of one name, and of a kept state: an invalid or negative
+// replication interval, one outside [MinStateEvery, MaxStateEvery] (100ms
+// to 1h), one without keep, and keep in a cell whose spec says abi command.
 //
 // # Matching
 //

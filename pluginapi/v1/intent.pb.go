@@ -1060,6 +1060,68 @@ func (x *Placement) GetSpreadMinNodes() uint32 {
 	return 0
 }
 
+// StatePolicy says whether a cell's in-memory state (its linear memory and
+// globals) outlives its replicas: `keep state [replicated every D]`. State
+// is kept for reactor cells only, and never across module versions.
+type StatePolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keep: the state survives decay to zero, a node restart (saved on
+	// drain, restored at start) and clones, here or onto a peer (new
+	// replicas fork a live replica's state).
+	Keep bool `protobuf:"varint,1,opt,name=keep,proto3" json:"keep,omitempty"`
+	// replicate_every: with keep, the state's changed pages are also
+	// shipped this often to the peer that would take the cell over, so it
+	// survives the node's death; unset means not replicated. The default
+	// parser accepts 100ms to 1h.
+	ReplicateEvery *durationpb.Duration `protobuf:"bytes,2,opt,name=replicate_every,json=replicateEvery,proto3" json:"replicate_every,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *StatePolicy) Reset() {
+	*x = StatePolicy{}
+	mi := &file_pluginapi_v1_intent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatePolicy) ProtoMessage() {}
+
+func (x *StatePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_pluginapi_v1_intent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatePolicy.ProtoReflect.Descriptor instead.
+func (*StatePolicy) Descriptor() ([]byte, []int) {
+	return file_pluginapi_v1_intent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StatePolicy) GetKeep() bool {
+	if x != nil {
+		return x.Keep
+	}
+	return false
+}
+
+func (x *StatePolicy) GetReplicateEvery() *durationpb.Duration {
+	if x != nil {
+		return x.ReplicateEvery
+	}
+	return nil
+}
+
 // IntentSpec is what an operator stated about a cell, typed.
 type IntentSpec struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -1078,13 +1140,16 @@ type IntentSpec struct {
 	Placement *Placement `protobuf:"bytes,12,opt,name=placement,proto3" json:"placement,omitempty"`
 	// Decay to zero replicas after this long idle; zero means never.
 	DecayAfterIdle *durationpb.Duration `protobuf:"bytes,13,opt,name=decay_after_idle,json=decayAfterIdle,proto3" json:"decay_after_idle,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// What becomes of the cell's in-memory state; unset means it is not
+	// kept (each replica starts fresh).
+	State         *StatePolicy `protobuf:"bytes,14,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *IntentSpec) Reset() {
 	*x = IntentSpec{}
-	mi := &file_pluginapi_v1_intent_proto_msgTypes[13]
+	mi := &file_pluginapi_v1_intent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1096,7 +1161,7 @@ func (x *IntentSpec) String() string {
 func (*IntentSpec) ProtoMessage() {}
 
 func (x *IntentSpec) ProtoReflect() protoreflect.Message {
-	mi := &file_pluginapi_v1_intent_proto_msgTypes[13]
+	mi := &file_pluginapi_v1_intent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1109,7 +1174,7 @@ func (x *IntentSpec) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntentSpec.ProtoReflect.Descriptor instead.
 func (*IntentSpec) Descriptor() ([]byte, []int) {
-	return file_pluginapi_v1_intent_proto_rawDescGZIP(), []int{13}
+	return file_pluginapi_v1_intent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *IntentSpec) GetCell() string {
@@ -1203,6 +1268,13 @@ func (x *IntentSpec) GetDecayAfterIdle() *durationpb.Duration {
 	return nil
 }
 
+func (x *IntentSpec) GetState() *StatePolicy {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
 var File_pluginapi_v1_intent_proto protoreflect.FileDescriptor
 
 const file_pluginapi_v1_intent_proto_rawDesc = "" +
@@ -1276,7 +1348,10 @@ const file_pluginapi_v1_intent_proto_rawDesc = "" +
 	"\fprefer_nodes\x18\x02 \x03(\tR\vpreferNodes\x12\x1f\n" +
 	"\vavoid_nodes\x18\x03 \x03(\tR\n" +
 	"avoidNodes\x12(\n" +
-	"\x10spread_min_nodes\x18\x04 \x01(\rR\x0espreadMinNodes\"\xac\x05\n" +
+	"\x10spread_min_nodes\x18\x04 \x01(\rR\x0espreadMinNodes\"e\n" +
+	"\vStatePolicy\x12\x12\n" +
+	"\x04keep\x18\x01 \x01(\bR\x04keep\x12B\n" +
+	"\x0freplicate_every\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ereplicateEvery\"\xe7\x05\n" +
 	"\n" +
 	"IntentSpec\x12\x12\n" +
 	"\x04cell\x18\x01 \x01(\tR\x04cell\x129\n" +
@@ -1295,7 +1370,8 @@ const file_pluginapi_v1_intent_proto_rawDesc = "" +
 	"\n" +
 	"allow_from\x18\v \x03(\tR\tallowFrom\x12?\n" +
 	"\tplacement\x18\f \x01(\v2!.celluster.pluginapi.v1.PlacementR\tplacement\x12C\n" +
-	"\x10decay_after_idle\x18\r \x01(\v2\x19.google.protobuf.DurationR\x0edecayAfterIdle*N\n" +
+	"\x10decay_after_idle\x18\r \x01(\v2\x19.google.protobuf.DurationR\x0edecayAfterIdle\x129\n" +
+	"\x05state\x18\x0e \x01(\v2#.celluster.pluginapi.v1.StatePolicyR\x05state*N\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSEVERITY_ERROR\x10\x01\x12\x14\n" +
@@ -1334,7 +1410,7 @@ func file_pluginapi_v1_intent_proto_rawDescGZIP() []byte {
 }
 
 var file_pluginapi_v1_intent_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_pluginapi_v1_intent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_pluginapi_v1_intent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_pluginapi_v1_intent_proto_goTypes = []any{
 	(Severity)(0),               // 0: celluster.pluginapi.v1.Severity
 	(ABI)(0),                    // 1: celluster.pluginapi.v1.ABI
@@ -1353,39 +1429,42 @@ var file_pluginapi_v1_intent_proto_goTypes = []any{
 	(*Limits)(nil),              // 14: celluster.pluginapi.v1.Limits
 	(*Grant)(nil),               // 15: celluster.pluginapi.v1.Grant
 	(*Placement)(nil),           // 16: celluster.pluginapi.v1.Placement
-	(*IntentSpec)(nil),          // 17: celluster.pluginapi.v1.IntentSpec
-	nil,                         // 18: celluster.pluginapi.v1.Rule.LabelsEntry
-	(*durationpb.Duration)(nil), // 19: google.protobuf.Duration
+	(*StatePolicy)(nil),         // 17: celluster.pluginapi.v1.StatePolicy
+	(*IntentSpec)(nil),          // 18: celluster.pluginapi.v1.IntentSpec
+	nil,                         // 19: celluster.pluginapi.v1.Rule.LabelsEntry
+	(*durationpb.Duration)(nil), // 20: google.protobuf.Duration
 }
 var file_pluginapi_v1_intent_proto_depIdxs = []int32{
-	17, // 0: celluster.pluginapi.v1.ParseResponse.spec:type_name -> celluster.pluginapi.v1.IntentSpec
+	18, // 0: celluster.pluginapi.v1.ParseResponse.spec:type_name -> celluster.pluginapi.v1.IntentSpec
 	8,  // 1: celluster.pluginapi.v1.ParseResponse.diagnostics:type_name -> celluster.pluginapi.v1.Diagnostic
 	0,  // 2: celluster.pluginapi.v1.Diagnostic.severity:type_name -> celluster.pluginapi.v1.Severity
 	2,  // 3: celluster.pluginapi.v1.Objective.kind:type_name -> celluster.pluginapi.v1.ObjectiveKind
 	3,  // 4: celluster.pluginapi.v1.Rule.comparator:type_name -> celluster.pluginapi.v1.Comparator
-	19, // 5: celluster.pluginapi.v1.Rule.window:type_name -> google.protobuf.Duration
-	19, // 6: celluster.pluginapi.v1.Rule.cooldown:type_name -> google.protobuf.Duration
-	18, // 7: celluster.pluginapi.v1.Rule.labels:type_name -> celluster.pluginapi.v1.Rule.LabelsEntry
-	19, // 8: celluster.pluginapi.v1.Limits.request_time:type_name -> google.protobuf.Duration
-	9,  // 9: celluster.pluginapi.v1.IntentSpec.module:type_name -> celluster.pluginapi.v1.ModuleRef
-	1,  // 10: celluster.pluginapi.v1.IntentSpec.abi:type_name -> celluster.pluginapi.v1.ABI
-	10, // 11: celluster.pluginapi.v1.IntentSpec.endpoints:type_name -> celluster.pluginapi.v1.Endpoint
-	11, // 12: celluster.pluginapi.v1.IntentSpec.replicas:type_name -> celluster.pluginapi.v1.ReplicaBounds
-	12, // 13: celluster.pluginapi.v1.IntentSpec.objectives:type_name -> celluster.pluginapi.v1.Objective
-	13, // 14: celluster.pluginapi.v1.IntentSpec.rules:type_name -> celluster.pluginapi.v1.Rule
-	14, // 15: celluster.pluginapi.v1.IntentSpec.limits:type_name -> celluster.pluginapi.v1.Limits
-	15, // 16: celluster.pluginapi.v1.IntentSpec.grants:type_name -> celluster.pluginapi.v1.Grant
-	16, // 17: celluster.pluginapi.v1.IntentSpec.placement:type_name -> celluster.pluginapi.v1.Placement
-	19, // 18: celluster.pluginapi.v1.IntentSpec.decay_after_idle:type_name -> google.protobuf.Duration
-	4,  // 19: celluster.pluginapi.v1.IntentParser.Accepts:input_type -> celluster.pluginapi.v1.AcceptsRequest
-	6,  // 20: celluster.pluginapi.v1.IntentParser.Parse:input_type -> celluster.pluginapi.v1.ParseRequest
-	5,  // 21: celluster.pluginapi.v1.IntentParser.Accepts:output_type -> celluster.pluginapi.v1.AcceptsResponse
-	7,  // 22: celluster.pluginapi.v1.IntentParser.Parse:output_type -> celluster.pluginapi.v1.ParseResponse
-	21, // [21:23] is the sub-list for method output_type
-	19, // [19:21] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	20, // 5: celluster.pluginapi.v1.Rule.window:type_name -> google.protobuf.Duration
+	20, // 6: celluster.pluginapi.v1.Rule.cooldown:type_name -> google.protobuf.Duration
+	19, // 7: celluster.pluginapi.v1.Rule.labels:type_name -> celluster.pluginapi.v1.Rule.LabelsEntry
+	20, // 8: celluster.pluginapi.v1.Limits.request_time:type_name -> google.protobuf.Duration
+	20, // 9: celluster.pluginapi.v1.StatePolicy.replicate_every:type_name -> google.protobuf.Duration
+	9,  // 10: celluster.pluginapi.v1.IntentSpec.module:type_name -> celluster.pluginapi.v1.ModuleRef
+	1,  // 11: celluster.pluginapi.v1.IntentSpec.abi:type_name -> celluster.pluginapi.v1.ABI
+	10, // 12: celluster.pluginapi.v1.IntentSpec.endpoints:type_name -> celluster.pluginapi.v1.Endpoint
+	11, // 13: celluster.pluginapi.v1.IntentSpec.replicas:type_name -> celluster.pluginapi.v1.ReplicaBounds
+	12, // 14: celluster.pluginapi.v1.IntentSpec.objectives:type_name -> celluster.pluginapi.v1.Objective
+	13, // 15: celluster.pluginapi.v1.IntentSpec.rules:type_name -> celluster.pluginapi.v1.Rule
+	14, // 16: celluster.pluginapi.v1.IntentSpec.limits:type_name -> celluster.pluginapi.v1.Limits
+	15, // 17: celluster.pluginapi.v1.IntentSpec.grants:type_name -> celluster.pluginapi.v1.Grant
+	16, // 18: celluster.pluginapi.v1.IntentSpec.placement:type_name -> celluster.pluginapi.v1.Placement
+	20, // 19: celluster.pluginapi.v1.IntentSpec.decay_after_idle:type_name -> google.protobuf.Duration
+	17, // 20: celluster.pluginapi.v1.IntentSpec.state:type_name -> celluster.pluginapi.v1.StatePolicy
+	4,  // 21: celluster.pluginapi.v1.IntentParser.Accepts:input_type -> celluster.pluginapi.v1.AcceptsRequest
+	6,  // 22: celluster.pluginapi.v1.IntentParser.Parse:input_type -> celluster.pluginapi.v1.ParseRequest
+	5,  // 23: celluster.pluginapi.v1.IntentParser.Accepts:output_type -> celluster.pluginapi.v1.AcceptsResponse
+	7,  // 24: celluster.pluginapi.v1.IntentParser.Parse:output_type -> celluster.pluginapi.v1.ParseResponse
+	23, // [23:25] is the sub-list for method output_type
+	21, // [21:23] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_pluginapi_v1_intent_proto_init() }
@@ -1399,7 +1478,7 @@ func file_pluginapi_v1_intent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pluginapi_v1_intent_proto_rawDesc), len(file_pluginapi_v1_intent_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -11,10 +11,12 @@ func ExampleParseBytes() {
 cell hello
 keep replicas 1..8
 when latency.p99 > 20ms for 3s then clone cooldown 10s
+keep state replicated every 1s
 `))
 	fmt.Println(spec.Cell, spec.Replicas.Min, spec.Replicas.Max, len(diags))
 	r := spec.Rules[0]
 	fmt.Println(r.Name, r.Signal, r.Comparator, r.Threshold, r.Window, r.Verb, r.Cooldown)
+	fmt.Println(spec.State.Keep, spec.State.ReplicateEvery)
 
 	_, diags = intent.ParseBytes("bad.intent", []byte("cell hello\nkeep replica 1-8\n"))
 	for _, d := range diags {
@@ -23,5 +25,6 @@ when latency.p99 > 20ms for 3s then clone cooldown 10s
 	// Output:
 	// hello 1 8 0
 	// line 4 latency.p99 > 0.02 3s clone 10s
-	// bad.intent:2:6: found "replica", expected "replicas" or "warm" or "p99" or "error" (did you mean "replicas"?)
+	// true 1s
+	// bad.intent:2:6: found "replica", expected "replicas" or "warm" or "p99" or "error" or "state" (did you mean "replicas"?)
 }

@@ -55,6 +55,12 @@ func Format(spec *plugin.IntentSpec) []byte {
 			line("keep error rate under %s%%", formatPercent(o.Threshold))
 		}
 	}
+	switch st := spec.State; {
+	case st.Keep && st.ReplicateEvery != 0:
+		line("keep state replicated every %s", st.ReplicateEvery)
+	case st.Keep:
+		line("keep state")
+	}
 	if d := spec.Limits.RequestTime; d != 0 {
 		line("limit request time %s", d)
 	}

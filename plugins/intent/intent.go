@@ -29,7 +29,7 @@ import (
 var Info = plugin.Info{
 	Name:        "intent",
 	Version:     "0.1.0",
-	Description: "the Celluster intent language (.intent files): cells, endpoints, objectives, rules, limits, grants and placement",
+	Description: "the Celluster intent language (.intent files): cells, endpoints, objectives, rules, limits, kept state, grants and placement",
 }
 
 // Extension and MediaType are what the parser accepts.

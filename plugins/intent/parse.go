@@ -33,6 +33,8 @@ type parser struct {
 	sawCell   bool
 	warmAt    token
 	warmLine  int
+	stateAt   token // the "state" of keep state
+	stateLine int
 	prefer    map[string]int
 	avoid     map[string]int
 	allow     map[string]bool
@@ -345,7 +347,7 @@ func (p *parser) serve(toks []token) {
 }
 
 func (p *parser) keep(toks []token) {
-	what, ok := p.keyword(toks, 1, "replicas", "warm", "p99", "error")
+	what, ok := p.keyword(toks, 1, "replicas", "warm", "p99", "error", "state")
 	if !ok {
 		return
 	}
@@ -414,7 +416,48 @@ func (p *parser) keep(toks []token) {
 		if p.end(toks, 5) {
 			p.spec.Objectives = append(p.spec.Objectives, plugin.Objective{Kind: plugin.ErrorRate, Threshold: pct / 100, Line: p.line})
 		}
+	case "state":
+		p.keepState(toks)
 	}
+}
+
+// keepState parses "keep state [replicated every DURATION]".
+func (p *parser) keepState(toks []token) {
+	if !p.once("keep state", toks[0]) {
+		return
+	}
+	st := plugin.StatePolicy{Keep: true}
+	if t, ok := p.at(toks, 2); ok {
+		if t.text != "replicated" {
+			hint := suggest(t.text, []string{"replicated"})
+			if hint == "" {
+				hint = "e.g. keep state, or keep state replicated every 1s"
+			}
+			p.err(t, fmt.Sprintf(`found %q, expected "replicated" or end of line`, t.text), hint)
+			return
+		}
+		if _, ok := p.keyword(toks, 3, "every"); !ok {
+			return
+		}
+		t, ok := p.at(toks, 4)
+		d, good := p.duration(t, ok, true)
+		if !good {
+			return
+		}
+		if d < plugin.MinReplicateEvery || d > plugin.MaxReplicateEvery {
+			hint := "shipping the state more often than every 100ms costs more than it saves; e.g. keep state replicated every 1s"
+			if d > plugin.MaxReplicateEvery {
+				hint = "a copy up to an hour old is the oldest worth keeping; e.g. keep state replicated every 1m"
+			}
+			p.err(t, fmt.Sprintf("found %q, expected a duration from 100ms to 1h", t.text), hint)
+			return
+		}
+		if !p.end(toks, 5) {
+			return
+		}
+		st.ReplicateEvery = d
+	}
+	p.spec.State, p.stateAt, p.stateLine = st, toks[1], p.line
 }
 
 func (p *parser) limit(toks []token) {
@@ -841,5 +884,10 @@ func (p *parser) finish() {
 		p.line = p.warmLine
 		p.err(p.warmAt, fmt.Sprintf("found keep warm %d, expected at most the %d replicas that keep replicas allows (line %d)",
 			p.spec.Warm, r.Max, p.first["keep replicas"]), "lower keep warm or raise the replicas' maximum")
+	}
+	if p.spec.State.Keep && p.spec.ABI == plugin.ABICommand && p.stateLine > 0 {
+		p.line = p.stateLine
+		p.err(p.stateAt, fmt.Sprintf(`found keep state in a command cell ("abi command" on line %d), expected it only in a reactor cell`,
+			p.first["abi"]), "a command cell starts afresh for every request, so it has no state to keep; remove keep state or write abi reactor")
 	}
 }

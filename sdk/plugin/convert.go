@@ -292,6 +292,9 @@ func intentSpecToPB(s *IntentSpec) (*pb.IntentSpec, error) {
 			Concurrency: c.u32("concurrency", s.Limits.Concurrency),
 		}
 	}
+	if s.State != (StatePolicy{}) {
+		out.State = &pb.StatePolicy{Keep: s.State.Keep, ReplicateEvery: durationToPB(s.State.ReplicateEvery)}
+	}
 	p := s.Placement
 	if p.SpreadAcrossNodes || p.SpreadMinNodes > 0 || len(p.PreferNodes) > 0 || len(p.AvoidNodes) > 0 {
 		out.Placement = &pb.Placement{
@@ -368,6 +371,10 @@ func intentSpecFromPB(s *pb.IntentSpec) (*IntentSpec, error) {
 			AvoidNodes:        cloneStrings(s.GetPlacement().GetAvoidNodes()),
 		},
 		DecayAfterIdle: durationFromPB(s.GetDecayAfterIdle()),
+		State: StatePolicy{
+			Keep:           s.GetState().GetKeep(),
+			ReplicateEvery: durationFromPB(s.GetState().GetReplicateEvery()),
+		},
 	}
 	if c.err != nil {
 		return nil, fmt.Errorf("intent spec for cell %q: %w", s.GetCell(), c.err)

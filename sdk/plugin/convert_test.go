@@ -42,6 +42,7 @@ func fullSpec() *IntentSpec {
 		Placement: Placement{SpreadAcrossNodes: true, PreferNodes: []string{"a"}, AvoidNodes: []string{"b", "c"}},
 
 		DecayAfterIdle: 10 * time.Minute,
+		State:          StatePolicy{Keep: true, ReplicateEvery: 1500 * time.Millisecond},
 	}
 }
 
@@ -51,6 +52,7 @@ func TestIntentSpecRoundTrip(t *testing.T) {
 		"zero":    {},
 		"minimal": {Cell: "x", Replicas: ReplicaBounds{Max: 1}, Limits: Limits{Memory: 1}},
 		"command": {Cell: "job", ABI: ABICommand, Placement: Placement{AvoidNodes: []string{"n"}}},
+		"keep":    {Cell: "kv", State: StatePolicy{Keep: true}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p, err := intentSpecToPB(spec)
@@ -102,6 +104,7 @@ func TestIntentSpecFromPBRoundTrip(t *testing.T) {
 		AllowFrom:      []string{"node:*"},
 		Placement:      &pb.Placement{PreferNodes: []string{"n1"}},
 		DecayAfterIdle: durationpb.New(time.Minute),
+		State:          &pb.StatePolicy{Keep: true, ReplicateEvery: durationpb.New(time.Second)},
 	}
 	s, err := intentSpecFromPB(p)
 	if err != nil {
@@ -113,6 +116,30 @@ func TestIntentSpecFromPBRoundTrip(t *testing.T) {
 	}
 	if !proto.Equal(got, p) {
 		t.Errorf("round trip changed the message:\n got %v\nwant %v", got, p)
+	}
+}
+
+func TestStatePolicyToPB(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		state StatePolicy
+		want  *pb.StatePolicy
+	}{
+		{"unstated is absent", StatePolicy{}, nil},
+		{"keep", StatePolicy{Keep: true}, &pb.StatePolicy{Keep: true}},
+		{"replicated", StatePolicy{Keep: true, ReplicateEvery: time.Second}, &pb.StatePolicy{Keep: true, ReplicateEvery: durationpb.New(time.Second)}},
+	} {
+		p, err := intentSpecToPB(&IntentSpec{Cell: "x", State: tc.state})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !proto.Equal(p.GetState(), tc.want) || (tc.want == nil) != (p.State == nil) {
+			t.Errorf("%s: state %v, want %v", tc.name, p.GetState(), tc.want)
+		}
+		s, err := intentSpecFromPB(p)
+		if err != nil || s.State != tc.state {
+			t.Errorf("%s: back from pb: %+v, %v", tc.name, s.State, err)
+		}
 	}
 }
 

@@ -51,7 +51,33 @@ type IntentSpec struct {
 	// DecayAfterIdle decays the cell to zero replicas after this long
 	// idle; zero means never.
 	DecayAfterIdle time.Duration
+	// State says whether the cell's in-memory state outlives its
+	// replicas; the zero value keeps nothing.
+	State StatePolicy
 }
+
+// StatePolicy is `keep state [replicated every D]`: what becomes of a
+// cell's in-memory state (its linear memory and globals). State is one per
+// cell, kept for reactor cells only, and never crosses module versions (an
+// upgrade starts fresh).
+type StatePolicy struct {
+	// Keep makes the state survive decay to zero, a node restart (saved
+	// on drain, restored at start) and clones, on this node or onto a
+	// peer: new replicas fork a live replica's state.
+	Keep bool
+	// ReplicateEvery, with Keep, ships the state's changed pages this
+	// often to the peer that would take the cell over, so that it
+	// survives the node's death; zero means not replicated. The default
+	// parser accepts [MinReplicateEvery] to [MaxReplicateEvery].
+	ReplicateEvery time.Duration
+}
+
+// Bounds of `keep state replicated every D` in the default intent
+// language.
+const (
+	MinReplicateEvery = 100 * time.Millisecond
+	MaxReplicateEvery = time.Hour
+)
 
 // ABI values of [IntentSpec.ABI].
 const (

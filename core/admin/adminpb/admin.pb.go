@@ -1792,7 +1792,14 @@ type IntentResponse struct {
 	Error string `protobuf:"bytes,13,opt,name=error,proto3" json:"error,omitempty"`
 	// Warnings about the intent in force, e.g. a rule on a signal that no
 	// source emits; the intent applies regardless.
-	Warnings      []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// keep_state is `keep state`: the cell's in-memory state survives decay
+	// to zero, node restarts and clones.
+	KeepState bool `protobuf:"varint,15,opt,name=keep_state,json=keepState,proto3" json:"keep_state,omitempty"`
+	// state_every is D of `keep state replicated every D`: how often the
+	// state's changed pages are shipped to the survivor; zero when the state
+	// is not replicated.
+	StateEvery    *durationpb.Duration `protobuf:"bytes,16,opt,name=state_every,json=stateEvery,proto3" json:"state_every,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1921,6 +1928,20 @@ func (x *IntentResponse) GetError() string {
 func (x *IntentResponse) GetWarnings() []string {
 	if x != nil {
 		return x.Warnings
+	}
+	return nil
+}
+
+func (x *IntentResponse) GetKeepState() bool {
+	if x != nil {
+		return x.KeepState
+	}
+	return false
+}
+
+func (x *IntentResponse) GetStateEvery() *durationpb.Duration {
+	if x != nil {
+		return x.StateEvery
 	}
 	return nil
 }
@@ -2344,7 +2365,7 @@ const file_admin_proto_rawDesc = "" +
 	"quietUntil\x12\x1d\n" +
 	"\n" +
 	"last_value\x18\b \x01(\x01R\tlastValue\x127\n" +
-	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xda\x03\n" +
+	"\tlast_seen\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"\xb5\x04\n" +
 	"\x0eIntentResponse\x12\x12\n" +
 	"\x04cell\x18\x01 \x01(\tR\x04cell\x12\x16\n" +
 	"\x06origin\x18\x02 \x01(\tR\x06origin\x12\x16\n" +
@@ -2360,7 +2381,11 @@ const file_admin_proto_rawDesc = "" +
 	"\fupgrade_args\x18\v \x03(\tR\vupgradeArgs\x12.\n" +
 	"\x05rules\x18\f \x03(\v2\x18.celluster.admin.v1.RuleR\x05rules\x12\x14\n" +
 	"\x05error\x18\r \x01(\tR\x05error\x12\x1a\n" +
-	"\bwarnings\x18\x0e \x03(\tR\bwarnings\"I\n" +
+	"\bwarnings\x18\x0e \x03(\tR\bwarnings\x12\x1d\n" +
+	"\n" +
+	"keep_state\x18\x0f \x01(\bR\tkeepState\x12:\n" +
+	"\vstate_every\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"stateEvery\"I\n" +
 	"\vVerbRequest\x12\x12\n" +
 	"\x04verb\x18\x01 \x01(\tR\x04verb\x12\x12\n" +
 	"\x04cell\x18\x02 \x01(\tR\x04cell\x12\x12\n" +
@@ -2464,30 +2489,31 @@ var file_admin_proto_depIdxs = []int32{
 	28, // 25: celluster.admin.v1.IntentResponse.applied:type_name -> google.protobuf.Timestamp
 	29, // 26: celluster.admin.v1.IntentResponse.decay_after_idle:type_name -> google.protobuf.Duration
 	20, // 27: celluster.admin.v1.IntentResponse.rules:type_name -> celluster.admin.v1.Rule
-	24, // 28: celluster.admin.v1.ListNodesResponse.nodes:type_name -> celluster.admin.v1.Node
-	0,  // 29: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
-	5,  // 30: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
-	9,  // 31: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
-	12, // 32: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
-	15, // 33: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
-	15, // 34: celluster.admin.v1.Admin.StreamJournal:input_type -> celluster.admin.v1.JournalRequest
-	19, // 35: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
-	22, // 36: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
-	23, // 37: celluster.admin.v1.Admin.ListNodes:input_type -> celluster.admin.v1.ListNodesRequest
-	1,  // 38: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
-	6,  // 39: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
-	10, // 40: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
-	13, // 41: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
-	16, // 42: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
-	16, // 43: celluster.admin.v1.Admin.StreamJournal:output_type -> celluster.admin.v1.JournalResponse
-	21, // 44: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
-	18, // 45: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
-	25, // 46: celluster.admin.v1.Admin.ListNodes:output_type -> celluster.admin.v1.ListNodesResponse
-	38, // [38:47] is the sub-list for method output_type
-	29, // [29:38] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	29, // 28: celluster.admin.v1.IntentResponse.state_every:type_name -> google.protobuf.Duration
+	24, // 29: celluster.admin.v1.ListNodesResponse.nodes:type_name -> celluster.admin.v1.Node
+	0,  // 30: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
+	5,  // 31: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
+	9,  // 32: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
+	12, // 33: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
+	15, // 34: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
+	15, // 35: celluster.admin.v1.Admin.StreamJournal:input_type -> celluster.admin.v1.JournalRequest
+	19, // 36: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
+	22, // 37: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
+	23, // 38: celluster.admin.v1.Admin.ListNodes:input_type -> celluster.admin.v1.ListNodesRequest
+	1,  // 39: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
+	6,  // 40: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
+	10, // 41: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
+	13, // 42: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
+	16, // 43: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
+	16, // 44: celluster.admin.v1.Admin.StreamJournal:output_type -> celluster.admin.v1.JournalResponse
+	21, // 45: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
+	18, // 46: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
+	25, // 47: celluster.admin.v1.Admin.ListNodes:output_type -> celluster.admin.v1.ListNodesResponse
+	39, // [39:48] is the sub-list for method output_type
+	30, // [30:39] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
