@@ -49,8 +49,11 @@ type Cell struct {
 
 	rmu sync.Mutex // serialises route table changes
 
-	caller Caller // cel.call, from the registry; may be nil
-	calls  atomic.Pointer[CallPolicy]
+	caller    Caller                 // cel.call, from the registry; may be nil
+	store     StateStore             // kept state across restarts, from the registry; may be nil
+	keep      atomic.Bool            // the intent keeps state (set before the first load)
+	stateNote atomic.Pointer[string] // why kept state was not restored, if so
+	calls     atomic.Pointer[CallPolicy]
 
 	mu       sync.Mutex
 	state    State
@@ -69,6 +72,26 @@ type Policy struct {
 	// DecayIdle lets the cell go below Min, to zero, once it has been idle
 	// this long (0: never).
 	DecayIdle time.Duration
+	// KeepState keeps the cell's in-memory state: new replicas fork the
+	// replica that served last, a cell woken from zero continues from the
+	// state its last replica had, and the state is saved when the node
+	// drains and restored when it starts (see StateStore). Reactor cells
+	// whose module can be snapshotted only.
+	KeepState bool
+	// StateEvery is how often the state is replicated to a peer (0: never).
+	StateEvery time.Duration
+}
+
+// StateStore keeps the state of cells that keep state across node
+// restarts.
+type StateStore interface {
+	// SaveState stores cell's state, replacing what was stored.
+	SaveState(cell string, s *wasm.Snapshot) error
+	// LoadState returns cell's stored state, to restore into replicas of
+	// mod, or nil when none is stored. A stored state that cannot be used
+	// (corrupt, truncated, of another module or format) is an error that
+	// says why.
+	LoadState(cell string, mod *wasm.Module) (*wasm.Snapshot, error)
 }
 
 // ErrUnknownVersion is returned when a version named by sha is not routed.
@@ -144,14 +167,61 @@ func (c *Cell) SetPolicy(p Policy) error {
 	}
 	p.Warm = min(max(p.Warm, 0), p.Max)
 	c.pol.Store(&p)
+	c.keep.Store(p.KeepState)
 	if t := c.table.Load(); t != nil {
 		for _, r := range t.routes {
 			if r.v.pool != nil {
 				r.v.pool.setWake(max(p.Warm, p.Min))
+				r.v.pool.setKeep(p.KeepState && r.v.mod.NoSnapshot == "")
 			}
 		}
 	}
 	return nil
+}
+
+// SetKeepState says whether the cell keeps its state before its policy is
+// set, so that the first load restores a stored state (SetPolicy sets it
+// too).
+func (c *Cell) SetKeepState(keep bool) { c.keep.Store(keep) }
+
+// restoredState is the stored state the first replicas of mod continue
+// from, when the cell keeps state and one is stored.
+func (c *Cell) restoredState(mod *wasm.Module) *wasm.Snapshot {
+	if !c.keep.Load() || c.store == nil || mod.ABI != wasm.ABIReactor {
+		return nil
+	}
+	if mod.NoSnapshot != "" {
+		note := "state is not kept: " + mod.NoSnapshot
+		c.stateNote.Store(&note)
+		return nil
+	}
+	s, err := c.store.LoadState(c.name, mod)
+	if err != nil {
+		note := "the saved state was refused; the cell starts fresh: " + err.Error()
+		c.stateNote.Store(&note)
+		c.log.Warn("the saved state was refused; the cell starts fresh", "err", err)
+		return nil
+	}
+	if s != nil {
+		c.log.Info("restored the cell's saved state", "size", s.Size(), "taken", s.Taken().Format(time.RFC3339Nano), "age", time.Since(s.Taken()).Round(time.Millisecond))
+	}
+	return s
+}
+
+// saveState stores the state of a drained pool.
+func (c *Cell) saveState(p *pool) {
+	if c.store == nil || !c.keep.Load() {
+		return
+	}
+	s, _ := p.keptState()
+	if s == nil {
+		return
+	}
+	if err := c.store.SaveState(c.name, s); err != nil {
+		c.log.Error("cannot save the cell's state; a restart starts it fresh", "err", err)
+		return
+	}
+	c.log.Info("saved the cell's state", "size", s.Size())
 }
 
 // Idle returns how long the cell has gone without a request (since it was
@@ -260,6 +330,21 @@ func (c *Cell) load(ctx context.Context, src []byte, source string, stage bool) 
 			}
 		}
 		p = newPool(mod, wasm.InstanceConfig{Cell: c.name, Logger: c.log, InitTimeout: lim.RequestTimeout, Call: c.callFunc()}, warm, max(pol.Warm, pol.Min), &c.stats.queued)
+		if c.keep.Load() && mod.NoSnapshot == "" {
+			p.keep = true
+			var pv *version
+			if old != nil {
+				pv = old.primary()
+			}
+			switch {
+			case old == nil:
+				p.state, p.stateOf = c.restoredState(mod), "restart"
+			case pv != nil && pv.pool != nil && pv.mod.SHA256 == mod.SHA256:
+				// The same module under a new memory limit: the state
+				// goes on. A new module starts fresh.
+				p.state, p.stateOf = pv.pool.forkSource(), "reload"
+			}
+		}
 		if err := p.fill(ctx, warm); err != nil {
 			p.close()
 			mod.Release()
@@ -465,6 +550,9 @@ func (c *Cell) drain(ctx context.Context) {
 		go func() { defer wg.Done(); r.v.retire(ctx) }()
 	}
 	wg.Wait()
+	if p := t.primary(); p != nil && p.pool != nil {
+		c.saveState(p.pool)
+	}
 }
 
 // acquire returns a version for one request, chosen by route weight, with
@@ -554,6 +642,28 @@ type Info struct {
 	Policy   Policy
 	// Versions are the versions routed, the primary first.
 	Versions []VersionInfo
+	// Snapshot is about the primary version's snapshots.
+	Snapshot SnapshotInfo
+}
+
+// SnapshotInfo says how the primary version's replicas start and what
+// state the cell keeps.
+type SnapshotInfo struct {
+	// Init is the size in bytes of the pre-initialised snapshot replicas
+	// start from (0: none yet).
+	Init int
+	// NoSnapshot, when not empty, says why replicas initialise one by one.
+	NoSnapshot string
+	// Kept says the cell keeps its state; State is its size, Taken when it
+	// was captured and How ("fork", "decay", "drain", "restart", "reload").
+	Kept  bool
+	State int
+	Taken time.Time
+	How   string
+	// ID identifies the kept state: the first bytes of its hash.
+	ID string
+	// Note says why kept state was not restored or is not kept, if so.
+	Note string
 }
 
 // VersionInfo is one routed version of a cell.
@@ -606,6 +716,24 @@ func (c *Cell) Info() Info {
 				in.Error += "version " + r.v.mod.SHA256[:12] + ": " + w
 			}
 		}
+	}
+	if t := c.table.Load(); t != nil && len(t.routes) > 0 {
+		p := t.primary()
+		in.Snapshot.NoSnapshot = p.mod.NoSnapshot
+		if s := p.mod.InitSnapshot(c.name); s != nil {
+			in.Snapshot.Init = s.Size()
+		}
+		if p.pool != nil {
+			p.pool.mu.Lock()
+			in.Snapshot.Kept = p.pool.keep
+			p.pool.mu.Unlock()
+			if s, how := p.pool.keptState(); s != nil {
+				in.Snapshot.State, in.Snapshot.Taken, in.Snapshot.How, in.Snapshot.ID = s.Size(), s.Taken(), how, s.ID()
+			}
+		}
+	}
+	if n := c.stateNote.Load(); n != nil {
+		in.Snapshot.Note = *n
 	}
 	in.InFlight = c.stats.inflight.Load()
 	in.Queued = c.stats.queued.Load()

@@ -37,6 +37,9 @@ type Registry struct {
 	limits Limits
 	// Caller, if set before cells are created, carries out their cel.call.
 	Caller Caller
+	// States, if set before cells are created, keeps the state of cells
+	// that keep state across restarts.
+	States StateStore
 
 	mu    sync.RWMutex
 	cells map[string]*Cell
@@ -62,6 +65,7 @@ func (r *Registry) ensure(name string) *Cell {
 	if !ok {
 		c = newCell(name, r.eng, r.log, r.limits)
 		c.caller = r.Caller
+		c.store = r.States
 		r.cells[name] = c
 	}
 	return c

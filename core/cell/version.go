@@ -105,6 +105,14 @@ type pool struct {
 	live    int
 	closed  bool
 	waiters []chan *wasm.Reactor
+
+	// With keep set, new replicas continue from the cell's state rather
+	// than from the module's start: a fork of the replica that served
+	// last when one is idle, else state, the state saved last (when the
+	// last replica decayed, the pool closed, or the node restarted).
+	keep    bool
+	state   *wasm.Snapshot
+	stateOf string // how state was taken: "decay", "fork", "drain", "restart"
 }
 
 func newPool(mod *wasm.Module, cfg wasm.InstanceConfig, target, wake int, queued *atomic.Int64) *pool {
@@ -113,7 +121,18 @@ func newPool(mod *wasm.Module, cfg wasm.InstanceConfig, target, wake int, queued
 
 // fill instantiates instances until n are live.
 func (p *pool) fill(ctx context.Context, n int) error {
+	var from *wasm.Snapshot
+	forked := false
 	for {
+		p.mu.Lock()
+		if p.closed || p.live >= n {
+			p.mu.Unlock()
+			return nil
+		}
+		p.mu.Unlock()
+		if !forked {
+			from, forked = p.forkSource(), true
+		}
 		p.mu.Lock()
 		if p.closed || p.live >= n {
 			p.mu.Unlock()
@@ -121,7 +140,7 @@ func (p *pool) fill(ctx context.Context, n int) error {
 		}
 		p.live++
 		p.mu.Unlock()
-		r, err := p.mod.NewReactor(ctx, p.cfg)
+		r, err := p.spawn(ctx, from)
 		if err != nil {
 			p.mu.Lock()
 			p.live--
@@ -153,7 +172,7 @@ func (p *pool) get(ctx context.Context, wait time.Duration) (*wasm.Reactor, erro
 		}
 		p.live++
 		p.mu.Unlock()
-		r, err := p.mod.NewReactor(ctx, p.cfg)
+		r, err := p.spawn(ctx, p.savedState()) // none is idle: no fork
 		if err != nil {
 			p.mu.Lock()
 			p.live--
@@ -216,6 +235,12 @@ func (p *pool) put(r *wasm.Reactor, healthy bool) {
 			p.mu.Unlock()
 			return
 		}
+		if p.keep && p.live == 1 {
+			// The last replica goes: its state is the cell's.
+			p.mu.Unlock()
+			p.saveState(r, "decay")
+			p.mu.Lock()
+		}
 	}
 	p.live--
 	refill := !p.closed && (p.live < p.target || (p.live == 0 && len(p.waiters) > 0))
@@ -235,7 +260,7 @@ func (p *pool) replace() {
 	}
 	p.live++
 	p.mu.Unlock()
-	r, err := p.mod.NewReactor(context.Background(), p.cfg)
+	r, err := p.spawn(context.Background(), p.forkSource())
 	if err != nil {
 		p.mu.Lock()
 		p.live--
@@ -255,6 +280,13 @@ func (p *pool) size() int {
 
 func (p *pool) close() {
 	p.mu.Lock()
+	if p.keep && !p.closed && len(p.idle) > 0 {
+		// The replica that served last holds the state to keep.
+		r := p.idle[len(p.idle)-1]
+		p.mu.Unlock()
+		p.saveState(r, "drain")
+		p.mu.Lock()
+	}
 	p.closed = true
 	idle := p.idle
 	p.idle = nil
@@ -292,11 +324,94 @@ func (p *pool) shrink(n, floor int) int {
 		p.live--
 	}
 	live := p.live
+	keep := p.keep
 	p.mu.Unlock()
+	if keep && live == 0 && len(victims) > 0 {
+		p.saveState(victims[0], "decay") // the replica that served last
+	}
 	for _, r := range victims {
 		_ = r.Close(context.Background())
 	}
 	return live
+}
+
+// spawn starts one instance: from the snapshot from when there is one,
+// else as the module starts replicas. A snapshot that cannot be restored
+// is logged and the instance starts fresh.
+func (p *pool) spawn(ctx context.Context, from *wasm.Snapshot) (*wasm.Reactor, error) {
+	if from != nil {
+		r, err := p.mod.NewReactorFrom(ctx, p.cfg, from)
+		if err == nil {
+			return r, nil
+		}
+		p.cfg.Logger.Warn("cannot start a replica from the kept state; it starts fresh", "err", err)
+	}
+	return p.mod.NewReactor(ctx, p.cfg)
+}
+
+// forkSource is the state a new replica continues from: with keep set, a
+// capture of the replica that served last when one is idle (taken between
+// its requests), else the state saved last; nil without keep.
+func (p *pool) forkSource() *wasm.Snapshot {
+	p.mu.Lock()
+	if !p.keep {
+		p.mu.Unlock()
+		return nil
+	}
+	if n := len(p.idle); n > 0 {
+		r := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		s := p.saveState(r, "fork")
+		p.put(r, true)
+		if s != nil {
+			return s
+		}
+		p.mu.Lock()
+	}
+	s := p.state
+	p.mu.Unlock()
+	return s
+}
+
+// savedState is the state saved last, when the pool keeps state.
+func (p *pool) savedState() *wasm.Snapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.keep {
+		return nil
+	}
+	return p.state
+}
+
+// saveState captures r, which no request is using, as the pool's state.
+func (p *pool) saveState(r *wasm.Reactor, how string) *wasm.Snapshot {
+	s, err := r.Snapshot()
+	if err != nil {
+		p.cfg.Logger.Warn("cannot capture the cell's state", "when", how, "err", err)
+		return nil
+	}
+	p.mu.Lock()
+	p.state, p.stateOf = s, how
+	p.mu.Unlock()
+	return s
+}
+
+// keptState returns the pool's state and how it was taken.
+func (p *pool) keptState() (*wasm.Snapshot, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state, p.stateOf
+}
+
+// setKeep turns kept state on or off.
+func (p *pool) setKeep(keep bool) {
+	p.mu.Lock()
+	p.keep = keep
+	if !keep {
+		p.state, p.stateOf = nil, ""
+	}
+	p.mu.Unlock()
 }
 
 // setWake sets how many instances a pool at zero starts when woken.
