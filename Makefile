@@ -84,7 +84,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./core/fabric/frame
 	$(GO) test -run '^$$' -fuzz '^FuzzGossipPacket$$' -fuzztime $(FUZZTIME) ./core/fabric
 	$(GO) test -run '^$$' -fuzz '^FuzzAnswerJoin$$' -fuzztime $(FUZZTIME) ./core/identity
-	$(GO) test -run '^$$$$' -fuzz '^FuzzDecode$$$$' -fuzztime $(FUZZTIME) ./core/wasm/snapshot
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./core/wasm/snapshot
 
 # The membership simulation at scale: SIM_NODES members each (in one process,
 # on an in-memory network, the fabric's membership settings, protocol time

@@ -2,9 +2,13 @@ package wasm
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -31,7 +35,20 @@ type Snapshot struct {
 	globals  []uint64
 	nanotime int64 // the guest's monotonic clock when it was taken
 	taken    time.Time
+	id       string
 }
+
+var snapshotSeq atomic.Uint64
+
+// newID names a snapshot: unique in practice, cheap to make.
+func newID(module string, taken time.Time) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s %d %d %d", module, taken.UnixNano(), os.Getpid(), snapshotSeq.Add(1))
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
+
+// ID names the snapshot in logs, the journal and `celctl cells`.
+func (s *Snapshot) ID() string { return s.id }
 
 // Size is the snapshot's memory in bytes.
 func (s *Snapshot) Size() int { return s.img.size }
@@ -60,6 +77,7 @@ func (r *Reactor) Snapshot() (*Snapshot, error) {
 		return nil, err
 	}
 	s := &Snapshot{module: r.m.SHA256, img: img, globals: make([]uint64, len(r.m.globals)), nanotime: r.clock(), taken: time.Now()}
+	s.id = newID(s.module, s.taken)
 	for i, name := range r.m.globals {
 		g := r.mod.ExportedGlobal(name)
 		if g == nil {
@@ -82,6 +100,8 @@ func (m *Module) NewReactorFrom(ctx context.Context, cfg InstanceConfig, s *Snap
 		return nil, fmt.Errorf("wasm: snapshot of module %s given to module %s", s.module[:12], m.SHA256[:12])
 	case len(s.globals) != len(m.globals):
 		return nil, fmt.Errorf("wasm: snapshot has %d globals, module %s has %d", len(s.globals), m.SHA256[:12], len(m.globals))
+	case m.key.pages != 0 && uint64(s.img.size) > uint64(m.key.pages)*PageSize:
+		return nil, fmt.Errorf("wasm: snapshot memory of %d pages exceeds the %d-page limit of module %s", s.img.size/PageSize, m.key.pages, m.SHA256[:12])
 	}
 	r, err := m.newInstance(ctx, cfg, s.img, s.nanotime)
 	if err != nil {
