@@ -91,3 +91,16 @@ func (m *mappedMemory) Free() {
 		m.base, m.buf = nil, nil
 	}
 }
+
+// view returns the image's contents without copying them (a read-only
+// shared mapping of the memfd) and a function to release them.
+func (img *image) view() ([]byte, func(), error) {
+	if img.bytes != nil || img.size == 0 {
+		return img.bytes, func() {}, nil
+	}
+	b, err := unix.Mmap(int(img.cow.f.Fd()), 0, img.size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, nil, err
+	}
+	return b, func() { _ = unix.Munmap(b) }, nil
+}

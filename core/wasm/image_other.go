@@ -19,3 +19,5 @@ func (cowFile) readAt([]byte) {}
 func (cowFile) mapMemory(int, uint64) *mappedMemory { return nil }
 
 type mappedMemory struct{ copyMemory }
+
+func (img *image) view() ([]byte, func(), error) { return img.bytes, func() {}, nil }

@@ -59,6 +59,9 @@ type Module struct {
 	engine      *Engine
 	data        *image   // the module's data laid out in memory, when taken out of it
 	globals     []string // export names of the mutable globals a snapshot holds
+	baseOnce    sync.Once
+	baseBytes   []byte   // data's contents, the base snapshots are encoded against
+	baseSum     [32]byte // their sha256
 	snapMu      sync.Mutex
 	inits       map[string]*Snapshot // pre-initialised snapshots by argv[0]
 	rt          wazero.Runtime       // the runtime it was compiled in

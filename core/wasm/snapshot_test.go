@@ -1,13 +1,16 @@
 package wasm
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/celluster/celluster/core/testbuild"
+	"github.com/celluster/celluster/core/wasm/snapshot"
 	"github.com/celluster/celluster/pluginapi/cellabi"
 )
 
@@ -181,5 +184,71 @@ func TestNoSnapshotsIsThePlainPath(t *testing.T) {
 	}
 	if got := get(t, newReactor(t, m, "counter"), "/counter"); got != "1\n" {
 		t.Fatalf("%q", got)
+	}
+}
+
+// TestEncodedSnapshotRestores: a live replica's state, encoded and decoded
+// (as for a disk or a peer), restores into a replica that continues from
+// it; a corrupt, truncated or foreign encoding is refused and says why.
+func TestEncodedSnapshotRestores(t *testing.T) {
+	e, _ := newEngine(t, Config{})
+	m := compileCell(t, e, "counter")
+	r := newReactor(t, m, "counter")
+	for i := 0; i < 3; i++ {
+		get(t, r, "/counter")
+	}
+	s, err := r.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	n, err := m.EncodeSnapshot(&buf, s, snapshot.KindState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a %d KiB memory encodes to %d KiB", s.Size()>>10, n>>10)
+	if n >= int64(s.Size())/2 {
+		t.Fatalf("encoded %d bytes of a %d-byte memory", n, s.Size())
+	}
+	d, kind, err := m.DecodeSnapshot(bytes.NewReader(buf.Bytes()), 0)
+	if err != nil || kind != snapshot.KindState {
+		t.Fatalf("decode: %v, %v", kind, err)
+	}
+	if !d.Taken().Equal(s.Taken()) {
+		t.Fatalf("taken %v, want %v", d.Taken(), s.Taken())
+	}
+	f, err := m.NewReactorFrom(context.Background(), InstanceConfig{Cell: "counter"}, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close(context.Background())
+	if got := get(t, f, "/counter"); got != "4\n" {
+		t.Fatalf("restored from the encoding: %q, want 4", got)
+	}
+
+	enc := buf.Bytes()
+	bad := append([]byte(nil), enc...)
+	bad[len(bad)/2] ^= 0x40
+	if _, _, err := m.DecodeSnapshot(bytes.NewReader(bad), 0); !errors.Is(err, snapshot.ErrCorrupt) {
+		t.Fatalf("corrupt: %v", err)
+	}
+	if _, _, err := m.DecodeSnapshot(bytes.NewReader(enc[:len(enc)-7]), 0); !errors.Is(err, snapshot.ErrTruncated) {
+		t.Fatalf("truncated: %v", err)
+	}
+	if _, _, err := m.DecodeSnapshot(bytes.NewReader(enc), int64(len(enc)-1)); !errors.Is(err, snapshot.ErrTooLarge) {
+		t.Fatalf("over the size limit: %v", err)
+	}
+	h := compileCell(t, e, "hello")
+	if _, _, err := h.DecodeSnapshot(bytes.NewReader(enc), 0); !errors.Is(err, snapshot.ErrForeign) {
+		t.Fatalf("another module's: %v", err)
+	}
+	// The same module under another memory limit is another layout.
+	m64, err := e.Compile(context.Background(), testbuild.Cell(t, "counter"), CompileOptions{MemoryLimit: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m64.Release()
+	if _, _, err := m64.DecodeSnapshot(bytes.NewReader(enc), 0); !errors.Is(err, snapshot.ErrForeign) {
+		t.Fatalf("another memory limit: %v", err)
 	}
 }
