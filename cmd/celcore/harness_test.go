@@ -338,6 +338,15 @@ type cellJSON struct {
 	P99      float64 `json:"p99_ms"`
 	InFlight int64   `json:"in_flight"`
 	Upgrades int     `json:"upgrades"`
+	Snapshot struct {
+		InitBytes  int64  `json:"init_bytes"`
+		NoSnapshot string `json:"no_snapshot"`
+		Kept       bool   `json:"kept"`
+		StateID    string `json:"state_id"`
+		StateBytes int64  `json:"state_bytes"`
+		StateHow   string `json:"state_how"`
+		Note       string `json:"note"`
+	} `json:"snapshot"`
 }
 
 func (n *proc) listCells() map[string]cellJSON {

@@ -174,6 +174,7 @@ func cellsCmd(o *options) *cobra.Command {
 							"limits":         limitsJSON(c.GetLimits()),
 							"replica_bounds": map[string]any{"min": c.GetMinReplicas(), "max": c.GetMaxReplicas(), "warm": c.GetWarm()},
 							"versions":       versionsJSON(c.GetVersions()),
+							"snapshot":       snapshotJSON(c.GetSnapshot()),
 						}
 						if c.GetLastUsed() != nil {
 							m["last_used"] = c.GetLastUsed().AsTime()
@@ -183,7 +184,7 @@ func cellsCmd(o *options) *cobra.Command {
 					return o.json(out)
 				}
 				tw := tabwriter.NewWriter(o.out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tSTATE\tABI\tSHA256\tREPLICAS\tREQUESTS\tERRORS\tP50\tP99\tERROR")
+				fmt.Fprintln(tw, "NAME\tSTATE\tABI\tSHA256\tREPLICAS\tSTARTS\tKEPT STATE\tREQUESTS\tERRORS\tP50\tP99\tERROR")
 				// A cell mid-upgrade lists its versions and weights in the
 				// SHA256 column: "3f2a9c01ab12=10,9e8d7c6b5a41=90".
 				for _, c := range resp.GetCells() {
@@ -199,9 +200,14 @@ func cellsCmd(o *options) *cobra.Command {
 					if c.GetMaxReplicas() > 0 {
 						replicas = fmt.Sprintf("%d (%d..%d)", c.GetReplicas(), c.GetMinReplicas(), c.GetMaxReplicas())
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.2fms\t%.2fms\t%s\n",
-						c.GetName(), c.GetState(), dash(c.GetAbi()), dash(sha), replicas, c.GetRequests(),
-						c.GetErrors(), c.GetP50Ms(), c.GetP99Ms(), oneLine(c.GetError()))
+					starts, kept, note := snapshotColumns(c.GetAbi(), c.GetSnapshot())
+					errs := oneLine(c.GetError())
+					if note != "" {
+						errs = strings.TrimPrefix(errs+"; "+note, "; ")
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%.2fms\t%.2fms\t%s\n",
+						c.GetName(), c.GetState(), dash(c.GetAbi()), dash(sha), replicas, starts, kept, c.GetRequests(),
+						c.GetErrors(), c.GetP50Ms(), c.GetP99Ms(), errs)
 				}
 				return tw.Flush()
 			})
@@ -333,4 +339,43 @@ func oneLine(s string) string {
 		s = s[:117] + "..."
 	}
 	return s
+}
+
+// snapshotColumns renders how a cell's replicas start ("snapshot 3.1MiB",
+// "initialise"), its kept state ("5e3a12bc9f01 3.1MiB 12s ago (decay)")
+// and a note saying why replicas initialise one by one or why kept state
+// was not restored.
+func snapshotColumns(abi string, sn *adminpb.Snapshot) (starts, kept, note string) {
+	starts, kept = "-", "-"
+	if abi == "reactor" {
+		starts = "initialise"
+		if sn.GetInitBytes() > 0 {
+			starts = "snapshot " + mib(sn.GetInitBytes())
+		}
+	}
+	if sn.GetKept() {
+		kept = "none yet"
+		if sn.GetStateId() != "" {
+			kept = fmt.Sprintf("%s %s %s ago (%s)", sn.GetStateId(), mib(sn.GetStateBytes()),
+				time.Since(sn.GetStateTaken().AsTime()).Round(time.Second), sn.GetStateHow())
+		}
+	}
+	if r := sn.GetNoSnapshot(); r != "" && abi == "reactor" {
+		note = "no snapshot: " + r
+	}
+	if n := sn.GetNote(); n != "" {
+		note = strings.TrimPrefix(note+"; "+n, "; ")
+	}
+	return starts, kept, note
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }
+
+func snapshotJSON(sn *adminpb.Snapshot) map[string]any {
+	m := map[string]any{"init_bytes": sn.GetInitBytes(), "no_snapshot": sn.GetNoSnapshot(), "kept": sn.GetKept(),
+		"state_id": sn.GetStateId(), "state_bytes": sn.GetStateBytes(), "state_how": sn.GetStateHow(), "note": sn.GetNote()}
+	if sn.GetStateTaken() != nil {
+		m["state_taken"] = sn.GetStateTaken().AsTime()
+	}
+	return m
 }

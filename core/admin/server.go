@@ -232,6 +232,12 @@ func (s *Server) ListCells(context.Context, *adminpb.ListCellsRequest) (*adminpb
 		if !c.LastUsed.IsZero() {
 			pc.LastUsed = timestamppb.New(c.LastUsed)
 		}
+		sn := c.Snapshot
+		pc.Snapshot = &adminpb.Snapshot{InitBytes: int64(sn.Init), NoSnapshot: sn.NoSnapshot, Kept: sn.Kept,
+			StateId: sn.ID, StateBytes: int64(sn.State), StateHow: sn.How, Note: sn.Note}
+		if !sn.Taken.IsZero() {
+			pc.Snapshot.StateTaken = timestamppb.New(sn.Taken)
+		}
 		resp.Cells = append(resp.Cells, pc)
 	}
 	return resp, nil

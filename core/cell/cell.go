@@ -85,8 +85,9 @@ type Policy struct {
 // StateStore keeps the state of cells that keep state across node
 // restarts.
 type StateStore interface {
-	// SaveState stores cell's state, replacing what was stored.
-	SaveState(cell string, s *wasm.Snapshot) error
+	// SaveState stores cell's state, a snapshot of mod's instances,
+	// replacing what was stored.
+	SaveState(cell string, s *wasm.Snapshot, mod *wasm.Module) error
 	// LoadState returns cell's stored state, to restore into replicas of
 	// mod, or nil when none is stored. A stored state that cannot be used
 	// (corrupt, truncated, of another module or format) is an error that
@@ -217,7 +218,7 @@ func (c *Cell) saveState(p *pool) {
 	if s == nil {
 		return
 	}
-	if err := c.store.SaveState(c.name, s); err != nil {
+	if err := c.store.SaveState(c.name, s, p.mod); err != nil {
 		c.log.Error("cannot save the cell's state; a restart starts it fresh", "err", err)
 		return
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/celluster/celluster/core/pluginhost"
 	"github.com/celluster/celluster/core/reflex"
 	"github.com/celluster/celluster/core/signals"
+	"github.com/celluster/celluster/core/statestore"
 	"github.com/celluster/celluster/core/wasm"
 )
 
@@ -103,6 +104,7 @@ type Node struct {
 	started  time.Time
 	eng      *wasm.Engine
 	reg      *cell.Registry
+	states   *statestore.Store // kept cell states across restarts
 	sig      *signals.Store
 	plugins  *pluginhost.Manager
 	httpAddr string
@@ -181,6 +183,11 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	states, err := statestore.Open(filepath.Join(cfg.DataDir, "state"))
+	if err != nil {
+		_ = eng.Close(ctx)
+		return nil, err
+	}
 	n := &Node{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -198,6 +205,8 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 		pluginsReady: make(chan struct{}),
 	}
 	n.reg.Caller = n.callCell
+	n.reg.States = states
+	n.states = states
 	return n, nil
 }
 
@@ -415,6 +424,10 @@ func (n *Node) apply(ev cellwatch.Event) {
 		return
 	}
 	if c.Info().SHA256 == "" {
+		if prep != nil && prep.prog != nil {
+			// Known before the first load, so a saved state is restored.
+			c.SetKeepState(prep.prog.KeepState)
+		}
 		if err := c.Load(ctx, src, path); err != nil {
 			n.log.Error("rejected cell module", "cell", ev.Cell, "path", path, "err", err)
 			return
@@ -431,6 +444,9 @@ func (n *Node) removeCell(name string) {
 	defer cancel()
 	if n.reg.Remove(dctx, name) {
 		n.forgetIntent(name)
+		if err := n.states.Remove(name); err != nil {
+			n.log.Warn("cannot remove the saved state of a removed cell", "cell", name, "err", err)
+		}
 		n.freeSoon()
 		if n.mesh != nil {
 			// This node is the cell's home: the copies served for the

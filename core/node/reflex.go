@@ -317,7 +317,8 @@ func (n *Node) commitIntent(ctx context.Context, c *cell.Cell, p *preparedIntent
 		n.intentError(c, fmt.Sprintf("%s: %v", src.Name, err))
 		return
 	}
-	if err := c.SetPolicy(cell.Policy{Min: prog.Min, Max: prog.Max, Warm: prog.Warm, DecayIdle: prog.DecayIdle}); err != nil {
+	if err := c.SetPolicy(cell.Policy{Min: prog.Min, Max: prog.Max, Warm: prog.Warm, DecayIdle: prog.DecayIdle,
+		KeepState: prog.KeepState, StateEvery: prog.StateEvery}); err != nil {
 		n.intentError(c, fmt.Sprintf("%s: %v", src.Name, err))
 		return
 	}
@@ -344,6 +345,7 @@ func (n *Node) commitIntent(ctx context.Context, c *cell.Cell, p *preparedIntent
 		Cell: c.Name(), Origin: string(src.Origin), Source: src.Name, Text: string(src.Content),
 		Parser: p.parser, Applied: time.Now(), Min: prog.Min, Max: prog.Max, Warm: prog.Warm,
 		DecayIdle: prog.DecayIdle, UpgradeArgs: prog.UpgradeArgs, Warnings: p.warnings,
+		KeepState: prog.KeepState, StateEvery: prog.StateEvery,
 	}}
 	n.imu.Unlock()
 	n.log.Info("intent applied", "cell", c.Name(), "source", src.Name, "rules", len(prog.Rules),

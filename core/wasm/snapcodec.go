@@ -88,3 +88,13 @@ func (m *Module) DecodeSnapshot(r io.Reader, maxBytes int64) (*Snapshot, snapsho
 	s.id = newID(s.module, s.taken)
 	return s, d.Kind, nil
 }
+
+// MaxSnapshotBytes bounds an encoded snapshot of m: its memory limit,
+// stored raw, with room for the framing.
+func (m *Module) MaxSnapshotBytes() int64 {
+	pages := int64(m.key.pages)
+	if pages == 0 {
+		pages = snapshot.MaxPages
+	}
+	return pages*(PageSize+64) + 1<<20
+}

@@ -614,7 +614,9 @@ type Cell struct {
 	MaxReplicas int32 `protobuf:"varint,20,opt,name=max_replicas,json=maxReplicas,proto3" json:"max_replicas,omitempty"`
 	Warm        int32 `protobuf:"varint,21,opt,name=warm,proto3" json:"warm,omitempty"`
 	// Versions routed, the primary first.
-	Versions      []*Version `protobuf:"bytes,22,rep,name=versions,proto3" json:"versions,omitempty"`
+	Versions []*Version `protobuf:"bytes,22,rep,name=versions,proto3" json:"versions,omitempty"`
+	// How replicas start and what state the cell keeps.
+	Snapshot      *Snapshot `protobuf:"bytes,23,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -803,6 +805,120 @@ func (x *Cell) GetVersions() []*Version {
 	return nil
 }
 
+func (x *Cell) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+// Snapshot says how a cell's replicas start and what state it keeps.
+type Snapshot struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes of the pre-initialised snapshot replicas start from; 0: none yet.
+	InitBytes int64 `protobuf:"varint,1,opt,name=init_bytes,json=initBytes,proto3" json:"init_bytes,omitempty"`
+	// Why replicas initialise one by one instead, when they do.
+	NoSnapshot string `protobuf:"bytes,2,opt,name=no_snapshot,json=noSnapshot,proto3" json:"no_snapshot,omitempty"`
+	// The intent keeps state.
+	Kept bool `protobuf:"varint,3,opt,name=kept,proto3" json:"kept,omitempty"`
+	// The kept state: its id, memory size, when it was captured and how
+	// ("fork", "decay", "drain", "restart", "reload").
+	StateId    string                 `protobuf:"bytes,4,opt,name=state_id,json=stateId,proto3" json:"state_id,omitempty"`
+	StateBytes int64                  `protobuf:"varint,5,opt,name=state_bytes,json=stateBytes,proto3" json:"state_bytes,omitempty"`
+	StateTaken *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=state_taken,json=stateTaken,proto3" json:"state_taken,omitempty"`
+	StateHow   string                 `protobuf:"bytes,7,opt,name=state_how,json=stateHow,proto3" json:"state_how,omitempty"`
+	// Why kept state was not restored or is not kept, when so.
+	Note          string `protobuf:"bytes,8,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Snapshot) Reset() {
+	*x = Snapshot{}
+	mi := &file_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Snapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Snapshot) ProtoMessage() {}
+
+func (x *Snapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
+func (*Snapshot) Descriptor() ([]byte, []int) {
+	return file_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *Snapshot) GetInitBytes() int64 {
+	if x != nil {
+		return x.InitBytes
+	}
+	return 0
+}
+
+func (x *Snapshot) GetNoSnapshot() string {
+	if x != nil {
+		return x.NoSnapshot
+	}
+	return ""
+}
+
+func (x *Snapshot) GetKept() bool {
+	if x != nil {
+		return x.Kept
+	}
+	return false
+}
+
+func (x *Snapshot) GetStateId() string {
+	if x != nil {
+		return x.StateId
+	}
+	return ""
+}
+
+func (x *Snapshot) GetStateBytes() int64 {
+	if x != nil {
+		return x.StateBytes
+	}
+	return 0
+}
+
+func (x *Snapshot) GetStateTaken() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StateTaken
+	}
+	return nil
+}
+
+func (x *Snapshot) GetStateHow() string {
+	if x != nil {
+		return x.StateHow
+	}
+	return ""
+}
+
+func (x *Snapshot) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
 type Version struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sha256        string                 `protobuf:"bytes,1,opt,name=sha256,proto3" json:"sha256,omitempty"`
@@ -818,7 +934,7 @@ type Version struct {
 
 func (x *Version) Reset() {
 	*x = Version{}
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -830,7 +946,7 @@ func (x *Version) String() string {
 func (*Version) ProtoMessage() {}
 
 func (x *Version) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[8]
+	mi := &file_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -843,7 +959,7 @@ func (x *Version) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Version.ProtoReflect.Descriptor instead.
 func (*Version) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{8}
+	return file_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Version) GetSha256() string {
@@ -903,7 +1019,7 @@ type ListPluginsRequest struct {
 
 func (x *ListPluginsRequest) Reset() {
 	*x = ListPluginsRequest{}
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -915,7 +1031,7 @@ func (x *ListPluginsRequest) String() string {
 func (*ListPluginsRequest) ProtoMessage() {}
 
 func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[9]
+	mi := &file_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -928,7 +1044,7 @@ func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsRequest.ProtoReflect.Descriptor instead.
 func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{9}
+	return file_admin_proto_rawDescGZIP(), []int{10}
 }
 
 type ListPluginsResponse struct {
@@ -940,7 +1056,7 @@ type ListPluginsResponse struct {
 
 func (x *ListPluginsResponse) Reset() {
 	*x = ListPluginsResponse{}
-	mi := &file_admin_proto_msgTypes[10]
+	mi := &file_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -952,7 +1068,7 @@ func (x *ListPluginsResponse) String() string {
 func (*ListPluginsResponse) ProtoMessage() {}
 
 func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[10]
+	mi := &file_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -965,7 +1081,7 @@ func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsResponse.ProtoReflect.Descriptor instead.
 func (*ListPluginsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{10}
+	return file_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListPluginsResponse) GetPlugins() []*Plugin {
@@ -1001,7 +1117,7 @@ type Plugin struct {
 
 func (x *Plugin) Reset() {
 	*x = Plugin{}
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1013,7 +1129,7 @@ func (x *Plugin) String() string {
 func (*Plugin) ProtoMessage() {}
 
 func (x *Plugin) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[11]
+	mi := &file_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1026,7 +1142,7 @@ func (x *Plugin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Plugin.ProtoReflect.Descriptor instead.
 func (*Plugin) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{11}
+	return file_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Plugin) GetName() string {
@@ -1135,7 +1251,7 @@ type ListSignalsRequest struct {
 
 func (x *ListSignalsRequest) Reset() {
 	*x = ListSignalsRequest{}
-	mi := &file_admin_proto_msgTypes[12]
+	mi := &file_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1147,7 +1263,7 @@ func (x *ListSignalsRequest) String() string {
 func (*ListSignalsRequest) ProtoMessage() {}
 
 func (x *ListSignalsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[12]
+	mi := &file_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1160,7 +1276,7 @@ func (x *ListSignalsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSignalsRequest.ProtoReflect.Descriptor instead.
 func (*ListSignalsRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{12}
+	return file_admin_proto_rawDescGZIP(), []int{13}
 }
 
 type ListSignalsResponse struct {
@@ -1172,7 +1288,7 @@ type ListSignalsResponse struct {
 
 func (x *ListSignalsResponse) Reset() {
 	*x = ListSignalsResponse{}
-	mi := &file_admin_proto_msgTypes[13]
+	mi := &file_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1300,7 @@ func (x *ListSignalsResponse) String() string {
 func (*ListSignalsResponse) ProtoMessage() {}
 
 func (x *ListSignalsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[13]
+	mi := &file_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1313,7 @@ func (x *ListSignalsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSignalsResponse.ProtoReflect.Descriptor instead.
 func (*ListSignalsResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{13}
+	return file_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListSignalsResponse) GetSignals() []*Signal {
@@ -1222,7 +1338,7 @@ type Signal struct {
 
 func (x *Signal) Reset() {
 	*x = Signal{}
-	mi := &file_admin_proto_msgTypes[14]
+	mi := &file_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1234,7 +1350,7 @@ func (x *Signal) String() string {
 func (*Signal) ProtoMessage() {}
 
 func (x *Signal) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[14]
+	mi := &file_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1247,7 +1363,7 @@ func (x *Signal) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Signal.ProtoReflect.Descriptor instead.
 func (*Signal) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{14}
+	return file_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Signal) GetName() string {
@@ -1304,7 +1420,7 @@ type JournalRequest struct {
 
 func (x *JournalRequest) Reset() {
 	*x = JournalRequest{}
-	mi := &file_admin_proto_msgTypes[15]
+	mi := &file_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1432,7 @@ func (x *JournalRequest) String() string {
 func (*JournalRequest) ProtoMessage() {}
 
 func (x *JournalRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[15]
+	mi := &file_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1445,7 @@ func (x *JournalRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalRequest.ProtoReflect.Descriptor instead.
 func (*JournalRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{15}
+	return file_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *JournalRequest) GetCell() string {
@@ -1355,7 +1471,7 @@ type JournalResponse struct {
 
 func (x *JournalResponse) Reset() {
 	*x = JournalResponse{}
-	mi := &file_admin_proto_msgTypes[16]
+	mi := &file_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1483,7 @@ func (x *JournalResponse) String() string {
 func (*JournalResponse) ProtoMessage() {}
 
 func (x *JournalResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[16]
+	mi := &file_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1496,7 @@ func (x *JournalResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalResponse.ProtoReflect.Descriptor instead.
 func (*JournalResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{16}
+	return file_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *JournalResponse) GetEntries() []*JournalEntry {
@@ -1402,7 +1518,7 @@ type SignalValue struct {
 
 func (x *SignalValue) Reset() {
 	*x = SignalValue{}
-	mi := &file_admin_proto_msgTypes[17]
+	mi := &file_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1530,7 @@ func (x *SignalValue) String() string {
 func (*SignalValue) ProtoMessage() {}
 
 func (x *SignalValue) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[17]
+	mi := &file_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1543,7 @@ func (x *SignalValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SignalValue.ProtoReflect.Descriptor instead.
 func (*SignalValue) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{17}
+	return file_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SignalValue) GetSignal() string {
@@ -1486,7 +1602,7 @@ type JournalEntry struct {
 
 func (x *JournalEntry) Reset() {
 	*x = JournalEntry{}
-	mi := &file_admin_proto_msgTypes[18]
+	mi := &file_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1614,7 @@ func (x *JournalEntry) String() string {
 func (*JournalEntry) ProtoMessage() {}
 
 func (x *JournalEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[18]
+	mi := &file_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1627,7 @@ func (x *JournalEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JournalEntry.ProtoReflect.Descriptor instead.
 func (*JournalEntry) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{18}
+	return file_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *JournalEntry) GetSeq() uint64 {
@@ -1628,7 +1744,7 @@ type IntentRequest struct {
 
 func (x *IntentRequest) Reset() {
 	*x = IntentRequest{}
-	mi := &file_admin_proto_msgTypes[19]
+	mi := &file_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +1756,7 @@ func (x *IntentRequest) String() string {
 func (*IntentRequest) ProtoMessage() {}
 
 func (x *IntentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[19]
+	mi := &file_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +1769,7 @@ func (x *IntentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntentRequest.ProtoReflect.Descriptor instead.
 func (*IntentRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{19}
+	return file_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IntentRequest) GetCell() string {
@@ -1681,7 +1797,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_admin_proto_msgTypes[20]
+	mi := &file_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1693,7 +1809,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[20]
+	mi := &file_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1706,7 +1822,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{20}
+	return file_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Rule) GetName() string {
@@ -1806,7 +1922,7 @@ type IntentResponse struct {
 
 func (x *IntentResponse) Reset() {
 	*x = IntentResponse{}
-	mi := &file_admin_proto_msgTypes[21]
+	mi := &file_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1818,7 +1934,7 @@ func (x *IntentResponse) String() string {
 func (*IntentResponse) ProtoMessage() {}
 
 func (x *IntentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[21]
+	mi := &file_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1831,7 +1947,7 @@ func (x *IntentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IntentResponse.ProtoReflect.Descriptor instead.
 func (*IntentResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{21}
+	return file_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *IntentResponse) GetCell() string {
@@ -1957,7 +2073,7 @@ type VerbRequest struct {
 
 func (x *VerbRequest) Reset() {
 	*x = VerbRequest{}
-	mi := &file_admin_proto_msgTypes[22]
+	mi := &file_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2085,7 @@ func (x *VerbRequest) String() string {
 func (*VerbRequest) ProtoMessage() {}
 
 func (x *VerbRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[22]
+	mi := &file_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2098,7 @@ func (x *VerbRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerbRequest.ProtoReflect.Descriptor instead.
 func (*VerbRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{22}
+	return file_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *VerbRequest) GetVerb() string {
@@ -2014,7 +2130,7 @@ type ListNodesRequest struct {
 
 func (x *ListNodesRequest) Reset() {
 	*x = ListNodesRequest{}
-	mi := &file_admin_proto_msgTypes[23]
+	mi := &file_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2026,7 +2142,7 @@ func (x *ListNodesRequest) String() string {
 func (*ListNodesRequest) ProtoMessage() {}
 
 func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[23]
+	mi := &file_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2039,7 +2155,7 @@ func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
 func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{23}
+	return file_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type Node struct {
@@ -2063,7 +2179,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_admin_proto_msgTypes[24]
+	mi := &file_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2075,7 +2191,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[24]
+	mi := &file_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2088,7 +2204,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{24}
+	return file_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Node) GetName() string {
@@ -2152,7 +2268,7 @@ type ListNodesResponse struct {
 
 func (x *ListNodesResponse) Reset() {
 	*x = ListNodesResponse{}
-	mi := &file_admin_proto_msgTypes[25]
+	mi := &file_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2164,7 +2280,7 @@ func (x *ListNodesResponse) String() string {
 func (*ListNodesResponse) ProtoMessage() {}
 
 func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_admin_proto_msgTypes[25]
+	mi := &file_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2177,7 +2293,7 @@ func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
 func (*ListNodesResponse) Descriptor() ([]byte, []int) {
-	return file_admin_proto_rawDescGZIP(), []int{25}
+	return file_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListNodesResponse) GetNodes() []*Node {
@@ -2252,7 +2368,7 @@ const file_admin_proto_rawDesc = "" +
 	"\x04warm\x18\a \x01(\x05R\x04warm\"\x12\n" +
 	"\x10ListCellsRequest\"C\n" +
 	"\x11ListCellsResponse\x12.\n" +
-	"\x05cells\x18\x01 \x03(\v2\x18.celluster.admin.v1.CellR\x05cells\"\xac\x05\n" +
+	"\x05cells\x18\x01 \x03(\v2\x18.celluster.admin.v1.CellR\x05cells\"\xe6\x05\n" +
 	"\x04Cell\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12\x10\n" +
@@ -2277,7 +2393,21 @@ const file_admin_proto_rawDesc = "" +
 	"\fmin_replicas\x18\x13 \x01(\x05R\vminReplicas\x12!\n" +
 	"\fmax_replicas\x18\x14 \x01(\x05R\vmaxReplicas\x12\x12\n" +
 	"\x04warm\x18\x15 \x01(\x05R\x04warm\x127\n" +
-	"\bversions\x18\x16 \x03(\v2\x1b.celluster.admin.v1.VersionR\bversions\"\xb8\x01\n" +
+	"\bversions\x18\x16 \x03(\v2\x1b.celluster.admin.v1.VersionR\bversions\x128\n" +
+	"\bsnapshot\x18\x17 \x01(\v2\x1c.celluster.admin.v1.SnapshotR\bsnapshot\"\x88\x02\n" +
+	"\bSnapshot\x12\x1d\n" +
+	"\n" +
+	"init_bytes\x18\x01 \x01(\x03R\tinitBytes\x12\x1f\n" +
+	"\vno_snapshot\x18\x02 \x01(\tR\n" +
+	"noSnapshot\x12\x12\n" +
+	"\x04kept\x18\x03 \x01(\bR\x04kept\x12\x19\n" +
+	"\bstate_id\x18\x04 \x01(\tR\astateId\x12\x1f\n" +
+	"\vstate_bytes\x18\x05 \x01(\x03R\n" +
+	"stateBytes\x12;\n" +
+	"\vstate_taken\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"stateTaken\x12\x1b\n" +
+	"\tstate_how\x18\a \x01(\tR\bstateHow\x12\x12\n" +
+	"\x04note\x18\b \x01(\tR\x04note\"\xb8\x01\n" +
 	"\aVersion\x12\x16\n" +
 	"\x06sha256\x18\x01 \x01(\tR\x06sha256\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
@@ -2427,7 +2557,7 @@ func file_admin_proto_rawDescGZIP() []byte {
 	return file_admin_proto_rawDescData
 }
 
-var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_admin_proto_goTypes = []any{
 	(*StatusRequest)(nil),         // 0: celluster.admin.v1.StatusRequest
 	(*StatusResponse)(nil),        // 1: celluster.admin.v1.StatusResponse
@@ -2437,83 +2567,86 @@ var file_admin_proto_goTypes = []any{
 	(*ListCellsRequest)(nil),      // 5: celluster.admin.v1.ListCellsRequest
 	(*ListCellsResponse)(nil),     // 6: celluster.admin.v1.ListCellsResponse
 	(*Cell)(nil),                  // 7: celluster.admin.v1.Cell
-	(*Version)(nil),               // 8: celluster.admin.v1.Version
-	(*ListPluginsRequest)(nil),    // 9: celluster.admin.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),   // 10: celluster.admin.v1.ListPluginsResponse
-	(*Plugin)(nil),                // 11: celluster.admin.v1.Plugin
-	(*ListSignalsRequest)(nil),    // 12: celluster.admin.v1.ListSignalsRequest
-	(*ListSignalsResponse)(nil),   // 13: celluster.admin.v1.ListSignalsResponse
-	(*Signal)(nil),                // 14: celluster.admin.v1.Signal
-	(*JournalRequest)(nil),        // 15: celluster.admin.v1.JournalRequest
-	(*JournalResponse)(nil),       // 16: celluster.admin.v1.JournalResponse
-	(*SignalValue)(nil),           // 17: celluster.admin.v1.SignalValue
-	(*JournalEntry)(nil),          // 18: celluster.admin.v1.JournalEntry
-	(*IntentRequest)(nil),         // 19: celluster.admin.v1.IntentRequest
-	(*Rule)(nil),                  // 20: celluster.admin.v1.Rule
-	(*IntentResponse)(nil),        // 21: celluster.admin.v1.IntentResponse
-	(*VerbRequest)(nil),           // 22: celluster.admin.v1.VerbRequest
-	(*ListNodesRequest)(nil),      // 23: celluster.admin.v1.ListNodesRequest
-	(*Node)(nil),                  // 24: celluster.admin.v1.Node
-	(*ListNodesResponse)(nil),     // 25: celluster.admin.v1.ListNodesResponse
-	nil,                           // 26: celluster.admin.v1.Signal.LabelsEntry
-	nil,                           // 27: celluster.admin.v1.SignalValue.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 29: google.protobuf.Duration
+	(*Snapshot)(nil),              // 8: celluster.admin.v1.Snapshot
+	(*Version)(nil),               // 9: celluster.admin.v1.Version
+	(*ListPluginsRequest)(nil),    // 10: celluster.admin.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),   // 11: celluster.admin.v1.ListPluginsResponse
+	(*Plugin)(nil),                // 12: celluster.admin.v1.Plugin
+	(*ListSignalsRequest)(nil),    // 13: celluster.admin.v1.ListSignalsRequest
+	(*ListSignalsResponse)(nil),   // 14: celluster.admin.v1.ListSignalsResponse
+	(*Signal)(nil),                // 15: celluster.admin.v1.Signal
+	(*JournalRequest)(nil),        // 16: celluster.admin.v1.JournalRequest
+	(*JournalResponse)(nil),       // 17: celluster.admin.v1.JournalResponse
+	(*SignalValue)(nil),           // 18: celluster.admin.v1.SignalValue
+	(*JournalEntry)(nil),          // 19: celluster.admin.v1.JournalEntry
+	(*IntentRequest)(nil),         // 20: celluster.admin.v1.IntentRequest
+	(*Rule)(nil),                  // 21: celluster.admin.v1.Rule
+	(*IntentResponse)(nil),        // 22: celluster.admin.v1.IntentResponse
+	(*VerbRequest)(nil),           // 23: celluster.admin.v1.VerbRequest
+	(*ListNodesRequest)(nil),      // 24: celluster.admin.v1.ListNodesRequest
+	(*Node)(nil),                  // 25: celluster.admin.v1.Node
+	(*ListNodesResponse)(nil),     // 26: celluster.admin.v1.ListNodesResponse
+	nil,                           // 27: celluster.admin.v1.Signal.LabelsEntry
+	nil,                           // 28: celluster.admin.v1.SignalValue.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 30: google.protobuf.Duration
 }
 var file_admin_proto_depIdxs = []int32{
-	28, // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
+	29, // 0: celluster.admin.v1.StatusResponse.started:type_name -> google.protobuf.Timestamp
 	4,  // 1: celluster.admin.v1.StatusResponse.default_limits:type_name -> celluster.admin.v1.Limits
 	2,  // 2: celluster.admin.v1.StatusResponse.bpf:type_name -> celluster.admin.v1.BPF
 	3,  // 3: celluster.admin.v1.BPF.programs:type_name -> celluster.admin.v1.BPFProgram
-	29, // 4: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
-	29, // 5: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
+	30, // 4: celluster.admin.v1.Limits.request_timeout:type_name -> google.protobuf.Duration
+	30, // 5: celluster.admin.v1.Limits.queue_timeout:type_name -> google.protobuf.Duration
 	7,  // 6: celluster.admin.v1.ListCellsResponse.cells:type_name -> celluster.admin.v1.Cell
-	28, // 7: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
-	28, // 8: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
+	29, // 7: celluster.admin.v1.Cell.updated:type_name -> google.protobuf.Timestamp
+	29, // 8: celluster.admin.v1.Cell.last_used:type_name -> google.protobuf.Timestamp
 	4,  // 9: celluster.admin.v1.Cell.limits:type_name -> celluster.admin.v1.Limits
-	8,  // 10: celluster.admin.v1.Cell.versions:type_name -> celluster.admin.v1.Version
-	11, // 11: celluster.admin.v1.ListPluginsResponse.plugins:type_name -> celluster.admin.v1.Plugin
-	14, // 12: celluster.admin.v1.ListSignalsResponse.signals:type_name -> celluster.admin.v1.Signal
-	26, // 13: celluster.admin.v1.Signal.labels:type_name -> celluster.admin.v1.Signal.LabelsEntry
-	28, // 14: celluster.admin.v1.Signal.time:type_name -> google.protobuf.Timestamp
-	18, // 15: celluster.admin.v1.JournalResponse.entries:type_name -> celluster.admin.v1.JournalEntry
-	27, // 16: celluster.admin.v1.SignalValue.labels:type_name -> celluster.admin.v1.SignalValue.LabelsEntry
-	28, // 17: celluster.admin.v1.SignalValue.time:type_name -> google.protobuf.Timestamp
-	28, // 18: celluster.admin.v1.JournalEntry.time:type_name -> google.protobuf.Timestamp
-	17, // 19: celluster.admin.v1.JournalEntry.values:type_name -> celluster.admin.v1.SignalValue
-	29, // 20: celluster.admin.v1.JournalEntry.duration:type_name -> google.protobuf.Duration
-	28, // 21: celluster.admin.v1.Rule.since:type_name -> google.protobuf.Timestamp
-	28, // 22: celluster.admin.v1.Rule.last_fired:type_name -> google.protobuf.Timestamp
-	28, // 23: celluster.admin.v1.Rule.quiet_until:type_name -> google.protobuf.Timestamp
-	28, // 24: celluster.admin.v1.Rule.last_seen:type_name -> google.protobuf.Timestamp
-	28, // 25: celluster.admin.v1.IntentResponse.applied:type_name -> google.protobuf.Timestamp
-	29, // 26: celluster.admin.v1.IntentResponse.decay_after_idle:type_name -> google.protobuf.Duration
-	20, // 27: celluster.admin.v1.IntentResponse.rules:type_name -> celluster.admin.v1.Rule
-	29, // 28: celluster.admin.v1.IntentResponse.state_every:type_name -> google.protobuf.Duration
-	24, // 29: celluster.admin.v1.ListNodesResponse.nodes:type_name -> celluster.admin.v1.Node
-	0,  // 30: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
-	5,  // 31: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
-	9,  // 32: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
-	12, // 33: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
-	15, // 34: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
-	15, // 35: celluster.admin.v1.Admin.StreamJournal:input_type -> celluster.admin.v1.JournalRequest
-	19, // 36: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
-	22, // 37: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
-	23, // 38: celluster.admin.v1.Admin.ListNodes:input_type -> celluster.admin.v1.ListNodesRequest
-	1,  // 39: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
-	6,  // 40: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
-	10, // 41: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
-	13, // 42: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
-	16, // 43: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
-	16, // 44: celluster.admin.v1.Admin.StreamJournal:output_type -> celluster.admin.v1.JournalResponse
-	21, // 45: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
-	18, // 46: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
-	25, // 47: celluster.admin.v1.Admin.ListNodes:output_type -> celluster.admin.v1.ListNodesResponse
-	39, // [39:48] is the sub-list for method output_type
-	30, // [30:39] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	9,  // 10: celluster.admin.v1.Cell.versions:type_name -> celluster.admin.v1.Version
+	8,  // 11: celluster.admin.v1.Cell.snapshot:type_name -> celluster.admin.v1.Snapshot
+	29, // 12: celluster.admin.v1.Snapshot.state_taken:type_name -> google.protobuf.Timestamp
+	12, // 13: celluster.admin.v1.ListPluginsResponse.plugins:type_name -> celluster.admin.v1.Plugin
+	15, // 14: celluster.admin.v1.ListSignalsResponse.signals:type_name -> celluster.admin.v1.Signal
+	27, // 15: celluster.admin.v1.Signal.labels:type_name -> celluster.admin.v1.Signal.LabelsEntry
+	29, // 16: celluster.admin.v1.Signal.time:type_name -> google.protobuf.Timestamp
+	19, // 17: celluster.admin.v1.JournalResponse.entries:type_name -> celluster.admin.v1.JournalEntry
+	28, // 18: celluster.admin.v1.SignalValue.labels:type_name -> celluster.admin.v1.SignalValue.LabelsEntry
+	29, // 19: celluster.admin.v1.SignalValue.time:type_name -> google.protobuf.Timestamp
+	29, // 20: celluster.admin.v1.JournalEntry.time:type_name -> google.protobuf.Timestamp
+	18, // 21: celluster.admin.v1.JournalEntry.values:type_name -> celluster.admin.v1.SignalValue
+	30, // 22: celluster.admin.v1.JournalEntry.duration:type_name -> google.protobuf.Duration
+	29, // 23: celluster.admin.v1.Rule.since:type_name -> google.protobuf.Timestamp
+	29, // 24: celluster.admin.v1.Rule.last_fired:type_name -> google.protobuf.Timestamp
+	29, // 25: celluster.admin.v1.Rule.quiet_until:type_name -> google.protobuf.Timestamp
+	29, // 26: celluster.admin.v1.Rule.last_seen:type_name -> google.protobuf.Timestamp
+	29, // 27: celluster.admin.v1.IntentResponse.applied:type_name -> google.protobuf.Timestamp
+	30, // 28: celluster.admin.v1.IntentResponse.decay_after_idle:type_name -> google.protobuf.Duration
+	21, // 29: celluster.admin.v1.IntentResponse.rules:type_name -> celluster.admin.v1.Rule
+	30, // 30: celluster.admin.v1.IntentResponse.state_every:type_name -> google.protobuf.Duration
+	25, // 31: celluster.admin.v1.ListNodesResponse.nodes:type_name -> celluster.admin.v1.Node
+	0,  // 32: celluster.admin.v1.Admin.Status:input_type -> celluster.admin.v1.StatusRequest
+	5,  // 33: celluster.admin.v1.Admin.ListCells:input_type -> celluster.admin.v1.ListCellsRequest
+	10, // 34: celluster.admin.v1.Admin.ListPlugins:input_type -> celluster.admin.v1.ListPluginsRequest
+	13, // 35: celluster.admin.v1.Admin.ListSignals:input_type -> celluster.admin.v1.ListSignalsRequest
+	16, // 36: celluster.admin.v1.Admin.Journal:input_type -> celluster.admin.v1.JournalRequest
+	16, // 37: celluster.admin.v1.Admin.StreamJournal:input_type -> celluster.admin.v1.JournalRequest
+	20, // 38: celluster.admin.v1.Admin.Intent:input_type -> celluster.admin.v1.IntentRequest
+	23, // 39: celluster.admin.v1.Admin.Verb:input_type -> celluster.admin.v1.VerbRequest
+	24, // 40: celluster.admin.v1.Admin.ListNodes:input_type -> celluster.admin.v1.ListNodesRequest
+	1,  // 41: celluster.admin.v1.Admin.Status:output_type -> celluster.admin.v1.StatusResponse
+	6,  // 42: celluster.admin.v1.Admin.ListCells:output_type -> celluster.admin.v1.ListCellsResponse
+	11, // 43: celluster.admin.v1.Admin.ListPlugins:output_type -> celluster.admin.v1.ListPluginsResponse
+	14, // 44: celluster.admin.v1.Admin.ListSignals:output_type -> celluster.admin.v1.ListSignalsResponse
+	17, // 45: celluster.admin.v1.Admin.Journal:output_type -> celluster.admin.v1.JournalResponse
+	17, // 46: celluster.admin.v1.Admin.StreamJournal:output_type -> celluster.admin.v1.JournalResponse
+	22, // 47: celluster.admin.v1.Admin.Intent:output_type -> celluster.admin.v1.IntentResponse
+	19, // 48: celluster.admin.v1.Admin.Verb:output_type -> celluster.admin.v1.JournalEntry
+	26, // 49: celluster.admin.v1.Admin.ListNodes:output_type -> celluster.admin.v1.ListNodesResponse
+	41, // [41:50] is the sub-list for method output_type
+	32, // [32:41] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_admin_proto_init() }
@@ -2527,7 +2660,7 @@ func file_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_admin_proto_rawDesc), len(file_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/celluster/celluster/core/testbuild"
+)
+
+// keepStateIntent keeps the counter's state and lets it decay to zero
+// after a second idle.
+const keepStateIntent = "cell counter\nkeep replicas 1..4\nkeep state\ndecay after 1s idle\n"
+
+// count sends GET /counter and returns the count it answered.
+func (n *proc) count() string {
+	n.t.Helper()
+	r := n.get("/counter")
+	if r.status != 200 {
+		n.t.Fatalf("GET /counter: %d %q", r.status, r.body)
+	}
+	return strings.TrimSpace(r.body)
+}
+
+// TestKeepStateEndToEnd: the counter cell with `keep state` goes on
+// counting through a decay to zero and a wake, a SIGTERM and restart of
+// the node, and a clone, whose new replica continues from the state at
+// clone time. Without `keep state` a restart starts it at 1.
+func TestKeepStateEndToEnd(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	counter := testbuild.Cell(t, "counter")
+	n := startNode(t, data, "--telemetry-interval", "100ms")
+	n.writeIntent("counter", keepStateIntent)
+	n.drop("counter", counter)
+	n.waitStatus("/counter", 200) // 1
+	for _, want := range []string{"2", "3"} {
+		if got := n.count(); got != want {
+			t.Fatalf("count %s, want %s", got, want)
+		}
+	}
+	c := n.listCells()["counter"]
+	if c.Snapshot.InitBytes == 0 || !c.Snapshot.Kept {
+		t.Fatalf("snapshot info after three requests: %+v", c.Snapshot)
+	}
+
+	// Decay to zero and wake.
+	eventually(t, "zero replicas after idling", func() bool { return n.listCells()["counter"].Replicas == 0 })
+	if c := n.listCells()["counter"]; c.Snapshot.StateHow != "decay" || c.Snapshot.StateID == "" || c.Snapshot.StateBytes == 0 {
+		t.Fatalf("kept state after the decay: %+v", c.Snapshot)
+	}
+	if got := n.count(); got != "4" {
+		t.Fatalf("after decay and wake: %s, want 4", got)
+	}
+	out, err := n.celctl("cells")
+	if err != nil || !strings.Contains(out, "KEPT STATE") || !strings.Contains(out, "(decay)") {
+		t.Fatalf("celctl cells: %v\n%s", err, out)
+	}
+
+	// SIGTERM and restart on the same data directory.
+	n.stop()
+	if !strings.Contains(n.Logs(), "saved the cell's state") {
+		t.Fatalf("no state saved at drain:\n%s", n.Logs())
+	}
+	n2 := startNode(t, data, "--telemetry-interval", "100ms")
+	n2.writeIntent("counter", keepStateIntent)
+	n2.drop("counter", counter)
+	if r := n2.waitStatus("/counter", 200); strings.TrimSpace(r.body) != "5" {
+		t.Fatalf("after restart: %q, want 5", r.body)
+	}
+	if !strings.Contains(n2.Logs(), "restored the cell's saved state") {
+		t.Fatalf("no restore logged:\n%s", n2.Logs())
+	}
+
+	// Clone: the new replica forks the state (5), so both replicas answer
+	// past it.
+	if out, err := n2.celctl("verb", "clone", "counter"); err != nil {
+		t.Fatalf("clone: %v\n%s", err, out)
+	}
+	if c := n2.listCells()["counter"]; c.Replicas < 2 || c.Snapshot.StateHow != "fork" {
+		t.Fatalf("after the clone: replicas %d, state %+v", c.Replicas, c.Snapshot)
+	}
+	for i := 0; i < 4; i++ {
+		if got, _ := strconv.Atoi(n2.count()); got <= 5 {
+			t.Fatalf("request %d after the clone answered %d: a replica started from nothing", i, got)
+		}
+	}
+	n2.stop()
+
+	// Without keep state: a restart starts from 1.
+	n3 := startNode(t, data)
+	n3.writeIntent("counter", "cell counter\nkeep replicas 1..4\n")
+	n3.drop("counter", counter)
+	if r := n3.waitStatus("/counter", 200); strings.TrimSpace(r.body) != "1" {
+		t.Fatalf("without keep state, after restart: %q, want 1", r.body)
+	}
+}
