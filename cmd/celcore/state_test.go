@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -71,6 +72,10 @@ func TestKeepStateEndToEnd(t *testing.T) {
 	if !strings.Contains(n2.Logs(), "restored the cell's saved state") {
 		t.Fatalf("no restore logged:\n%s", n2.Logs())
 	}
+	if e := find(n2.journal("counter"), func(e journalEntry) bool { return e.Verb == "state" && len(e.Args) > 0 && e.Args[0] == "restored" }); e == nil ||
+		!strings.Contains(e.Message, "restored state ") || !strings.Contains(e.Message, " ago") {
+		t.Fatalf("journal entry of the restore: %+v", e)
+	}
 
 	// Clone: the new replica forks the state (5), so both replicas answer
 	// past it.
@@ -87,11 +92,37 @@ func TestKeepStateEndToEnd(t *testing.T) {
 	}
 	n2.stop()
 
-	// Without keep state: a restart starts from 1.
+	// A corrupt saved state is refused: the cell starts fresh, and the
+	// journal and celctl cells say why.
+	path := filepath.Join(data, "state", "counter.state")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	n3 := startNode(t, data)
-	n3.writeIntent("counter", "cell counter\nkeep replicas 1..4\n")
+	n3.writeIntent("counter", keepStateIntent)
 	n3.drop("counter", counter)
 	if r := n3.waitStatus("/counter", 200); strings.TrimSpace(r.body) != "1" {
+		t.Fatalf("after a corrupt saved state: %q, want 1", r.body)
+	}
+	e := find(n3.journal("counter"), func(e journalEntry) bool { return e.Verb == "state" && e.Outcome == "refused" })
+	if e == nil || !strings.Contains(e.Message, "counter.state") || !strings.Contains(e.Message, "corrupt") {
+		t.Fatalf("journal entry of the refusal: %+v", e)
+	}
+	if c := n3.listCells()["counter"]; !strings.Contains(c.Snapshot.Note, "refused") {
+		t.Fatalf("celctl cells note: %+v", c.Snapshot)
+	}
+	n3.stop()
+
+	// Without keep state: a restart starts from 1.
+	n4 := startNode(t, data)
+	n4.writeIntent("counter", "cell counter\nkeep replicas 1..4\n")
+	n4.drop("counter", counter)
+	if r := n4.waitStatus("/counter", 200); strings.TrimSpace(r.body) != "1" {
 		t.Fatalf("without keep state, after restart: %q, want 1", r.body)
 	}
 }

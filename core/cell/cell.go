@@ -51,6 +51,7 @@ type Cell struct {
 
 	caller    Caller                 // cel.call, from the registry; may be nil
 	store     StateStore             // kept state across restarts, from the registry; may be nil
+	onState   func(StateEvent)       // from the registry; may be nil
 	keep      atomic.Bool            // the intent keeps state (set before the first load)
 	stateNote atomic.Pointer[string] // why kept state was not restored, if so
 	calls     atomic.Pointer[CallPolicy]
@@ -80,6 +81,22 @@ type Policy struct {
 	KeepState bool
 	// StateEvery is how often the state is replicated to a peer (0: never).
 	StateEvery time.Duration
+}
+
+// StateEvent is something that happened to a cell's kept state, for the
+// node's journal.
+type StateEvent struct {
+	Cell string
+	// What happened: "decay", "fork", "drain", "reload" (the state was
+	// captured that way), "saved" (written for a restart), "restored"
+	// (read back at start) or "refused" (a saved state that could not be
+	// used, or could not be saved; Err says why).
+	What string
+	// ID, Size and Taken describe the state (none when refused).
+	ID    string
+	Size  int
+	Taken time.Time
+	Err   string
 }
 
 // StateStore keeps the state of cells that keep state across node
@@ -201,12 +218,29 @@ func (c *Cell) restoredState(mod *wasm.Module) *wasm.Snapshot {
 		note := "the saved state was refused; the cell starts fresh: " + err.Error()
 		c.stateNote.Store(&note)
 		c.log.Warn("the saved state was refused; the cell starts fresh", "err", err)
+		c.stateEvent("refused", nil, err)
 		return nil
 	}
 	if s != nil {
-		c.log.Info("restored the cell's saved state", "size", s.Size(), "taken", s.Taken().Format(time.RFC3339Nano), "age", time.Since(s.Taken()).Round(time.Millisecond))
+		c.log.Info("restored the cell's saved state", "id", s.ID(), "size", s.Size(), "taken", s.Taken().Format(time.RFC3339Nano), "age", time.Since(s.Taken()).Round(time.Millisecond))
+		c.stateEvent("restored", s, nil)
 	}
 	return s
+}
+
+// stateEvent reports an event of the cell's kept state to the registry.
+func (c *Cell) stateEvent(what string, s *wasm.Snapshot, err error) {
+	if c.onState == nil {
+		return
+	}
+	ev := StateEvent{Cell: c.name, What: what}
+	if s != nil {
+		ev.ID, ev.Size, ev.Taken = s.ID(), s.Size(), s.Taken()
+	}
+	if err != nil {
+		ev.Err = err.Error()
+	}
+	c.onState(ev)
 }
 
 // saveState stores the state of a drained pool.
@@ -220,9 +254,11 @@ func (c *Cell) saveState(p *pool) {
 	}
 	if err := c.store.SaveState(c.name, s, p.mod); err != nil {
 		c.log.Error("cannot save the cell's state; a restart starts it fresh", "err", err)
+		c.stateEvent("refused", nil, fmt.Errorf("saving: %w", err))
 		return
 	}
-	c.log.Info("saved the cell's state", "size", s.Size())
+	c.log.Info("saved the cell's state", "id", s.ID(), "size", s.Size())
+	c.stateEvent("saved", s, nil)
 }
 
 // Idle returns how long the cell has gone without a request (since it was
@@ -331,6 +367,7 @@ func (c *Cell) load(ctx context.Context, src []byte, source string, stage bool) 
 			}
 		}
 		p = newPool(mod, wasm.InstanceConfig{Cell: c.name, Logger: c.log, InitTimeout: lim.RequestTimeout, Call: c.callFunc()}, warm, max(pol.Warm, pol.Min), &c.stats.queued)
+		p.onState = func(how string, s *wasm.Snapshot) { c.stateEvent(how, s, nil) }
 		if c.keep.Load() && mod.NoSnapshot == "" {
 			p.keep = true
 			var pv *version

@@ -40,6 +40,9 @@ type Registry struct {
 	// States, if set before cells are created, keeps the state of cells
 	// that keep state across restarts.
 	States StateStore
+	// OnState, if set before cells are created, is told of what happens to
+	// kept states (for the node's journal). It must not block.
+	OnState func(StateEvent)
 
 	mu    sync.RWMutex
 	cells map[string]*Cell
@@ -66,6 +69,7 @@ func (r *Registry) ensure(name string) *Cell {
 		c = newCell(name, r.eng, r.log, r.limits)
 		c.caller = r.Caller
 		c.store = r.States
+		c.onState = r.OnState
 		r.cells[name] = c
 	}
 	return c

@@ -112,7 +112,8 @@ type pool struct {
 	// last replica decayed, the pool closed, or the node restarted).
 	keep    bool
 	state   *wasm.Snapshot
-	stateOf string // how state was taken: "decay", "fork", "drain", "restart"
+	stateOf string                             // how state was taken: "decay", "fork", "drain", "restart"
+	onState func(how string, s *wasm.Snapshot) // told of each capture; may be nil
 }
 
 func newPool(mod *wasm.Module, cfg wasm.InstanceConfig, target, wake int, queued *atomic.Int64) *pool {
@@ -394,6 +395,9 @@ func (p *pool) saveState(r *wasm.Reactor, how string) *wasm.Snapshot {
 	p.mu.Lock()
 	p.state, p.stateOf = s, how
 	p.mu.Unlock()
+	if p.onState != nil {
+		p.onState(how, s)
+	}
 	return s
 }
 

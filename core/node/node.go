@@ -206,6 +206,7 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.reg.Caller = n.callCell
 	n.reg.States = states
+	n.reg.OnState = n.journalState
 	n.states = states
 	return n, nil
 }
