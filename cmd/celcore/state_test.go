@@ -3,10 +3,13 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/celluster/celluster/core/mesh"
 	"github.com/celluster/celluster/core/testbuild"
 )
 
@@ -124,5 +127,63 @@ func TestKeepStateEndToEnd(t *testing.T) {
 	n4.drop("counter", counter)
 	if r := n4.waitStatus("/counter", 200); strings.TrimSpace(r.body) != "1" {
 		t.Fatalf("without keep state, after restart: %q, want 1", r.body)
+	}
+}
+
+// TestMeshStateFollowsTheCell: a cell with kept state cloned onto a peer
+// continues there from the state at clone time; one replicated every 1s
+// continues, after kill -9 of its node, on the survivor next in line from
+// the last copy pushed, and that survivor's journal says how old it was.
+func TestMeshStateFollowsTheCell(t *testing.T) {
+	survivors := []string{"s2", "s3"}
+	rank := mesh.Rendezvous("tally", survivors)
+	c := newCluster(t)
+	home := c.start("s1")
+	c.start("s2")
+	c.start("s3")
+	c.converged("s1", "s2", "s3")
+	counter := testbuild.Cell(t, "counter")
+
+	// Clone with state.
+	home.writeIntent("counter", "cell counter\nkeep replicas 1..2\nkeep state\n")
+	home.drop("counter", counter)
+	home.waitStatus("/counter", 200)
+	for i := 0; i < 2; i++ {
+		home.count() // 2, 3
+	}
+	peer := c.nodes[rank[1]]
+	if out, err := home.celctl("verb", "clone", "counter", "1", "on", rank[1]); err != nil {
+		t.Fatalf("clone on %s: %v\n%s", rank[1], err, out)
+	}
+	r := peer.get("/counter")
+	if r.status != 200 || r.header.Get("X-Celluster-Served-By") != "" || strings.TrimSpace(r.body) != "4" {
+		t.Fatalf("the clone on %s answered %d %q (served by %q), want its own replica continuing at 4", rank[1], r.status, r.body, r.header.Get("X-Celluster-Served-By"))
+	}
+
+	// Replicated state, and a kill -9.
+	home.writeIntent("tally", "cell tally\nkeep replicas 1..2\nkeep state replicated every 1s\n")
+	home.drop("tally", counter)
+	home.waitStatus("/tally", 200)
+	for i := 0; i < 4; i++ {
+		home.get("/tally") // 2..5
+	}
+	fifth := time.Now()
+	copyPath := filepath.Join(c.data[rank[0]], "state", "tally.state")
+	eventually(t, "a copy of tally's state pushed to "+rank[0]+" after its fifth request", func() bool {
+		fi, err := os.Stat(copyPath)
+		return err == nil && fi.ModTime().After(fifth.Add(100*time.Millisecond))
+	})
+	if e := find(home.journal("tally"), func(e journalEntry) bool { return e.Verb == "state" && len(e.Args) == 2 && e.Args[0] == "replicate" }); e == nil || e.Args[1] != rank[0] {
+		t.Fatalf("journal entry of the replication: %+v, want to %s", e, rank[0])
+	}
+	home.kill()
+	winner := c.nodes[rank[0]]
+	eventually(t, "tally taken over by "+rank[0], func() bool { return slices.Contains(c.serving("tally", survivors...), rank[0]) })
+	if r := winner.get("/tally"); r.status != 200 || strings.TrimSpace(r.body) != "6" {
+		t.Fatalf("tally after the take-over: %d %q, want 6", r.status, r.body)
+	}
+	e := find(winner.journal("tally"), func(e journalEntry) bool { return e.Verb == "state" && len(e.Args) > 0 && e.Args[0] == "restored" })
+	if e == nil || !strings.Contains(e.Message, "taken ") || !strings.Contains(e.Message, " ago") {
+		t.Fatalf("journal of the take-over's restore: %+v", e)
 	}
 }

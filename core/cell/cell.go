@@ -243,6 +243,28 @@ func (c *Cell) stateEvent(what string, s *wasm.Snapshot, err error) {
 	c.onState(ev)
 }
 
+// ExportState returns the cell's kept state as it is now, with the module
+// it is a snapshot of (to encode it for a peer): a capture of the replica
+// that served last when one is idle, else the state captured last. sha,
+// when not empty, must be the serving module's.
+func (c *Cell) ExportState(sha string) (*wasm.Snapshot, *wasm.Module, error) {
+	var s *wasm.Snapshot
+	var mod *wasm.Module
+	err := c.withPool(context.Background(), func(p *pool) error {
+		if sha != "" && p.mod.SHA256 != sha {
+			return fmt.Errorf("cell %s serves module %s, not %s", c.name, p.mod.SHA256[:12], sha[:min(12, len(sha))])
+		}
+		var err error
+		s, err = p.currentState()
+		mod = p.mod
+		return err
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("cell %s: %w", c.name, err)
+	}
+	return s, mod, nil
+}
+
 // saveState stores the state of a drained pool.
 func (c *Cell) saveState(p *pool) {
 	if c.store == nil || !c.keep.Load() {

@@ -375,6 +375,37 @@ func (p *pool) forkSource() *wasm.Snapshot {
 	return s
 }
 
+// currentState is the pool's state now, for a peer: a capture of the
+// replica that served last when one is idle (recorded as the pool's
+// state, without an event), else the state saved last.
+func (p *pool) currentState() (*wasm.Snapshot, error) {
+	p.mu.Lock()
+	if !p.keep {
+		p.mu.Unlock()
+		return nil, errors.New("the cell does not keep state")
+	}
+	if n := len(p.idle); n > 0 {
+		r := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		s, err := r.Snapshot()
+		p.put(r, true)
+		if err != nil {
+			return nil, err
+		}
+		p.mu.Lock()
+		p.state = s
+		p.mu.Unlock()
+		return s, nil
+	}
+	s := p.state
+	p.mu.Unlock()
+	if s == nil {
+		return nil, errors.New("no state captured yet: every replica is busy")
+	}
+	return s, nil
+}
+
 // savedState is the state saved last, when the pool keeps state.
 func (p *pool) savedState() *wasm.Snapshot {
 	p.mu.Lock()

@@ -35,6 +35,9 @@ type Entry struct {
 	// one the fleet may drain again when the cell is on more nodes than
 	// it asks (a holder back from a restart after its copy was replaced).
 	Spread bool `json:"spread,omitempty"`
+	// KeepState says the cell's intent keeps its state: a node that
+	// places it restores the state it is given or was pushed.
+	KeepState bool `json:"keep_state,omitempty"`
 }
 
 // spawnRequest asks a peer to serve a cell.
@@ -46,6 +49,9 @@ type spawnRequest struct {
 	Replicas int `json:"replicas"`
 	// Reason is journaled by the peer.
 	Reason string `json:"reason"`
+	// State asks the peer to fetch the cell's state from From before it
+	// starts the cell (a clone with kept state).
+	State bool `json:"state,omitempty"`
 }
 
 // peerCatalog is the last catalog pulled from a peer, with its version.
@@ -130,7 +136,7 @@ func (m *Mesh) catalog() []Entry {
 		if in.SHA256 == "" {
 			continue
 		}
-		e := Entry{Cell: in.Name, SHA256: in.SHA256, Min: max(in.Policy.Min, 1)}
+		e := Entry{Cell: in.Name, SHA256: in.SHA256, Min: max(in.Policy.Min, 1), KeepState: in.Policy.KeepState}
 		if text, source, ok := m.host.Intent(in.Name); ok {
 			e.Intent, e.IntentName = text, source
 		}
@@ -260,6 +266,17 @@ func (m *Mesh) spawnLocal(ctx context.Context, req spawnRequest, by, standInFor 
 	c := m.reg.Lookup(req.Cell)
 	source := "node " + req.From + " (sha256 " + req.SHA256[:12] + ")"
 	if c.Info().SHA256 != req.SHA256 {
+		if req.KeepState {
+			if req.State && req.From != "" && req.From != m.cfg.Name {
+				n, err := m.fetchState(ctx, req.Cell, req.SHA256, req.From)
+				if err != nil {
+					m.log.Warn("cannot fetch a cell's state; it starts fresh here", "cell", req.Cell, "from", req.From, "err", err)
+				} else {
+					m.log.Info("fetched a cell's state", "cell", req.Cell, "from", req.From, "bytes", n)
+				}
+			}
+			c.SetKeepState(true)
+		}
 		if err := c.Load(ctx, mod, source); err != nil {
 			return 0, err
 		}

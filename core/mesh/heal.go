@@ -353,6 +353,12 @@ func (m *Mesh) answerWithdraw(ctx context.Context, peer string, payload []byte) 
 	delete(m.place.healed, name)
 	delete(m.place.seen, name) // gone for good: 404 from now on
 	m.place.mu.Unlock()
+	if ours || m.reg.Lookup(name) == nil {
+		// A state copy the home pushed here goes with the cell.
+		if err := m.host.AdoptState(name, nil); err != nil {
+			m.log.Warn("cannot drop a withdrawn cell's state copy", "cell", name, "err", err)
+		}
+	}
 	if !ours {
 		return []byte("0"), nil // none here, or this node's own: not the fleet's to drop
 	}
@@ -565,7 +571,7 @@ func (m *Mesh) placeOnPeer(ctx context.Context, cellName, node string, replicas 
 	if err != nil {
 		return node, 0, err
 	}
-	b, _ := json.Marshal(spawnRequest{Entry: *entry, From: m.cfg.Name, Replicas: max(replicas, 1), Reason: reason})
+	b, _ := json.Marshal(spawnRequest{Entry: *entry, From: m.cfg.Name, Replicas: max(replicas, 1), Reason: reason, State: entry.KeepState})
 	out, err := p.Request(ctx, frame.TypeSpawn, b)
 	if err != nil {
 		return node, 0, err

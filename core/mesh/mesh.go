@@ -48,6 +48,9 @@ type Host interface {
 	// Precompile compiles a module ahead of need (kept in the engine's
 	// caches), so a take-over or a clone onto this node starts at once.
 	Precompile(ctx context.Context, mod []byte)
+	// AdoptState keeps an encoded state of a cell (from a peer), for the
+	// cell's next load here to restore; nil drops what is kept.
+	AdoptState(cell string, state []byte) error
 }
 
 // Placement is what a cell's intent says about where it runs.
@@ -103,6 +106,7 @@ type Config struct {
 // of the fleet's cells, module shipping, placement, healing and
 // forwarding.
 type Mesh struct {
+	repl  replication // states pushed to peers
 	cfg   Config
 	log   *slog.Logger
 	td    spiffeid.TrustDomain
@@ -211,6 +215,7 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 	f.HandleRequest(frame.TypeRenew, 1024, m.answerRenew)
 	f.HandleRequest(frame.TypeWithdraw, 1024, m.answerWithdraw)
 	m.handlePlacement()
+	m.handleState()
 	m.restorePlacements(ctx)
 	go m.id.Renew(ctx, m.fetchRenewal)
 	if len(cfg.Join) > 0 {
@@ -219,6 +224,7 @@ func Start(ctx context.Context, cfg Config) (*Mesh, error) {
 	go m.publishMeta(ctx)
 	go m.syncLoop(ctx)
 	go m.healLoop(ctx)
+	go m.replicateLoop(ctx)
 	return m, nil
 }
 

@@ -120,6 +120,13 @@ func (h meshHost) Precompile(ctx context.Context, mod []byte) {
 	}
 }
 
+func (h meshHost) AdoptState(name string, state []byte) error {
+	if state == nil {
+		return h.n.states.Remove(name)
+	}
+	return h.n.states.Put(name, state)
+}
+
 // Member is one node of the mesh as this node sees it.
 type Member = mesh.Member
 

@@ -44,6 +44,29 @@ func Open(dir string) (*Store, error) {
 // Path is where cell's state is saved.
 func (s *Store) Path(cell string) string { return filepath.Join(s.dir, cell+Ext) }
 
+// Put stores an encoded state of cell as it came (from a peer); it is
+// verified when it is loaded.
+func (s *Store) Put(cell string, b []byte) error {
+	path := s.Path(cell)
+	f, err := os.CreateTemp(s.dir, "."+cell+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("keeping state of cell %s: %w", cell, err)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(b)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("keeping state of cell %s in %s: %w", cell, path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("keeping state of cell %s in %s: %w", cell, path, err)
+	}
+	return nil
+}
+
 // SaveState implements cell.StateStore.
 func (s *Store) SaveState(cell string, snap *wasm.Snapshot, mod *wasm.Module) error {
 	path := s.Path(cell)

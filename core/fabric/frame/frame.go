@@ -112,6 +112,14 @@ const (
 	// longer serves the cell (its module was removed there): the payload
 	// is the cell's name; the node drops the copy it serves for the fleet.
 	TypeWithdraw Type = 24
+	// TypeState asks a node for a cell's kept state (JSON: cell, module
+	// hash); the answer is the state, encoded by package snapshot against
+	// the module's data, verified by the asker.
+	TypeState Type = 25
+	// TypeStatePush gives a node a copy of a cell's kept state, to restore
+	// should the sending node die (a length-prefixed JSON header: cell,
+	// module hash; then the encoded state).
+	TypeStatePush Type = 26
 )
 
 // String returns the type's name, or "type(N)" for a number without one.
@@ -145,6 +153,10 @@ func (t Type) String() string {
 		return "renew"
 	case TypeWithdraw:
 		return "withdraw"
+	case TypeState:
+		return "state"
+	case TypeStatePush:
+		return "state-push"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
