@@ -115,19 +115,9 @@ func (m *Mesh) fetchState(ctx context.Context, cellName, sha, from string) (int,
 // answerStatePush keeps a peer's pushed state for the cell: if the peer
 // dies and this node takes the cell over, it continues from it.
 func (m *Mesh) answerStatePush(_ context.Context, peer string, p []byte) ([]byte, error) {
-	if len(p) < 4 {
-		return nil, errors.New("state push: no header")
-	}
-	n := binary.BigEndian.Uint32(p)
-	if uint64(n) > uint64(len(p)-4) || n > 4096 {
-		return nil, fmt.Errorf("state push: header of %d bytes in a %d-byte payload", n, len(p))
-	}
-	var hdr stateRequest
-	if err := json.Unmarshal(p[4:4+n], &hdr); err != nil {
-		return nil, fmt.Errorf("state push: header: %w", err)
-	}
-	if err := cell.ValidName(hdr.Cell); err != nil {
-		return nil, fmt.Errorf("state push: %w", err)
+	hdr, state, err := parseStatePush(p)
+	if err != nil {
+		return nil, err
 	}
 	if c := m.reg.Lookup(hdr.Cell); c != nil && c.Info().SHA256 != "" {
 		if _, ours := m.placedHere(hdr.Cell); !ours {
@@ -136,11 +126,34 @@ func (m *Mesh) answerStatePush(_ context.Context, peer string, p []byte) ([]byte
 			return nil, fmt.Errorf("node %s serves cell %s itself; it keeps its own state", m.cfg.Name, hdr.Cell)
 		}
 	}
-	if err := m.host.AdoptState(hdr.Cell, p[4+n:]); err != nil {
+	if err := m.host.AdoptState(hdr.Cell, state); err != nil {
 		return nil, err
 	}
-	m.log.Debug("kept a peer's state copy", "cell", hdr.Cell, "from", peer, "bytes", len(p)-4-int(n))
+	m.log.Debug("kept a peer's state copy", "cell", hdr.Cell, "from", peer, "bytes", len(state))
 	return []byte("1"), nil
+}
+
+// parseStatePush splits a state push into its header and the encoded
+// state (which the snapshot decoder verifies when it is restored).
+func parseStatePush(p []byte) (stateRequest, []byte, error) {
+	var hdr stateRequest
+	if len(p) < 4 {
+		return hdr, nil, errors.New("state push: no header")
+	}
+	n := binary.BigEndian.Uint32(p)
+	if uint64(n) > uint64(len(p)-4) || n > 4096 {
+		return hdr, nil, fmt.Errorf("state push: header of %d bytes in a %d-byte payload", n, len(p))
+	}
+	if err := json.Unmarshal(p[4:4+n], &hdr); err != nil {
+		return hdr, nil, fmt.Errorf("state push: header: %w", err)
+	}
+	if err := cell.ValidName(hdr.Cell); err != nil {
+		return hdr, nil, fmt.Errorf("state push: %w", err)
+	}
+	if !validSHA(hdr.SHA256) {
+		return hdr, nil, fmt.Errorf("state push: module hash %q is not a hex sha256", hdr.SHA256)
+	}
+	return hdr, p[4+n:], nil
 }
 
 // placedHere reports whether this node serves cellName for the fleet (a
