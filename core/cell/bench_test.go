@@ -23,10 +23,16 @@ func TestMain(m *testing.M) { testbuild.Main(m) }
 // benchRegistry returns a registry on its own engine with the named example
 // cells loaded (built for wasip1 by testbuild). Logs are discarded.
 func benchRegistry(b *testing.B, limits Limits, cells ...string) *Registry {
+	return benchRegistryWith(b, wasm.Config{}, limits, cells...)
+}
+
+// benchRegistryWith is benchRegistry on an engine configured by cfg.
+func benchRegistryWith(b *testing.B, cfg wasm.Config, limits Limits, cells ...string) *Registry {
 	b.Helper()
 	ctx := context.Background()
 	log := slog.New(slog.DiscardHandler)
-	eng, err := wasm.NewEngine(ctx, wasm.Config{Logger: log})
+	cfg.Logger = log
+	eng, err := wasm.NewEngine(ctx, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -263,29 +269,36 @@ func BenchmarkReplicaFirstRequest(b *testing.B) {
 
 // BenchmarkScaleFromZero: the first request to a Go hello cell decayed to
 // zero replicas (compiled module kept): it waits for a replica to start and
-// is served (aim ≤ 15 ms). Peer in the same run: a request to a warm cell.
+// is served (aim ≤ 2 ms from a snapshot). path=snapshot starts the replica
+// from the module's pre-initialised snapshot, path=plain as a node with
+// snapshots off does (instantiate, data segments, _initialize); the peer
+// in the same run, warm, is a request to a cell with a replica ready.
 func BenchmarkScaleFromZero(b *testing.B) {
-	reg := benchRegistry(b, Limits{}, "hello")
-	c := reg.Lookup("hello")
-	if err := c.SetPolicy(Policy{Min: 1, Max: 8, Warm: 1, DecayIdle: time.Nanosecond}); err != nil {
-		b.Fatal(err)
-	}
 	ctx := context.Background()
-	b.Run("from-zero", func(b *testing.B) {
-		for b.Loop() {
-			b.StopTimer()
-			if live, err := c.DrainReplicas(ctx, 100); err != nil || live != 0 {
-				b.Fatalf("decay to zero: %d live, %v", live, err)
+	for _, path := range []string{"snapshot", "plain"} {
+		reg := benchRegistryWith(b, wasm.Config{NoSnapshots: path == "plain"}, Limits{}, "hello")
+		c := reg.Lookup("hello")
+		if err := c.SetPolicy(Policy{Min: 1, Max: 8, Warm: 1, DecayIdle: time.Nanosecond}); err != nil {
+			b.Fatal(err)
+		}
+		b.Run("path="+path, func(b *testing.B) {
+			for b.Loop() {
+				b.StopTimer()
+				if live, err := c.DrainReplicas(ctx, 100); err != nil || live != 0 {
+					b.Fatalf("decay to zero: %d live, %v", live, err)
+				}
+				b.StartTimer()
+				serveOnce(b, c, "/hello")
 			}
-			b.StartTimer()
-			serveOnce(b, c, "/hello")
+			b.ReportMetric(perOp(b, time.Millisecond), "ms/request")
+		})
+		if path == "snapshot" {
+			b.Run("path=warm", func(b *testing.B) {
+				for b.Loop() {
+					serveOnce(b, c, "/hello")
+				}
+				b.ReportMetric(perOp(b, time.Millisecond), "ms/request")
+			})
 		}
-		b.ReportMetric(perOp(b, time.Millisecond), "ms/request")
-	})
-	b.Run("warm", func(b *testing.B) {
-		for b.Loop() {
-			serveOnce(b, c, "/hello")
-		}
-		b.ReportMetric(perOp(b, time.Millisecond), "ms/request")
-	})
+	}
 }
