@@ -34,6 +34,17 @@ import (
 // whose length is not a multiple of PageSize or exceeds MaxPages pages,
 // more than MaxGlobals globals (errors wrapping ErrTooLarge for the sizes).
 func Encode(w io.Writer, s *Snapshot, base []byte) (int64, error) {
+	var sum [32]byte
+	if len(base) > 0 {
+		sum = sha256.Sum256(base)
+	}
+	return EncodeBase(w, s, base, sum)
+}
+
+// EncodeBase is Encode given base's sha256, for a caller that encodes many
+// snapshots against one base and hashes it once. A wrong sum makes every
+// Decode against the real base refuse the snapshot (ErrForeign).
+func EncodeBase(w io.Writer, s *Snapshot, base []byte, baseSum [32]byte) (int64, error) {
 	if err := checkEncode(s, base); err != nil {
 		return 0, err
 	}
@@ -70,8 +81,7 @@ func Encode(w io.Writer, s *Snapshot, base []byte) (int64, error) {
 	binary.LittleEndian.PutUint32(hdr[offGlobals:], uint32(len(s.Globals)))
 	binary.LittleEndian.PutUint32(hdr[offEncoded:], uint32(len(dirty)))
 	if len(base) > 0 {
-		sum := sha256.Sum256(base)
-		copy(hdr[offBaseSum:], sum[:])
+		copy(hdr[offBaseSum:], baseSum[:])
 	}
 	ph.Sum(hdr[offPagesSum:offPagesSum])
 	binary.LittleEndian.PutUint32(hdr[offHeaderCRC:], crc32.Checksum(hdr[:offHeaderCRC], castagnoli))
