@@ -28,7 +28,11 @@ import (
 // serving yet when the verb returns). module=present: B already keeps and
 // has compiled the module (peers prefetch each other's modules by hash; aim
 // ≤ 50 ms); module=fetched: B must fetch the module over the fabric and
-// compile it (started with --no-prefetch), in the same run.
+// compile it (started with --no-prefetch), in the same run;
+// module=present,state=kept: as module=present for a cell whose intent
+// keeps state, so B first fetches the cell's state from A (the Go hello
+// cell's: state-KiB is what crossed the fabric) and its replica continues
+// from it.
 func BenchmarkCloneToPeer(b *testing.B) {
 	dir := b.TempDir()
 	ca := filepath.Join(dir, "ca")
@@ -61,12 +65,14 @@ func BenchmarkCloneToPeer(b *testing.B) {
 		node *proc
 		// module returns the i-th module and the version it answers with.
 		module func(i int) ([]byte, string)
+		state  bool
 	}{
-		{"module=present", warmB, func(int) ([]byte, string) { return hello, "dev" }},
+		{"module=present", warmB, func(int) ([]byte, string) { return hello, "dev" }, false},
 		{"module=fetched", coldB, func(i int) ([]byte, string) {
 			v := fmt.Sprintf("clone%d", i)
 			return testbuild.Cell(b, "hello", "-X main.version="+v), v
-		}},
+		}, false},
+		{"module=present,state=kept", warmB, func(int) ([]byte, string) { return hello, "dev" }, true},
 	} {
 		_, nodeName := peer.node.fabricAddr()
 		b.Run(peer.name, func(b *testing.B) {
@@ -77,6 +83,9 @@ func BenchmarkCloneToPeer(b *testing.B) {
 				seq++
 				name := fmt.Sprintf("c%d", seq)
 				mod, version := peer.module(i)
+				if peer.state {
+					a.writeIntent(name, "cell "+name+"\nkeep replicas 1..4\nkeep state\n")
+				}
 				a.drop(name, mod)
 				a.waitStatus("/"+name, 200)
 				if peer.node == warmB {
@@ -103,6 +112,9 @@ func BenchmarkCloneToPeer(b *testing.B) {
 				b.StopTimer()
 				i++
 				b.StartTimer()
+			}
+			if peer.state {
+				b.ReportMetric(float64(stateBytes(b, peer.node))/1024, "state-KiB")
 			}
 			slices.Sort(took)
 			b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
@@ -136,3 +148,26 @@ func firstAnswer(b *testing.B, c *http.Client, url, body, version string) {
 }
 
 func containsLog(n *proc, s string) bool { return strings.Contains(n.Logs(), s) }
+
+// stateBytes is the size of the last state the node logged fetching.
+func stateBytes(b *testing.B, n *proc) int {
+	logs := n.Logs()
+	i := strings.LastIndex(logs, "fetched a cell's state")
+	if i < 0 {
+		b.Fatal("the peer fetched no state")
+	}
+	line := logs[i:]
+	if j := strings.IndexByte(line, '\n'); j >= 0 {
+		line = line[:j]
+	}
+	var size int
+	for _, key := range []string{`"bytes":`, "bytes="} { // JSON or text logs
+		if k := strings.Index(line, key); k >= 0 {
+			fmt.Sscan(line[k+len(key):], &size)
+		}
+	}
+	if size == 0 {
+		b.Fatalf("no size in %q", line)
+	}
+	return size
+}
