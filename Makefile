@@ -77,6 +77,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeResponse$$' -fuzztime $(FUZZTIME) ./pluginapi/cellabi
 	$(GO) test -run '^$$' -fuzz '^FuzzParseResponse$$' -fuzztime $(FUZZTIME) ./core/cgi
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRequestFrame$$' -fuzztime $(FUZZTIME) ./core/mesh
+	$(GO) test -run '^$$' -fuzz '^FuzzParseStatePush$$' -fuzztime $(FUZZTIME) ./core/mesh
 	$(GO) test -run '^$$' -fuzz '^FuzzInstrument$$' -fuzztime $(FUZZTIME) ./core/wasm/instrument
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./plugins/intent
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./core/journal
@@ -85,6 +86,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzGossipPacket$$' -fuzztime $(FUZZTIME) ./core/fabric
 	$(GO) test -run '^$$' -fuzz '^FuzzAnswerJoin$$' -fuzztime $(FUZZTIME) ./core/identity
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./core/wasm/snapshot
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrepared$$' -fuzztime $(FUZZTIME) ./core/wasm
 
 # The membership simulation at scale: SIM_NODES members each (in one process,
 # on an in-memory network, the fabric's membership settings, protocol time

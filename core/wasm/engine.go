@@ -94,14 +94,15 @@ func (m InterruptMode) String() string {
 
 // Engine compiles and runs cell modules. It is safe for concurrent use.
 type Engine struct {
-	mode    InterruptMode
-	nosnap  bool
-	rt      wazero.Runtime
-	rc      wazero.RuntimeConfig // rt's configuration
-	cached  bool                 // rt writes compiled code to a disk cache
-	log     *slog.Logger
-	workers int
-	retain  int
+	mode     InterruptMode
+	nosnap   bool
+	rt       wazero.Runtime
+	rc       wazero.RuntimeConfig // rt's configuration
+	cached   bool                 // rt writes compiled code to a disk cache
+	cacheDir string               // the disk cache's directory; "" for none
+	log      *slog.Logger
+	workers  int
+	retain   int
 
 	mu       sync.Mutex
 	uncached wazero.Runtime // started when the disk cache fails a write
@@ -154,15 +155,16 @@ func NewEngine(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("wasm: instantiating WASI: %w", err)
 	}
 	e := &Engine{
-		mode:    cfg.Interrupt,
-		nosnap:  cfg.NoSnapshots,
-		rt:      rt,
-		rc:      rc,
-		cached:  cfg.CacheDir != "",
-		log:     cfg.Logger,
-		workers: cfg.CompileWorkers,
-		retain:  cfg.Retain,
-		modules: make(map[moduleKey]*moduleEntry),
+		mode:     cfg.Interrupt,
+		nosnap:   cfg.NoSnapshots,
+		rt:       rt,
+		rc:       rc,
+		cached:   cfg.CacheDir != "",
+		cacheDir: cfg.CacheDir,
+		log:      cfg.Logger,
+		workers:  cfg.CompileWorkers,
+		retain:   cfg.Retain,
+		modules:  make(map[moduleKey]*moduleEntry),
 	}
 	if err := instantiateHost(ctx, rt, e.log); err != nil {
 		_ = rt.Close(ctx)
@@ -306,12 +308,19 @@ func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey, workers
 		opts.CountdownGlobal = countdownGlobal
 	}
 	opts.Snapshot = !e.nosnap
-	prep, err := instrument.Prepare(src, opts)
-	if err != nil {
-		return nil, fmt.Errorf("not a usable WebAssembly module: %w", err)
+	prep := e.loadPrepared(key)
+	if prep == nil || e.nosnap {
+		var err error
+		if prep, err = instrument.Prepare(src, opts); err != nil {
+			return nil, fmt.Errorf("not a usable WebAssembly module: %w", err)
+		}
+		if !e.nosnap {
+			e.storePrepared(key, prep)
+		}
 	}
 	sha := hex.EncodeToString(key.sha[:])
 	var data *image
+	var err error
 	if e.nosnap {
 		prep.NoSnapshot = "snapshots are off on this node"
 	} else if prep.NoSnapshot == "" {

@@ -11,13 +11,13 @@ func newImage(name string, b []byte) (*image, error) {
 	if len(b)%PageSize != 0 {
 		return nil, fmt.Errorf("wasm: image of %d bytes is not whole pages", len(b))
 	}
-	return &image{size: len(b), bytes: b}, nil
+	return &image{size: len(b), root: len(b), bytes: b}, nil
 }
 
-func (cowFile) readAt([]byte) {}
+func (cowFile) readAt([]byte, int64) {}
 
-func (cowFile) mapMemory(int, uint64) *mappedMemory { return nil }
+func (*image) mapMemory(uint64) *mappedMemory { return nil }
 
 type mappedMemory struct{ copyMemory }
 
-func (img *image) view() ([]byte, func(), error) { return img.bytes, func() {}, nil }
+func (img *image) view() ([]byte, func(), error) { return img.contents(), func() {}, nil }

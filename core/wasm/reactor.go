@@ -69,6 +69,14 @@ func (m *Module) NewReactor(ctx context.Context, cfg InstanceConfig) (*Reactor, 
 	if s := m.initSnapshot(cfg.Cell); s != nil {
 		return m.NewReactorFrom(ctx, cfg, s)
 	}
+	if s := m.loadInit(cfg.Cell); s != nil {
+		r, err := m.NewReactorFrom(ctx, cfg, s)
+		if err == nil {
+			m.keepInit(cfg.Cell, s)
+			return r, nil
+		}
+		m.engine.log.Warn("cannot start a replica from the cached snapshot; it initialises", "cell", cfg.Cell, "err", err)
+	}
 	r, err := m.newInstance(ctx, cfg, nil, 0)
 	if err != nil {
 		return nil, err
@@ -87,7 +95,9 @@ func (m *Module) NewReactor(ctx context.Context, cfg InstanceConfig) (*Reactor, 
 	}
 	if m.snapshotable() {
 		if s, err := r.Snapshot(); err == nil {
-			m.keepInit(cfg.Cell, s)
+			if m.keepInit(cfg.Cell, s) {
+				go m.storeInit(cfg.Cell, s)
+			}
 		} else {
 			m.engine.log.Warn("cannot snapshot a fresh instance; replicas initialise one by one", "cell", cfg.Cell, "sha256", m.SHA256[:12], "err", err)
 		}

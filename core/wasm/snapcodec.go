@@ -52,11 +52,11 @@ func (m *Module) EncodeSnapshot(w io.Writer, s *Snapshot, kind snapshot.Kind) (i
 		return 0, fmt.Errorf("wasm: reading snapshot memory: %w", err)
 	}
 	defer release()
-	base, _ := m.base()
-	return snapshot.Encode(w, &snapshot.Snapshot{
+	base, sum := m.base()
+	return snapshot.EncodeBase(w, &snapshot.Snapshot{
 		Binding: m.binding(), Kind: kind, Taken: s.taken, Nanotime: s.nanotime,
 		Globals: s.globals, Memory: mem,
-	}, base)
+	}, base, sum)
 }
 
 // DecodeSnapshot reads a snapshot EncodeSnapshot wrote for this module.

@@ -63,7 +63,9 @@ func (s *Snapshot) Module() string { return s.module }
 func (m *Module) snapshotable() bool { return m.ABI == ABIReactor && m.NoSnapshot == "" }
 
 // Snapshot captures the instance's state. Call it between calls, never
-// during one.
+// during one. It copies the pages that differ from the root of the image
+// the instance started from, not the whole memory, when it can (see
+// fork.go): a fork costs in proportion to what changed.
 func (r *Reactor) Snapshot() (*Snapshot, error) {
 	if !r.m.snapshotable() {
 		return nil, fmt.Errorf("wasm: module %s cannot be snapshotted: %s", r.m.SHA256[:12], r.m.NoSnapshot)
@@ -72,7 +74,7 @@ func (r *Reactor) Snapshot() (*Snapshot, error) {
 	if !ok {
 		return nil, errors.New("wasm: reading instance memory")
 	}
-	img, err := newImage(r.m.SHA256[:12], b)
+	img, err := r.memoryImage(b)
 	if err != nil {
 		return nil, err
 	}
@@ -131,23 +133,26 @@ func (m *Module) initSnapshot(cell string) *Snapshot {
 // the module cannot be snapshotted: see NoSnapshot).
 func (m *Module) InitSnapshot(cell string) *Snapshot { return m.initSnapshot(cell) }
 
-// keepInit records s as cell's pre-initialised snapshot unless one is there.
-func (m *Module) keepInit(cell string, s *Snapshot) {
+// keepInit records s as cell's pre-initialised snapshot unless one is
+// there, and reports whether it did.
+func (m *Module) keepInit(cell string, s *Snapshot) bool {
 	m.snapMu.Lock()
 	defer m.snapMu.Unlock()
 	if m.inits == nil {
 		m.inits = make(map[string]*Snapshot)
 	}
-	if _, ok := m.inits[cell]; !ok {
-		m.inits[cell] = s
+	if _, ok := m.inits[cell]; ok {
+		return false
 	}
+	m.inits[cell] = s
+	return true
 }
 
 // newInstance instantiates m with its memory starting from img (nil: the
 // module's own data, applied by wazero) and a guest clock that never reads
 // below floor, and binds the ABI exports. It runs no start function.
 func (m *Module) newInstance(ctx context.Context, cfg InstanceConfig, img *image, floor int64) (*Reactor, error) {
-	gctx := cfg.guestContext(m.engine.log)
+	gctx := holdMemory(cfg.guestContext(m.engine.log)) // Snapshot forks the memory it holds
 	g := guestFrom(gctx)
 	clock := guestClock(floor)
 	mcfg := baseModuleConfig().
@@ -186,8 +191,9 @@ func (m *Module) instantiateFrom(ctx context.Context, cfg wazero.ModuleConfig, i
 		img = m.data
 	}
 	if img != nil {
+		held := heldMemoryOf(ctx)
 		ctx = experimental.WithMemoryAllocator(ctx, experimental.MemoryAllocatorFunc(
-			func(_, limit uint64) experimental.LinearMemory { return img.memory(limit) }))
+			func(_, limit uint64) experimental.LinearMemory { return held.record(img.memory(limit)) }))
 	}
 	return m.instantiate(ctx, cfg)
 }

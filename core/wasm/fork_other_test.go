@@ -1,0 +1,7 @@
+//go:build !linux
+
+package wasm
+
+func dropSnapshot(*Snapshot, *image) {}
+
+func sameRoot(*image, *image) bool { return false }
