@@ -211,3 +211,46 @@ func mergeRuns(runs []run, maxRuns int) []run {
 	}
 	return out
 }
+
+// overlayImage returns an image of size bytes made of root and, over it,
+// the pages listed in dirty (increasing) whose contents are data, back to
+// back: a decoded snapshot laid over the module's data without building
+// the whole memory. It returns nil when root cannot be mapped or the pages
+// would take more than maxOverlayRuns runs.
+func overlayImage(root *image, size int, dirty []uint32, data []byte, name string) *image {
+	if root == nil || !root.mappable() || root.over != nil || size < root.size || size%PageSize != 0 {
+		return nil
+	}
+	var runs []run
+	for i, p := range dirty {
+		if int(p) >= size/PageSize || (i > 0 && p <= dirty[i-1]) {
+			return nil
+		}
+		if n := len(runs); n > 0 && runs[n-1].page+runs[n-1].count == p {
+			runs[n-1].count++
+			continue
+		}
+		if len(runs) == maxOverlayRuns {
+			return nil
+		}
+		runs = append(runs, run{page: p, count: 1, off: uint32(i)})
+	}
+	img := &image{size: size, root: root.root, cow: root.cow}
+	if len(runs) == 0 {
+		return img
+	}
+	f, err := newMemfd(name+"-state", func(f *os.File) error {
+		_, err := f.Write(data)
+		return err
+	})
+	if err != nil {
+		return nil
+	}
+	img.over = &overlay{cow: cowFile{f: f}, runs: runs}
+	return img
+}
+
+// canOverlay reports whether overlayImage can lay pages over root.
+func canOverlay(root *image) bool {
+	return root != nil && root.mappable() && root.over == nil && root.root == root.size
+}

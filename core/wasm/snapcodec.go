@@ -73,16 +73,33 @@ func (m *Module) DecodeSnapshot(r io.Reader, maxBytes int64) (*Snapshot, snapsho
 	if maxPages == 0 {
 		maxPages = snapshot.MaxPages
 	}
-	d, err := snapshot.Decode(r, snapshot.Options{Expect: m.binding(), Base: base, BaseSum: sum, MaxPages: maxPages, MaxBytes: maxBytes})
+	// Sparse where the module's data image can be mapped: the pages that
+	// differ from it become an overlay over it, at a cost in proportion to
+	// them, not to the memory.
+	sparse := canOverlay(m.data)
+	d, err := snapshot.Decode(r, snapshot.Options{Expect: m.binding(), Base: base, BaseSum: sum, MaxPages: maxPages, MaxBytes: maxBytes, Sparse: sparse})
 	if err != nil {
 		return nil, 0, err
 	}
 	if len(d.Globals) != len(m.globals) {
 		return nil, 0, fmt.Errorf("wasm: snapshot holds %d globals, module %s has %d: %w", len(d.Globals), m.SHA256[:12], len(m.globals), snapshot.ErrForeign)
 	}
-	img, err := newImage(m.SHA256[:12], d.Memory)
-	if err != nil {
-		return nil, 0, err
+	var img *image
+	if sparse {
+		size := int(d.Pages) * PageSize
+		if img = overlayImage(m.data, size, d.Dirty, d.DirtyData, m.SHA256[:12]); img == nil {
+			mem := make([]byte, size)
+			copy(mem, base)
+			for i, p := range d.Dirty {
+				copy(mem[int(p)*PageSize:], d.DirtyData[i*PageSize:(i+1)*PageSize])
+			}
+			d.Memory = mem
+		}
+	}
+	if img == nil {
+		if img, err = newImage(m.SHA256[:12], d.Memory); err != nil {
+			return nil, 0, err
+		}
 	}
 	s := &Snapshot{module: m.SHA256, img: img, globals: d.Globals, nanotime: d.Nanotime, taken: d.Taken}
 	s.id = newID(s.module, s.taken)

@@ -11,6 +11,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // Options bound and bind a decode.
@@ -43,6 +45,12 @@ type Options struct {
 	// MaxBytes refuses an encoded snapshot larger than this (0: no limit
 	// beyond MaxPages).
 	MaxBytes int64
+	// Sparse leaves the memory unbuilt: Decode returns the pages that
+	// differ from the base (Snapshot.Dirty, Snapshot.DirtyData) and the
+	// memory's size (Snapshot.Pages), for a caller that lays them over a
+	// base it keeps elsewhere (copy-on-write), at a cost in proportion to
+	// what changed. Base may then be nil when BaseSum is given.
+	Sparse bool
 }
 
 // Decode reads one snapshot from r, verifying everything before returning
@@ -211,7 +219,7 @@ func Decode(r io.Reader, opts Options) (*Snapshot, error) {
 	}
 	var base []byte
 	if baseSum != [32]byte{} {
-		if len(opts.Base) == 0 {
+		if len(opts.Base) == 0 && !(opts.Sparse && opts.BaseSum != [32]byte{}) {
 			return nil, fmt.Errorf("%w: byte %d: snapshot was encoded against a base memory (sha256 %s…), and Options.Base is empty", ErrForeign, offBaseSum, short(baseSum))
 		}
 		have := opts.BaseSum
@@ -229,7 +237,27 @@ func Decode(r io.Reader, opts Options) (*Snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("snapshot: decode: zstd: %w", err)
 	}
+	s.Pages = pages
 	size := int(pages) * PageSize
+	if opts.Sparse {
+		s.Dirty = make([]uint32, len(records))
+		s.DirtyData = make([]byte, len(records)*PageSize)
+		ph := sha256.New()
+		for i, rec := range records {
+			s.Dirty[i] = rec.index
+			page := s.DirtyData[i*PageSize : (i+1)*PageSize : (i+1)*PageSize]
+			if err := decodePage(dec, page, in.buf[rec.at:rec.at+rec.n], rec.encoding, rec.at, i, rec.index); err != nil {
+				return nil, err
+			}
+			pagesHash(ph, rec.index, page)
+		}
+		var got [32]byte
+		ph.Sum(got[:0])
+		if got != pagesSum {
+			return nil, fmt.Errorf("%w: byte %d: pages digest is %s…, the decompressed pages give %s…", ErrCorrupt, offPagesSum, short(pagesSum), short(got))
+		}
+		return s, nil
+	}
 	switch {
 	case cap(opts.Reuse) >= size:
 		s.Memory = opts.Reuse[:size]
@@ -248,20 +276,8 @@ func Decode(r io.Reader, opts Options) (*Snapshot, error) {
 	for i, rec := range records {
 		off := int(rec.index) * PageSize
 		page := s.Memory[off : off+PageSize : off+PageSize]
-		payload := in.buf[rec.at : rec.at+rec.n]
-		if rec.encoding == encRaw {
-			copy(page, payload)
-		} else {
-			out, err := dec.DecodeAll(payload, page[:0])
-			if err != nil {
-				return nil, fmt.Errorf("%w: byte %d: page record %d: page %d does not decompress: %v", ErrCorrupt, rec.at, i, rec.index, err)
-			}
-			if len(out) != PageSize {
-				return nil, fmt.Errorf("%w: byte %d: page record %d: page %d decompresses to %d bytes, want %d", ErrCorrupt, rec.at, i, rec.index, len(out), PageSize)
-			}
-			if &out[0] != &page[0] {
-				copy(page, out) // the decoder never reallocates with its cap limit; in case a later one does
-			}
+		if err := decodePage(dec, page, in.buf[rec.at:rec.at+rec.n], rec.encoding, rec.at, i, rec.index); err != nil {
+			return nil, err
 		}
 		pagesHash(ph, rec.index, page)
 	}
@@ -271,6 +287,25 @@ func Decode(r io.Reader, opts Options) (*Snapshot, error) {
 		return nil, fmt.Errorf("%w: byte %d: pages digest is %s…, the decompressed pages give %s…", ErrCorrupt, offPagesSum, short(pagesSum), short(got))
 	}
 	return s, nil
+}
+
+// decodePage writes a page record's payload, decompressed, into page.
+func decodePage(dec *zstd.Decoder, page, payload []byte, encoding byte, at, i int, index uint32) error {
+	if encoding == encRaw {
+		copy(page, payload)
+		return nil
+	}
+	out, err := dec.DecodeAll(payload, page[:0])
+	if err != nil {
+		return fmt.Errorf("%w: byte %d: page record %d: page %d does not decompress: %v", ErrCorrupt, at, i, index, err)
+	}
+	if len(out) != PageSize {
+		return fmt.Errorf("%w: byte %d: page record %d: page %d decompresses to %d bytes, want %d", ErrCorrupt, at, i, index, len(out), PageSize)
+	}
+	if &out[0] != &page[0] {
+		copy(page, out) // the decoder never reallocates with its cap limit; in case a later one does
+	}
+	return nil
 }
 
 // input reads a snapshot's bytes into buf, exactly as many as asked.

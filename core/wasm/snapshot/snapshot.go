@@ -58,8 +58,14 @@ type Snapshot struct {
 	// bits: an i32 or f32 in the low 32 bits.
 	Globals []uint64
 	// Memory is the whole linear memory; its length is a multiple of
-	// PageSize, at most MaxPages pages.
+	// PageSize, at most MaxPages pages. Nil from a sparse Decode.
 	Memory []byte
+	// From a sparse Decode (Options.Sparse): Pages is the memory's size in
+	// pages, Dirty the indices of the pages that differ from the base (in
+	// increasing order) and DirtyData their contents, back to back.
+	Pages     uint32
+	Dirty     []uint32
+	DirtyData []byte
 }
 
 const (

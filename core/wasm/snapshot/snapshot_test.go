@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -693,5 +694,46 @@ func TestKindString(t *testing.T) {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q, want %q", k, got, want)
 		}
+	}
+}
+
+// TestSparseDecode: a sparse decode returns exactly the pages that differ
+// from the base, verified, without building the memory; laid over the
+// base they give the memory a full decode builds.
+func TestSparseDecode(t *testing.T) {
+	base := make([]byte, 8*PageSize)
+	for i := range base {
+		base[i] = byte(i / 7)
+	}
+	mem := make([]byte, 12*PageSize) // grown past the base
+	copy(mem, base)
+	mem[2*PageSize+5] ^= 0xff
+	mem[10*PageSize] = 1
+	s := &Snapshot{Kind: KindState, Taken: time.Now(), Memory: mem}
+	var buf bytes.Buffer
+	if _, err := Encode(&buf, s, base); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(base)
+	d, err := Decode(bytes.NewReader(buf.Bytes()), Options{BaseSum: sum, Sparse: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Memory != nil || d.Pages != 12 || !slices.Equal(d.Dirty, []uint32{2, 10}) || len(d.DirtyData) != 2*PageSize {
+		t.Fatalf("sparse decode: memory %d bytes, pages %d, dirty %v, data %d bytes", len(d.Memory), d.Pages, d.Dirty, len(d.DirtyData))
+	}
+	got := make([]byte, int(d.Pages)*PageSize)
+	copy(got, base)
+	for i, p := range d.Dirty {
+		copy(got[int(p)*PageSize:], d.DirtyData[i*PageSize:(i+1)*PageSize])
+	}
+	if !bytes.Equal(got, mem) {
+		t.Fatal("the base with the sparse pages is not the memory")
+	}
+	// The base check still holds without the base's bytes.
+	wrong := sum
+	wrong[0] ^= 1
+	if _, err := Decode(bytes.NewReader(buf.Bytes()), Options{BaseSum: wrong, Sparse: true}); !errors.Is(err, ErrForeign) {
+		t.Fatalf("wrong base sum: %v", err)
 	}
 }
