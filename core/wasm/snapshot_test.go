@@ -252,3 +252,34 @@ func TestEncodedSnapshotRestores(t *testing.T) {
 		t.Fatalf("another memory limit: %v", err)
 	}
 }
+
+// TestRestoredLimitsHold: a replica started from a snapshot is stopped at
+// its time limit like any other (the interrupt globals are not part of the
+// snapshot: each instance gets its own), and its memory cannot grow past
+// the module's limit.
+func TestRestoredLimitsHold(t *testing.T) {
+	e, _ := newEngine(t, Config{})
+	m, err := e.Compile(context.Background(), testbuild.Cell(t, "spin"), CompileOptions{MemoryLimit: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Release()
+	newReactor(t, m, "spin") // the capture
+	if m.InitSnapshot("spin") == nil {
+		t.Fatalf("spin was not snapshotted: %s", m.NoSnapshot)
+	}
+	r := newReactor(t, m, "spin") // from the snapshot
+	env := cellabi.AppendRequest(nil, &cellabi.Request{Method: "GET", Path: "/spin/loop"})
+	start := time.Now()
+	if _, err := r.Handle(context.Background(), 200*time.Millisecond, env); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("a looping request on a restored replica: %v, want ErrTimeout", err)
+	}
+	t.Logf("stopped after %v", time.Since(start).Round(time.Millisecond))
+	r2 := newReactor(t, m, "spin")
+	if _, ok := r2.mem.Grow(uint32(64<<20/PageSize) - r2.mem.Size()/PageSize + 1); ok {
+		t.Fatal("a restored replica's memory grew past the 64 MiB limit")
+	}
+	if _, ok := r2.mem.Grow(1); !ok {
+		t.Fatal("a restored replica's memory cannot grow within its limit")
+	}
+}
