@@ -112,6 +112,7 @@ type Engine struct {
 	idle     []moduleKey // unreferenced modules, oldest first
 	closed   bool
 	compiles int
+	bg       sync.WaitGroup // cache writes in flight; Close waits for them
 }
 
 type moduleKey struct {
@@ -187,6 +188,7 @@ func (e *Engine) Close(ctx context.Context) error {
 	e.closed = true
 	un := e.uncached
 	e.mu.Unlock()
+	e.bg.Wait()
 	if un != nil {
 		_ = un.Close(ctx)
 	}

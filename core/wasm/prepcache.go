@@ -252,3 +252,18 @@ func writeAtomic(path string, b []byte) error {
 	}
 	return nil
 }
+
+// background runs fn (a cache write) on its own goroutine unless the
+// engine is closed; Close waits for it.
+func (e *Engine) background(fn func()) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return
+	}
+	e.bg.Add(1)
+	go func() {
+		defer e.bg.Done()
+		fn()
+	}()
+}
