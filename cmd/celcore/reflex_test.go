@@ -28,6 +28,7 @@ type journalEntry struct {
 	Outcome string    `json:"outcome"`
 	Message string    `json:"message"`
 	Plugin  string    `json:"plugin"`
+	TraceID string    `json:"trace_id"`
 	// DurationMs is how long the verb ran.
 	DurationMs float64 `json:"duration_ms"`
 	Values     []struct {

@@ -45,7 +45,7 @@ func entryJSON(e *adminpb.JournalEntry) map[string]any {
 		"args": nonNil(e.GetArgs()), "rule": e.GetRule(), "origin": e.GetOrigin(), "condition": e.GetCondition(),
 		"manual": e.GetManual(), "values": vals, "outcome": e.GetOutcome(), "message": e.GetMessage(),
 		"duration_ms": float64(e.GetDuration().AsDuration()) / 1e6, "plugin": e.GetPlugin(),
-		"explanation": e.GetExplanation(),
+		"explanation": e.GetExplanation(), "trace_id": e.GetTraceId(),
 	}
 }
 
@@ -132,6 +132,9 @@ func whyCmd(o *options) *cobra.Command {
 				}
 				for _, e := range entries {
 					fmt.Fprintln(o.out, e.GetExplanation())
+					if id := e.GetTraceId(); id != "" {
+						fmt.Fprintf(o.out, "  trace %s\n", id)
+					}
 				}
 				return nil
 			})

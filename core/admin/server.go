@@ -337,7 +337,7 @@ func EntryPB(e journal.Entry) *adminpb.JournalEntry {
 		Seq: e.Seq, Time: timestamppb.New(e.Time), Cell: e.Cell, Verb: e.Verb, Args: e.Args,
 		Rule: e.Rule, Origin: e.Origin, Condition: e.Condition, Manual: e.Manual,
 		Outcome: e.Outcome, Message: e.Message, Duration: durationpb.New(e.Duration), Plugin: e.Plugin,
-		Explanation: journal.Explain(e),
+		Explanation: journal.Explain(e), TraceId: e.TraceID,
 	}
 	for _, v := range e.Values {
 		out.Values = append(out.Values, &adminpb.SignalValue{Signal: v.Signal, Labels: v.Labels, Value: v.Value, Time: timestamppb.New(v.Time)})

@@ -5,11 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/celluster/celluster/core/tracing"
 	"github.com/celluster/celluster/core/wasm"
+	"github.com/celluster/celluster/pluginapi/cellabi"
 )
 
 // State is where a cell is in its life.
@@ -920,7 +927,29 @@ func (c *Cell) callFunc() wasm.CallFunc {
 		return nil
 	}
 	return func(ctx context.Context, target string, req []byte) ([]byte, error) {
-		return c.caller(ctx, c.name, target, req)
+		if !tracing.Enabled() {
+			return c.caller(ctx, c.name, target, req)
+		}
+		ctx, span := tracing.Start(ctx, "cel.call "+target, trace.SpanKindClient,
+			attribute.String("celluster.cell", c.name), attribute.String("celluster.call.target", target))
+		defer span.End()
+		resp, err := c.caller(ctx, c.name, target, tracing.InjectEnvelope(ctx, req))
+		traceStatus(span, resp, err)
+		return resp, err
+	}
+}
+
+// traceStatus records a response envelope's status on span.
+func traceStatus(span trace.Span, resp []byte, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+		return
+	}
+	if r, derr := cellabi.DecodeResponse(resp); derr == nil {
+		span.SetAttributes(attribute.Int("http.response.status_code", r.Status))
+		if r.Status >= 500 {
+			span.SetStatus(codes.Error, http.StatusText(r.Status))
+		}
 	}
 }
 

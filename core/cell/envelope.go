@@ -11,6 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/celluster/celluster/core/tracing"
 	"github.com/celluster/celluster/core/wasm"
 	"github.com/celluster/celluster/pluginapi/cellabi"
 )
@@ -123,9 +127,22 @@ func (c *Cell) ServeEnvelope(ctx context.Context, env []byte, f From) []byte {
 		req.Headers = hs
 		env = cellabi.AppendRequest(nil, &req)
 	}
+	var span trace.Span
+	if tracing.Enabled() {
+		ctx = tracing.Extract(ctx, tracing.Headers{H: &req.Headers})
+		ctx, span = tracing.Start(ctx, "cell "+c.name, trace.SpanKindServer,
+			attribute.String("celluster.cell", c.name), attribute.String("celluster.caller", f.Cell), attribute.String("celluster.via", f.Node))
+		defer span.End()
+	}
 	w := &envelopeWriter{h: http.Header{}}
 	start := time.Now()
 	status, v := c.serveEnvelope(ctx, w, &req, env)
+	if span != nil {
+		span.SetAttributes(attribute.Int("http.response.status_code", w.status))
+		if v != nil {
+			span.SetAttributes(attribute.String("celluster.version", v.mod.SHA256[:12]))
+		}
+	}
 	if status != 0 {
 		d := time.Since(start)
 		c.stats.record(d, status)

@@ -11,7 +11,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/celluster/celluster/core/cgi"
+	"github.com/celluster/celluster/core/tracing"
 	"github.com/celluster/celluster/core/wasm"
 	"github.com/celluster/celluster/pluginapi/cellabi"
 )
@@ -21,8 +25,20 @@ var envPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b 
 // ServeHTTP runs one request through the cell. The cell is mounted at
 // /<name>; it sees the full path.
 func (c *Cell) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if tracing.Enabled() {
+		ctx, span := tracing.Start(r.Context(), "cell "+c.name, trace.SpanKindInternal, attribute.String("celluster.cell", c.name))
+		defer span.End()
+		r = r.WithContext(ctx)
+	}
 	start := time.Now()
 	status, v := c.serve(w, r)
+	if tracing.Enabled() {
+		span := trace.SpanFromContext(r.Context())
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if v != nil {
+			span.SetAttributes(attribute.String("celluster.version", v.mod.SHA256[:12]))
+		}
+	}
 	if status != 0 {
 		d := time.Since(start)
 		c.stats.record(d, status)

@@ -10,7 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/celluster/celluster/core/journal"
+	"github.com/celluster/celluster/core/tracing"
 )
 
 // Verbs the conflict rules know about.
@@ -49,6 +53,10 @@ type Request struct {
 	Values []journal.Value
 	// Time is when the request was made (zero: when it is submitted).
 	Time time.Time
+	// Trace is the span of the decision that made the request, when
+	// traced: the verb's span is its child, and the journal entry carries
+	// its trace id.
+	Trace trace.SpanContext
 }
 
 // Result is how a verb ended.
@@ -402,6 +410,12 @@ func (d *Dispatcher) next(cell string, q *cellQueue) *item {
 func (d *Dispatcher) run(req Request) outcome {
 	ctx, cancel := context.WithTimeout(d.base, d.opts.Timeout)
 	defer cancel()
+	if req.Trace.IsValid() {
+		var span trace.Span
+		ctx, span = tracing.Start(trace.ContextWithRemoteSpanContext(ctx, req.Trace), "verb "+req.Verb, trace.SpanKindInternal,
+			attribute.String("celluster.cell", req.Cell), attribute.StringSlice("celluster.args", req.Args), attribute.String("celluster.rule", req.Rule))
+		defer span.End()
+	}
 	if d.opts.Precheck != nil {
 		if res, ok := d.opts.Precheck(ctx, req); !ok {
 			if res.Outcome == "" {
@@ -456,6 +470,9 @@ func (d *Dispatcher) record(req Request, res Result, dur time.Duration) outcome 
 		Message:   res.Message,
 		Duration:  dur,
 		Plugin:    res.Plugin,
+	}
+	if req.Trace.IsValid() && req.Trace.IsSampled() {
+		e.TraceID = req.Trace.TraceID().String()
 	}
 	var err error
 	if d.j != nil {

@@ -151,6 +151,9 @@ type Entry struct {
 	Duration time.Duration `json:"duration_ns"`
 	// Plugin names the plugin that carried the verb out.
 	Plugin string `json:"plugin,omitempty"`
+	// TraceID is the OpenTelemetry trace of the decision, when traced
+	// (hex).
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // errNoSeq rejects lines that decode but are not entries (e.g. "{}").

@@ -11,9 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/fabric"
 	"github.com/celluster/celluster/core/fabric/frame"
+	"github.com/celluster/celluster/core/tracing"
 	"github.com/celluster/celluster/pluginapi/cellabi"
 )
 
@@ -332,12 +337,20 @@ func (m *Mesh) send(ctx context.Context, name, caller string, env []byte, peer *
 func (m *Mesh) requestCell(ctx context.Context, peer Member, cellName, caller string, env []byte) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RequestTimeout+5*time.Second)
 	defer cancel()
+	if tracing.Enabled() {
+		var span trace.Span
+		ctx, span = tracing.Start(ctx, "fabric "+peer.Name, trace.SpanKindClient,
+			attribute.String("celluster.cell", cellName), attribute.String("celluster.node", peer.Name))
+		defer span.End()
+		env = tracing.InjectEnvelope(ctx, env)
+	}
 	p, err := m.f.Dial(ctx, peer.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("cell %s lives on node %s, which is %w: %w", cellName, peer.Name, errUnreached, err)
 	}
 	out, err := p.Request(ctx, frame.TypeRequest, appendRequestFrame(nil, cellName, caller, env))
 	if err != nil {
+		trace.SpanFromContext(ctx).SetStatus(codes.Error, err.Error())
 		return nil, fmt.Errorf("forwarding to node %s: %w", peer.Name, err)
 	}
 	return out, nil

@@ -10,6 +10,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/celluster/celluster/core/admin"
 	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/dispatch"
@@ -18,6 +21,7 @@ import (
 	"github.com/celluster/celluster/core/pluginhost"
 	"github.com/celluster/celluster/core/reflex"
 	"github.com/celluster/celluster/core/signals"
+	"github.com/celluster/celluster/core/tracing"
 	pb "github.com/celluster/celluster/pluginapi/v1"
 )
 
@@ -55,11 +59,24 @@ func (n *Node) onDecision(d reflex.Decision) {
 	for i, r := range d.Values {
 		vals[i] = journal.Value{Signal: r.Name, Labels: r.Labels, Value: r.Value, Time: r.Time}
 	}
-	n.disp.Submit(dispatch.Request{
+	req := dispatch.Request{
 		Cell: d.Rule.Cell, Verb: d.Rule.Verb, Args: d.Rule.Args, Rule: d.Rule.Name,
 		Origin: d.Rule.Origin, Condition: d.Rule.Op.String() + " " + formatNum(d.Rule.Threshold),
 		Values: vals, Time: d.Time,
-	})
+	}
+	if tracing.Enabled() {
+		// The decision is a trace of its own: the rule firing on its
+		// readings, then the verb, its plugin and the host calls it makes.
+		attrs := []attribute.KeyValue{attribute.String("celluster.cell", req.Cell), attribute.String("celluster.rule", req.Rule),
+			attribute.String("celluster.condition", req.Condition), attribute.String("celluster.verb", req.Verb)}
+		for _, v := range vals {
+			attrs = append(attrs, attribute.Float64("celluster.signal."+v.Signal, v.Value))
+		}
+		_, span := tracing.Start(context.Background(), "reflex "+req.Rule, trace.SpanKindInternal, attrs...)
+		req.Trace = span.SpanContext()
+		span.End()
+	}
+	n.disp.Submit(req)
 }
 
 func formatNum(f float64) string { return strings.TrimSuffix(fmt.Sprintf("%g", f), ".0") }
@@ -70,7 +87,13 @@ func (n *Node) Verb(ctx context.Context, verb, cellName string, args []string) (
 	if n.reg.Lookup(cellName) == nil {
 		return journal.Entry{}, fmt.Errorf("no cell named %q on this node", cellName)
 	}
-	return n.disp.Do(ctx, dispatch.Request{Cell: cellName, Verb: verb, Args: args, Manual: true})
+	req := dispatch.Request{Cell: cellName, Verb: verb, Args: args, Manual: true}
+	if tracing.Enabled() {
+		_, span := tracing.Start(ctx, "manual "+verb, trace.SpanKindInternal, attribute.String("celluster.cell", cellName))
+		req.Trace = span.SpanContext()
+		defer span.End()
+	}
+	return n.disp.Do(ctx, req)
 }
 
 // Journal returns journal entries, oldest first.

@@ -679,6 +679,7 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 			return r, nil
 		},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		GRPCDialOptions:  traceDialOptions(),
 		AutoMTLS:         true,
 		StartTimeout:     cfg.StartTimeout,
 		Logger:           newHCLogger(log),
@@ -747,7 +748,7 @@ func (p *managed) launch(ctx context.Context) (_ *instance, err error) {
 		}
 	}
 	go base.broker.AcceptAndServe(hostID, func(opts []grpc.ServerOption) *grpc.Server {
-		s := grpc.NewServer(opts...)
+		s := grpc.NewServer(append(opts, traceHostCalls(name))...)
 		pluginapiv1.RegisterHostServer(s, host)
 		return s
 	})

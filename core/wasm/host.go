@@ -29,6 +29,9 @@ type guest struct {
 	// copies it with cel.call_result. An instance serves one request at a
 	// time, so one slot is enough.
 	pending []byte
+	// req is the context of the request the instance is serving (its
+	// deadline, cancellation and trace), for the cel.calls it makes.
+	req context.Context
 }
 
 // CallFunc carries out a cell-to-cell call: target names the cell
@@ -137,7 +140,11 @@ func hostCall(ctx context.Context, mod api.Module, stack []uint64) {
 		answer(403, fmt.Sprintf("cell %s may not call other cells: its intent grants no call (add e.g. `grant call cell:%s`)", g.cell, target))
 		return
 	}
-	resp, err := g.call(ctx, string(target), append([]byte(nil), req...))
+	cctx := ctx
+	if g.req != nil {
+		cctx = g.req
+	}
+	resp, err := g.call(cctx, string(target), append([]byte(nil), req...))
 	if err != nil {
 		answer(502, fmt.Sprintf("cel.call %s: %v", target, err))
 		return

@@ -96,7 +96,7 @@ func (m *Module) NewReactor(ctx context.Context, cfg InstanceConfig) (*Reactor, 
 	if m.snapshotable() {
 		if s, err := r.Snapshot(); err == nil {
 			if m.keepInit(cfg.Cell, s) {
-				go m.storeInit(cfg.Cell, s)
+				m.engine.background(func() { m.storeInit(cfg.Cell, s) })
 			}
 		} else {
 			m.engine.log.Warn("cannot snapshot a fresh instance; replicas initialise one by one", "cell", cfg.Cell, "sha256", m.SHA256[:12], "err", err)
@@ -108,6 +108,9 @@ func (m *Module) NewReactor(ctx context.Context, cfg InstanceConfig) (*Reactor, 
 // Handle passes one request envelope to the guest and returns a copy of the
 // response envelope. Any error leaves the instance unusable: close it.
 func (r *Reactor) Handle(ctx context.Context, timeout time.Duration, req []byte) ([]byte, error) {
+	g := guestFrom(r.ctx)
+	g.req = ctx
+	defer func() { g.req = nil }()
 	var resp []byte
 	err := r.intr.run(ctx, r.ctx, timeout, func(cctx context.Context) error {
 		r.stack[0] = uint64(len(req))

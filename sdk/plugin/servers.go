@@ -33,7 +33,7 @@ func (p *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) 
 		return nil, status.Error(codes.Unavailable, "celluster plugin: the plugin is shutting down")
 	}
 	if id := req.GetHostBrokerId(); id != 0 {
-		conn, err := p.broker.Dial(id)
+		conn, err := p.broker.DialWithOptions(id, forwardTrace()...)
 		if err != nil {
 			return nil, status.Errorf(codes.FailedPrecondition, "celluster plugin: dialing the host service on broker id %d: %v", id, err)
 		}

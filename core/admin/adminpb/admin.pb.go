@@ -1595,7 +1595,9 @@ type JournalEntry struct {
 	Duration *durationpb.Duration `protobuf:"bytes,13,opt,name=duration,proto3" json:"duration,omitempty"`
 	Plugin   string               `protobuf:"bytes,14,opt,name=plugin,proto3" json:"plugin,omitempty"`
 	// The entry in words.
-	Explanation   string `protobuf:"bytes,15,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	Explanation string `protobuf:"bytes,15,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	// The OpenTelemetry trace of the decision (hex), when traced.
+	TraceId       string `protobuf:"bytes,16,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1731,6 +1733,13 @@ func (x *JournalEntry) GetPlugin() string {
 func (x *JournalEntry) GetExplanation() string {
 	if x != nil {
 		return x.Explanation
+	}
+	return ""
+}
+
+func (x *JournalEntry) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
 	}
 	return ""
 }
@@ -2463,7 +2472,7 @@ const file_admin_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe7\x03\n" +
 	"\fJournalEntry\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12.\n" +
 	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
@@ -2480,7 +2489,8 @@ const file_admin_proto_rawDesc = "" +
 	"\amessage\x18\f \x01(\tR\amessage\x125\n" +
 	"\bduration\x18\r \x01(\v2\x19.google.protobuf.DurationR\bduration\x12\x16\n" +
 	"\x06plugin\x18\x0e \x01(\tR\x06plugin\x12 \n" +
-	"\vexplanation\x18\x0f \x01(\tR\vexplanation\"#\n" +
+	"\vexplanation\x18\x0f \x01(\tR\vexplanation\x12\x19\n" +
+	"\btrace_id\x18\x10 \x01(\tR\atraceId\"#\n" +
 	"\rIntentRequest\x12\x12\n" +
 	"\x04cell\x18\x01 \x01(\tR\x04cell\"\xe2\x02\n" +
 	"\x04Rule\x12\x12\n" +
