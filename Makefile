@@ -38,13 +38,14 @@ $(BIN)/cells/%.wasm: FORCE
 	@if [ -f examples/cells/$*/$*.intent ]; then cp examples/cells/$*/$*.intent $(BIN)/cells/$*.intent; fi
 
 run: build
-	$(BIN)/celcore --cells $(BIN)/cells
+	$(BIN)/celcore --cells $(BIN)/cells --ui 127.0.0.1:8090
 
-# Tools the kernel and metrics tests use (Debian packages): nft for packet
-# loss in test namespaces, ip for the namespaces, bpftool to list programs,
-# promtool to check the metrics endpoint. Installed when missing and root.
-TEST_TOOLS := nft ip bpftool promtool openssl
-TEST_PKGS  := nftables iproute2 bpftool prometheus openssl
+# Tools the kernel, metrics and web view tests use (Debian packages): nft
+# for packet loss in test namespaces, ip for the namespaces, bpftool to list
+# programs, promtool to check the metrics endpoint, chromium (headless) to
+# drive the web view. Installed when missing and root.
+TEST_TOOLS := nft ip bpftool promtool openssl chromium
+TEST_PKGS  := nftables iproute2 bpftool prometheus openssl chromium
 deps:
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \

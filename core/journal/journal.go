@@ -390,6 +390,14 @@ func (j *Journal) Query(q Query) []Entry {
 	return out
 }
 
+// LastSeq returns the Seq of the last entry written (0 if none). It reads
+// no file: a watcher calls it to learn whether Query has anything new.
+func (j *Journal) LastSeq() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.seq
+}
+
 // Corrupt returns how many lines Open skipped because they did not decode
 // (a torn last line is not counted).
 func (j *Journal) Corrupt() int {

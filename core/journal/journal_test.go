@@ -85,8 +85,14 @@ func TestAppendNumbersAndStamps(t *testing.T) {
 func TestReopenContinuesSeq(t *testing.T) {
 	dir := t.TempDir()
 	j := open(t, dir, Options{})
+	if s := j.LastSeq(); s != 0 {
+		t.Fatalf("LastSeq of an empty journal = %d, want 0", s)
+	}
 	for range 3 {
 		mustAppend(t, j, Entry{Cell: "a", Verb: "clone", Outcome: Done})
+	}
+	if s := j.LastSeq(); s != 3 {
+		t.Fatalf("LastSeq = %d, want 3", s)
 	}
 	if err := j.Close(); err != nil {
 		t.Fatal(err)
@@ -102,6 +108,9 @@ func TestReopenContinuesSeq(t *testing.T) {
 	}
 
 	j2 := open(t, dir, Options{})
+	if s := j2.LastSeq(); s != 3 {
+		t.Fatalf("LastSeq after reopen = %d, want 3", s)
+	}
 	if e := mustAppend(t, j2, Entry{Cell: "a", Verb: "decay", Outcome: Done}); e.Seq != 4 {
 		t.Fatalf("Seq after reopen = %d, want 4", e.Seq)
 	}

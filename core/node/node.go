@@ -28,7 +28,9 @@ import (
 	"github.com/celluster/celluster/core/reflex"
 	"github.com/celluster/celluster/core/signals"
 	"github.com/celluster/celluster/core/statestore"
+	"github.com/celluster/celluster/core/tracing"
 	"github.com/celluster/celluster/core/wasm"
+	"github.com/celluster/celluster/core/webui"
 )
 
 // MaxModuleSize bounds a module file the node will read.
@@ -88,6 +90,14 @@ type Config struct {
 	CertFile, KeyFile string
 	// MetricsAddr, if set, serves Prometheus metrics at /metrics there.
 	MetricsAddr string
+	// OTLPEndpoint, if set, exports traces there (package tracing), of a
+	// TraceSample share of new traces.
+	OTLPEndpoint string
+	TraceSample  float64
+	// UIAddr, if set, serves the live web view (core/webui) there: a
+	// loopback address unless UIPublic.
+	UIAddr   string
+	UIPublic bool
 	// UpgradeStepTime is how long each traffic step of an upgrade is
 	// watched (the upgrade verb's default when zero).
 	UpgradeStepTime time.Duration
@@ -114,6 +124,7 @@ type Node struct {
 	bpf          *bpfHost
 	bpfErr       string
 	metricsAddr  string
+	uiAddr       string
 	journal      *journal.Journal
 	engine       *reflex.Engine
 	disp         *dispatch.Dispatcher
@@ -173,6 +184,11 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.UIAddr != "" {
+		if err := webui.CheckAddr(cfg.UIAddr, cfg.UIPublic); err != nil {
+			return nil, err
+		}
+	}
 	cfg.Limits = cfg.Limits.WithDefaults()
 	for _, d := range []string{cfg.CellsDir, cfg.DataDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -223,6 +239,19 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		hl.Close()
 		return err
 	}
+	stopTracing, err := tracing.Setup(ctx, tracing.Config{Endpoint: n.cfg.OTLPEndpoint, Sample: n.cfg.TraceSample, Node: n.cfg.Name, Version: n.cfg.Version})
+	if err != nil {
+		hl.Close()
+		al.Close()
+		return err
+	}
+	defer func() {
+		tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(tctx); err != nil {
+			n.log.Warn("flushing traces", "err", err)
+		}
+	}()
 	if err := n.setupReflex(); err != nil {
 		hl.Close()
 		al.Close()
@@ -244,7 +273,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		n.log.Error("plugins unavailable; cells keep serving", "err", err)
 	}
 
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	n.metrics = n.newMetrics()
 	if n.cfg.MetricsAddr != "" {
 		addr, merrc, err := n.serveMetrics(pctx, n.cfg.MetricsAddr)
@@ -256,6 +285,20 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		n.metricsAddr = addr.String()
 		go func() {
 			if err := <-merrc; err != nil {
+				errc <- err
+			}
+		}()
+	}
+	if n.cfg.UIAddr != "" {
+		addr, uerrc, err := n.serveUI(pctx, n.cfg.UIAddr)
+		if err != nil {
+			hl.Close()
+			al.Close()
+			return err
+		}
+		n.uiAddr = addr.String()
+		go func() {
+			if err := <-uerrc; err != nil {
 				errc <- err
 			}
 		}()
@@ -285,7 +328,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 	w := cellwatch.New(n.cfg.CellsDir, n.cfg.Settle, n.log)
 	go func() { errc <- w.Run(wctx, n.submit) }()
 
-	n.log.Info("celcore ready", "http", n.httpAddr, "admin", n.cfg.AdminPath, "cells", n.cfg.CellsDir, "data", n.cfg.DataDir, "metrics", n.metricsAddr, "fabric", n.FabricAddr(), "node", n.cfg.Name)
+	n.log.Info("celcore ready", "http", n.httpAddr, "admin", n.cfg.AdminPath, "cells", n.cfg.CellsDir, "data", n.cfg.DataDir, "metrics", n.metricsAddr, "ui", n.uiAddr, "fabric", n.FabricAddr(), "node", n.cfg.Name)
 	if ready != nil {
 		ready(n)
 	}
@@ -425,9 +468,13 @@ func (n *Node) apply(ev cellwatch.Event) {
 		return
 	}
 	if c.Info().SHA256 == "" {
+		// Known before the first load, so a saved state is restored: from
+		// the intent just prepared, else the one in force (applied when
+		// its file was seen before the module's).
 		if prep != nil && prep.prog != nil {
-			// Known before the first load, so a saved state is restored.
 			c.SetKeepState(prep.prog.KeepState)
+		} else if in, ok := n.Intent(ev.Cell); ok {
+			c.SetKeepState(in.KeepState)
 		}
 		if err := c.Load(ctx, src, path); err != nil {
 			n.log.Error("rejected cell module", "cell", ev.Cell, "path", path, "err", err)
