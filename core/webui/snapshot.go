@@ -163,6 +163,7 @@ type entryView struct {
 	Message    string          `json:"message,omitempty"`
 	DurationMs num             `json:"duration_ms"`
 	Plugin     string          `json:"plugin,omitempty"`
+	TraceID    string          `json:"trace_id,omitempty"`
 }
 
 // num is a float that JSON always carries: NaN and ±Inf become null.
@@ -433,7 +434,7 @@ func ms(d time.Duration) num { return num(float64(d) / float64(time.Millisecond)
 func entry(e journal.Entry, sc scrubber) entryView {
 	return entryView{Seq: e.Seq, Time: e.Time, Cell: e.Cell, Verb: e.Verb, Args: e.Args, Rule: e.Rule, Origin: e.Origin,
 		Condition: e.Condition, Manual: e.Manual, Values: e.Values, Outcome: e.Outcome, Message: sc.clean(e.Message),
-		DurationMs: ms(e.Duration), Plugin: e.Plugin}
+		DurationMs: ms(e.Duration), Plugin: e.Plugin, TraceID: e.TraceID}
 }
 
 // encodeEntry returns e as JSON; an entry that does not encode (it cannot:

@@ -424,7 +424,8 @@
       el('td', { class: 'outcome' }, badge(e.outcome)),
       el('td', { class: 'num' }, e.duration_ms ? fmtMs(e.duration_ms) : '—'),
       el('td', { class: 'msg' }, e.message || ''),
-      el('td', { class: 'muted' }, e.plugin || ''));
+      el('td', { class: 'muted' }, e.plugin || ''),
+      el('td', { class: 'trace mono', title: e.trace_id || null }, e.trace_id ? e.trace_id.slice(0, 12) : ''));
     tr.hidden = st.filter !== '' && e.cell !== st.filter;
     return tr;
   }
