@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -125,6 +126,9 @@ type moduleEntry struct {
 	mod   *Module
 	err   error
 	refs  int
+	// bgTid is the thread of a background compile in progress (0: none):
+	// a foreground Compile that waits for it raises its priority.
+	bgTid atomic.Int64
 }
 
 // NewEngine starts a wazero runtime with the compiler engine, the WASI
@@ -252,6 +256,9 @@ func (e *Engine) Compile(ctx context.Context, src []byte, opts CompileOptions) (
 		ent.refs++
 		e.unidle(key)
 		e.mu.Unlock()
+		if !opts.Background {
+			raiseThreadPriority(int(ent.bgTid.Load()))
+		}
 		select {
 		case <-ent.ready:
 		case <-ctx.Done():
@@ -272,8 +279,10 @@ func (e *Engine) Compile(ctx context.Context, src []byte, opts CompileOptions) (
 		done := make(chan struct{})
 		go func() {
 			runtime.LockOSThread()
-			restore := lowerThreadPriority(backgroundNice)
+			tid, restore := lowerThreadPriority(backgroundNice)
+			ent.bgTid.Store(int64(tid))
 			ent.mod, ent.err = e.compile(ctx, src, key, 1)
+			ent.bgTid.Store(0)
 			if restore() {
 				runtime.UnlockOSThread()
 			} // else the thread stays locked and ends with this goroutine

@@ -87,3 +87,56 @@ func TestBackgroundCompileRunsAtLowerPriority(t *testing.T) {
 		t.Fatalf("foreground compile after the background one: %p (abi %v), want the same module %p, a reactor", fg, m.ABI, m)
 	}
 }
+
+// A foreground Compile that finds a background compile of the same module
+// in progress raises that compile's thread to nice 0: a request waiting
+// for a take-over is not held back by a priority meant for work nobody
+// waited for.
+func TestForegroundWaiterRaisesBackgroundCompile(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("raising a thread's priority needs CAP_SYS_NICE (run as root)")
+	}
+	e, _ := newEngine(t, Config{})
+	src := testbuild.Cell(t, "counter")
+	bg := make(chan error, 1)
+	go func() {
+		m, err := e.Compile(t.Context(), src, CompileOptions{Background: true})
+		if err == nil {
+			defer m.Release()
+		}
+		bg <- err
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for threadsAtNice(t, backgroundNice) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the background compile never ran at nice 10")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	fg := make(chan error, 1)
+	go func() {
+		m, err := e.Compile(t.Context(), src, CompileOptions{})
+		if err == nil {
+			m.Release()
+		}
+		fg <- err
+	}()
+	// The compile takes about a second on one worker: well before it
+	// ends, no thread is left at nice 10.
+	raised := false
+	for !raised {
+		select {
+		case err := <-bg:
+			t.Fatalf("the background compile ended (%v) with its thread still at nice 10", err)
+		default:
+		}
+		raised = threadsAtNice(t, backgroundNice) == 0
+		time.Sleep(time.Millisecond)
+	}
+	if err := <-fg; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-bg; err != nil {
+		t.Fatal(err)
+	}
+}
