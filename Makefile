@@ -69,7 +69,7 @@ test: deps
 # Each benchmark once, without the race detector (it would time the detector):
 # proves they all still run and hold their own checks, not how fast they are.
 bench-once:
-	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 10m ./...
+	$(GO) test -short -run '^$$' -bench . -benchtime 1x -count 1 -timeout 10m ./...
 
 # Fuzz every parser and decoder for FUZZTIME each; crashers land in testdata.
 FUZZTIME ?= 30s

@@ -10,8 +10,8 @@ import (
 
 // BenchmarkIdleCost measures what an idle cluster of N members costs each
 // member: QUIC packets sent per second and CPU milliseconds per second
-// (this process's CPU time divided by N), over idleWindow after the members
-// have converged and settled for idleSettle; starting and joining the members
+// (this process's CPU time divided by N), over a window (idleTimes) after the members
+// have converged and settled; starting and joining the members
 // is not measured. config=fabric runs the package's defaults (no QUIC
 // keep-alives); its peer config=keepalive-5s adds the 5s keep-alive every
 // connection sent before, with the same membership settings. The aim is a
@@ -27,10 +27,15 @@ func BenchmarkIdleCost(b *testing.B) {
 	}
 }
 
-const (
-	idleSettle = 3 * time.Second
-	idleWindow = 10 * time.Second
-)
+// idleTimes returns how long members settle and how long the idle cost
+// is measured: 3 s and 10 s, or 1 s and 2 s with -short (make test's
+// once-over of every benchmark, which only checks it still runs).
+func idleTimes() (settle, window time.Duration) {
+	if testing.Short() {
+		return time.Second, 2 * time.Second
+	}
+	return 3 * time.Second, 10 * time.Second
+}
 
 func benchIdle(b *testing.B, n int, keepAlive time.Duration) {
 	ca := newTestCA(b, testTD)
@@ -62,6 +67,7 @@ func benchIdle(b *testing.B, n int, keepAlive time.Duration) {
 	for _, f := range nodes {
 		eventually(b, 30*time.Second, f.Node()+" sees all alive", func() bool { return allAlive(f.Members(), n) })
 	}
+	idleSettle, idleWindow := idleTimes()
 	time.Sleep(idleSettle)
 	var pkts, dgrams float64
 	var cpu time.Duration
