@@ -14,7 +14,7 @@ import (
 type discard struct{}
 
 func (discard) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
-func (discard) Shutdown(context.Context) error                           { return nil }
+func (discard) Shutdown(context.Context) error                             { return nil }
 
 //go:noinline
 func noHooks(ctx context.Context, env []byte) (context.Context, []byte) { return ctx, env }
