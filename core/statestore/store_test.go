@@ -19,7 +19,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func TestMain(m *testing.M) { testbuild.Main(m) }
+// sharedCache is the compile cache the tests' engines share.
+var sharedCache string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "statestore-test-cache-")
+	if err != nil {
+		panic(err)
+	}
+	sharedCache = dir
+	testbuild.Main(m, func() { os.RemoveAll(dir) })
+}
 
 var _ cell.StateStore = (*Store)(nil)
 
@@ -28,7 +38,9 @@ var _ cell.StateStore = (*Store)(nil)
 func counterState(t *testing.T, n int) (*wasm.Engine, *wasm.Module, *wasm.Snapshot) {
 	t.Helper()
 	ctx := context.Background()
-	e, err := wasm.NewEngine(ctx, wasm.Config{Logger: slog.New(slog.DiscardHandler)})
+	// One compile cache for the package's tests: each test has an engine
+	// of its own, and the race detector makes a cold compile slow.
+	e, err := wasm.NewEngine(ctx, wasm.Config{Logger: slog.New(slog.DiscardHandler), CacheDir: sharedCache})
 	if err != nil {
 		t.Fatal(err)
 	}

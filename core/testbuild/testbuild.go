@@ -32,11 +32,14 @@ type build struct {
 	err  error
 }
 
-// Main runs the tests and removes the build directory.
-func Main(m *testing.M) {
+// Main runs the tests, removes the build directory, then runs cleanups.
+func Main(m *testing.M, cleanups ...func()) {
 	code := m.Run()
 	if dir != "" {
 		os.RemoveAll(dir)
+	}
+	for _, c := range cleanups {
+		c()
 	}
 	os.Exit(code)
 }

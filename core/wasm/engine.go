@@ -127,8 +127,11 @@ type moduleEntry struct {
 	err   error
 	refs  int
 	// bgTid is the thread of a background compile in progress (0: none):
-	// a foreground Compile that waits for it raises its priority.
-	bgTid atomic.Int64
+	// a foreground Compile that waits for it raises its priority, and
+	// counts itself in waiters first, so that a compile that lowers its
+	// priority after a waiter came raises it back at once.
+	bgTid   atomic.Int64
+	waiters atomic.Int32
 }
 
 // NewEngine starts a wazero runtime with the compiler engine, the WASI
@@ -257,6 +260,7 @@ func (e *Engine) Compile(ctx context.Context, src []byte, opts CompileOptions) (
 		e.unidle(key)
 		e.mu.Unlock()
 		if !opts.Background {
+			ent.waiters.Add(1)
 			raiseThreadPriority(int(ent.bgTid.Load()))
 		}
 		select {
@@ -281,6 +285,9 @@ func (e *Engine) Compile(ctx context.Context, src []byte, opts CompileOptions) (
 			runtime.LockOSThread()
 			tid, restore := lowerThreadPriority(backgroundNice)
 			ent.bgTid.Store(int64(tid))
+			if ent.waiters.Load() > 0 {
+				raiseThreadPriority(tid) // a foreground Compile came first
+			}
 			ent.mod, ent.err = e.compile(ctx, src, key, 1)
 			ent.bgTid.Store(0)
 			if restore() {

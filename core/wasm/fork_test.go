@@ -123,7 +123,7 @@ func TestForkGrownMemory(t *testing.T) {
 	r := newReactor(t, h, "hello")
 	s0, r1 := fork(t, h, r)
 	t.Logf("first fork: %s", describe(s0))
-	for i := range 300 {
+	for i := range 150 {
 		if got := get(t, r1, "/hello/"+strings.Repeat("y", i%300)); !strings.HasPrefix(got, "Hello") {
 			t.Fatalf("request %d: %q", i, got)
 		}
@@ -162,7 +162,7 @@ func TestForkGrownMemory(t *testing.T) {
 				t.Fatalf("at %#x: %q, want %q", at, b, s)
 			}
 		}
-		for i := range 300 {
+		for i := range 150 {
 			if got := get(t, f, "/hello/"+strings.Repeat("z", i)); !strings.HasPrefix(got, "Hello") {
 				t.Fatalf("request %d: %q", i, got)
 			}

@@ -92,12 +92,12 @@ func TestReplicasStartFromTheInitSnapshot(t *testing.T) {
 	newReactor(t, h, "hello") // the capture
 	r := newReactor(t, h, "hello")
 	before := r.MemorySize()
-	for i := 0; i < 3000; i++ {
+	for i := 0; i < 1500; i++ {
 		if got := get(t, r, "/hello/"+strings.Repeat("x", i%512)); !strings.HasPrefix(got, "Hello") {
 			t.Fatalf("request %d: %q", i, got)
 		}
 	}
-	t.Logf("memory %d → %d pages over 3000 requests", before/PageSize, r.MemorySize()/PageSize)
+	t.Logf("memory %d → %d pages over 1500 requests", before/PageSize, r.MemorySize()/PageSize)
 }
 
 // TestSnapshotOfALiveReplica: a replica captured between requests
