@@ -62,6 +62,7 @@ deps:
 # Every benchmark then runs once (bench-once), so that none can rot unseen.
 test: deps
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -timeout 10m ./core/wasm
 	$(GO) test -count=1 -run '^TestMembershipSimulation$$' -timeout 10m ./core/fabric
 	cd examples/plugins/logtail && $(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 	$(MAKE) --no-print-directory bench-once

@@ -65,6 +65,7 @@ func pageRuns(img *image) [][2]uint32 {
 // overlay, never a chain; every reading of the forks gives the memory's
 // bytes.
 func TestForkImageCopiesWhatChanged(t *testing.T) {
+	heavy(t)
 	rng := rand.New(rand.NewPCG(1, 2))
 	root := make([]byte, 16*PageSize)
 	for i := range root {

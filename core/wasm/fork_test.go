@@ -59,6 +59,7 @@ func withFullCopy(t *testing.T, full bool) {
 // generation a fork copies only what changed: its image is the first
 // fork's root and one overlay.
 func TestForkGenerations(t *testing.T) {
+	heavy(t)
 	for _, full := range []bool{false, true} {
 		t.Run("full-copy="+strconv.FormatBool(full), func(t *testing.T) {
 			withFullCopy(t, full)
@@ -117,6 +118,7 @@ func TestForkGenerations(t *testing.T) {
 // forks into one with the grown contents, which serves on, as does the
 // decoded encoding of that fork.
 func TestForkGrownMemory(t *testing.T) {
+	heavy(t)
 	e, _ := newEngine(t, Config{})
 	h := compileCell(t, e, "hello")
 	newReactor(t, h, "hello") // the capture
@@ -192,6 +194,7 @@ func TestForkGrownMemory(t *testing.T) {
 // TestEncodedForkRestores: a fork's snapshot of a fork (root and overlay)
 // encoded and decoded restores into a replica that counts on from it.
 func TestEncodedForkRestores(t *testing.T) {
+	heavy(t)
 	e, _ := newEngine(t, Config{})
 	m := compileCell(t, e, "counter")
 	r := newReactor(t, m, "counter")

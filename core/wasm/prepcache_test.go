@@ -16,6 +16,7 @@ import (
 // replica, which continues from the cached snapshot; a damaged cache file
 // is ignored with a warning naming it, and rebuilt.
 func TestRestartIsWarm(t *testing.T) {
+	heavy(t)
 	dir := t.TempDir()
 	src := testbuild.Cell(t, "counter")
 	e1, _ := newEngine(t, Config{CacheDir: dir})

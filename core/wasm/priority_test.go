@@ -93,6 +93,7 @@ func TestBackgroundCompileRunsAtLowerPriority(t *testing.T) {
 // for a take-over is not held back by a priority meant for work nobody
 // waited for.
 func TestForegroundWaiterRaisesBackgroundCompile(t *testing.T) {
+	heavy(t)
 	if os.Geteuid() != 0 {
 		t.Skip("raising a thread's priority needs CAP_SYS_NICE (run as root)")
 	}

@@ -57,6 +57,7 @@ func newReactor(t testing.TB, m *Module, cell string) *Reactor {
 // capture, each with its own state, and keep serving through many
 // requests (the guest's garbage collector runs and its memory grows).
 func TestReplicasStartFromTheInitSnapshot(t *testing.T) {
+	heavy(t)
 	e, _ := newEngine(t, Config{})
 	m := compileCell(t, e, "counter")
 	if m.NoSnapshot != "" {
@@ -103,6 +104,7 @@ func TestReplicasStartFromTheInitSnapshot(t *testing.T) {
 // TestSnapshotOfALiveReplica: a replica captured between requests
 // continues, in a new instance, from the count it had.
 func TestSnapshotOfALiveReplica(t *testing.T) {
+	heavy(t)
 	e, _ := newEngine(t, Config{})
 	m := compileCell(t, e, "counter")
 	r := newReactor(t, m, "counter")
@@ -141,6 +143,7 @@ func TestSnapshotOfALiveReplica(t *testing.T) {
 // ahead of this host's (taken on another host, or before a reboot) gives
 // an instance whose clock starts past it.
 func TestRestoredClockNeverRunsBackwards(t *testing.T) {
+	heavy(t)
 	e, _ := newEngine(t, Config{})
 	m := compileCell(t, e, "counter")
 	r := newReactor(t, m, "counter")
@@ -170,6 +173,7 @@ func TestRestoredClockNeverRunsBackwards(t *testing.T) {
 // TestNoSnapshotsIsThePlainPath: with snapshots off, replicas initialise
 // one by one and no capture is made.
 func TestNoSnapshotsIsThePlainPath(t *testing.T) {
+	heavy(t)
 	e, _ := newEngine(t, Config{NoSnapshots: true})
 	m := compileCell(t, e, "counter")
 	if m.NoSnapshot == "" {
@@ -191,6 +195,7 @@ func TestNoSnapshotsIsThePlainPath(t *testing.T) {
 // (as for a disk or a peer), restores into a replica that continues from
 // it; a corrupt, truncated or foreign encoding is refused and says why.
 func TestEncodedSnapshotRestores(t *testing.T) {
+	heavy(t)
 	e, _ := newEngine(t, Config{})
 	m := compileCell(t, e, "counter")
 	r := newReactor(t, m, "counter")
@@ -258,6 +263,7 @@ func TestEncodedSnapshotRestores(t *testing.T) {
 // snapshot: each instance gets its own), and its memory cannot grow past
 // the module's limit.
 func TestRestoredLimitsHold(t *testing.T) {
+	heavy(t)
 	e, _ := newEngine(t, Config{})
 	m, err := e.Compile(context.Background(), testbuild.Cell(t, "spin"), CompileOptions{MemoryLimit: 64 << 20})
 	if err != nil {
@@ -281,5 +287,16 @@ func TestRestoredLimitsHold(t *testing.T) {
 	}
 	if _, ok := r2.mem.Grow(1); !ok {
 		t.Fatal("a restored replica's memory cannot grow within its limit")
+	}
+}
+
+// heavy skips a test that compiles and runs Go cells many times when the
+// race detector is on: it makes each compile several seconds, and these
+// tests check memory images, not synchronisation. make test runs them
+// again without the detector (its second go test line).
+func heavy(t *testing.T) {
+	t.Helper()
+	if raceDetector {
+		t.Skip("compiles Go cells many times; run without -race (make test does)")
 	}
 }
