@@ -45,7 +45,7 @@ type Membership struct {
 	// node's probe interval while it misses acks itself (8).
 	AwarenessMaxMultiplier int
 	// GossipInterval is how often queued gossip is sent to 3 random
-	// members (50ms); nothing is sent when nothing is queued.
+	// members (100ms); nothing is sent when nothing is queued.
 	GossipInterval time.Duration
 	// PushPullInterval is how often the full state is synced with one
 	// random member (15s; memberlist stretches it beyond 32 members).
@@ -78,7 +78,7 @@ const (
 	DefaultSuspicionMult           = 4
 	DefaultSuspicionMaxTimeoutMult = 8
 	DefaultAwarenessMaxMultiplier  = 8
-	DefaultGossipInterval          = 50 * time.Millisecond
+	DefaultGossipInterval          = 100 * time.Millisecond
 	DefaultPushPullInterval        = 15 * time.Second
 )
 

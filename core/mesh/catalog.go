@@ -76,6 +76,9 @@ type placement struct {
 	// placed are the cells this node serves for the fleet (placed by a
 	// peer or taken over), persisted so a restart serves them again.
 	placed map[string]placed
+	// restoredAt holds, while a restart serves them again, when the
+	// restored copies were first placed.
+	restoredAt map[string]time.Time
 	// spreadAt is when this node last placed a copy of a cell to keep it
 	// spread, so it waits for the news before placing another.
 	spreadAt map[string]time.Time
@@ -127,6 +130,15 @@ type withdrawal struct {
 // when it stands in for a dead node).
 type placed struct {
 	Entry
+	// PlacedAt is when this node first served the copy (kept across its
+	// restarts): a withdrawal after it drops the copy, one before it
+	// does not.
+	PlacedAt time.Time `json:"placed_at,omitzero"`
+}
+
+// catalogDoc is this node's catalog as peers pull it.
+func (m *Mesh) catalogDoc() catalogDoc {
+	return catalogDoc{Cells: m.catalog(), Withdrawn: m.tombstones()}
 }
 
 // catalog lists the cells this node serves, sorted by name.
@@ -153,7 +165,7 @@ func (m *Mesh) catalog() []Entry {
 // spawns.
 func (m *Mesh) handlePlacement() {
 	m.f.HandleRequest(frame.TypeCatalog, 1024, func(context.Context, string, []byte) ([]byte, error) {
-		return json.Marshal(m.catalog())
+		return json.Marshal(m.catalogDoc())
 	})
 	m.f.HandleRequest(frame.TypeModule, 1024, func(_ context.Context, _ string, p []byte) ([]byte, error) {
 		b, err := m.store.Get(string(p))
@@ -311,7 +323,14 @@ func (m *Mesh) remember(e Entry, standInFor string) {
 		m.place.placed = map[string]placed{}
 	}
 	e.StandInFor = standInFor
-	m.place.placed[e.Cell] = placed{Entry: e}
+	at := time.Now()
+	if old, ok := m.place.placed[e.Cell]; ok && old.SHA256 == e.SHA256 && !old.PlacedAt.IsZero() {
+		at = old.PlacedAt
+	} else if t, ok := m.place.restoredAt[e.Cell]; ok && !t.IsZero() {
+		at = t
+	}
+	delete(m.place.restoredAt, e.Cell)
+	m.place.placed[e.Cell] = placed{Entry: e, PlacedAt: at}
 	m.savePlacementsLocked()
 	m.place.mu.Unlock()
 }
@@ -372,6 +391,12 @@ func (m *Mesh) restorePlacements(ctx context.Context) {
 		m.log.Error("reading the cells this node served for the fleet; not restored", "path", m.placementsFile(), "err", err)
 		return
 	}
+	m.place.mu.Lock()
+	m.place.restoredAt = map[string]time.Time{}
+	for _, p := range list {
+		m.place.restoredAt[p.Cell] = p.PlacedAt
+	}
+	m.place.mu.Unlock()
 	for _, p := range list {
 		if !m.store.Has(p.SHA256) {
 			m.log.Warn("a cell this node served for the fleet has no module here; not restored", "cell", p.Cell)
@@ -433,10 +458,11 @@ func (m *Mesh) syncCatalogs(ctx context.Context) {
 			b, err = p.Request(rctx, frame.TypeCatalog, nil)
 		}
 		cancel()
-		var cat []Entry
+		var doc catalogDoc
 		if err == nil {
-			err = json.Unmarshal(b, &cat)
+			doc, err = decodeCatalog(b)
 		}
+		cat := doc.Cells
 		if err != nil {
 			if ctx.Err() == nil {
 				m.log.Debug("catalog of a peer", "node", mb.Name, "err", err)
@@ -451,9 +477,10 @@ func (m *Mesh) syncCatalogs(ctx context.Context) {
 		if old := m.place.catalogs[mb.Name].entries; len(old) > 0 {
 			m.noteSeenLocked(old) // a cell it dropped existed until now
 		}
-		m.place.catalogs[mb.Name] = peerCatalog{version: catalogVersion(cat), entries: cat}
+		m.place.catalogs[mb.Name] = peerCatalog{version: catalogVersion(b), entries: cat}
 		m.noteSeenLocked(cat)
 		m.place.mu.Unlock()
+		m.applyTombstones(ctx, mb.Name, doc.Withdrawn)
 		if m.cfg.NoPrefetch {
 			continue
 		}

@@ -58,7 +58,12 @@
 //     the home asks every live node to drop the copy it serves for the
 //     fleet (placed, cloned or standing in), and for 30 s no node places
 //     one (a holder that has not heard yet might ask); the home asking
-//     again ends that. A node unreachable at the time keeps its copy.
+//     again ends that. A node unreachable at the time (partitioned,
+//     paused, restarting) learns it from the home's catalog, which lists
+//     each cell the home withdrew (a tombstone, kept on disk for 24 h
+//     and ended when the home serves the cell again): when it next pulls
+//     that catalog it drops the copy it placed before the withdrawal, and
+//     journals how long ago the home withdrew it.
 //
 // # Requests in transitions
 //

@@ -9,10 +9,8 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/fabric/frame"
 	"github.com/celluster/celluster/core/journal"
 )
@@ -306,101 +304,6 @@ func (m *Mesh) returnHealed(ctx context.Context) {
 			m.log.Info("drained a redundant stand-in copy", "cell", d.cell, "why", d.why)
 		}
 	}
-}
-
-// withdrawnFor is how long a node refuses to place a cell its home
-// withdrew.
-const withdrawnFor = 30 * time.Second
-
-// Withdraw tells the live peers that this node, cellName's home, no longer
-// serves it (its module was removed here): each drops the copy it serves
-// for the fleet — placed to keep the cell spread or cloned, or standing in
-// — and places none for withdrawnFor. A peer that cannot be reached keeps
-// its copy (logged).
-func (m *Mesh) Withdraw(ctx context.Context, cellName string) {
-	m.markWithdrawn(cellName, m.cfg.Name) // a holder that has not heard yet may ask this node for a copy
-	var wg sync.WaitGroup
-	for _, mb := range m.Members() {
-		if mb.Self || mb.State != "alive" {
-			continue
-		}
-		wg.Go(func() {
-			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			p, err := m.f.Dial(rctx, mb.Addr)
-			if err == nil {
-				_, err = p.Request(rctx, frame.TypeWithdraw, []byte(cellName))
-			}
-			if err != nil && ctx.Err() == nil {
-				m.log.Warn("telling a peer a cell is withdrawn; it keeps its copy", "cell", cellName, "node", mb.Name, "err", err)
-			}
-		})
-	}
-	wg.Wait()
-}
-
-// answerWithdraw drops the copy of a cell this node serves for the fleet,
-// when its home (peer) withdrew it.
-func (m *Mesh) answerWithdraw(ctx context.Context, peer string, payload []byte) ([]byte, error) {
-	name := string(payload)
-	if err := cell.ValidName(name); err != nil {
-		return nil, err
-	}
-	m.markWithdrawn(name, peer)
-	m.place.mu.Lock()
-	_, ours := m.place.placed[name]
-	delete(m.place.orphans, name)
-	delete(m.place.healed, name)
-	delete(m.place.seen, name) // gone for good: 404 from now on
-	m.place.mu.Unlock()
-	if ours || m.reg.Lookup(name) == nil {
-		// A state copy the home pushed here goes with the cell.
-		if err := m.host.AdoptState(name, nil); err != nil {
-			m.log.Warn("cannot drop a withdrawn cell's state copy", "cell", name, "err", err)
-		}
-	}
-	if !ours {
-		return []byte("0"), nil // none here, or this node's own: not the fleet's to drop
-	}
-	dctx, cancel := context.WithTimeout(ctx, m.cfg.DrainTimeout)
-	removed := m.reg.Remove(dctx, name)
-	cancel()
-	m.forget(name)
-	if !removed {
-		return []byte("0"), nil
-	}
-	m.host.ForgetIntent(name)
-	if _, err := m.cfg.Journal.Append(journal.Entry{Cell: name, Verb: "decay", Args: []string{"all"}, Rule: "fabric",
-		Origin: "node " + peer + ", the cell's home, withdrew it", Outcome: journal.Done,
-		Message: "copy served for the fleet drained and removed"}); err != nil {
-		m.log.Error("journal", "err", err)
-	}
-	m.log.Info("dropped a copy its home withdrew", "cell", name, "home", peer)
-	go m.updateMeta(context.WithoutCancel(ctx))
-	return []byte("1"), nil
-}
-
-func (m *Mesh) markWithdrawn(cellName, home string) {
-	m.place.mu.Lock()
-	defer m.place.mu.Unlock()
-	if m.place.withdrawn == nil {
-		m.place.withdrawn = map[string]withdrawal{}
-	}
-	m.place.withdrawn[cellName] = withdrawal{home: home, until: time.Now().Add(withdrawnFor)}
-}
-
-// withdrawn reports whether a home withdrew cellName moments ago, and
-// which; a placement the home itself asks for (it serves the cell again)
-// ends the withdrawal.
-func (m *Mesh) withdrawn(cellName, by string) (string, bool) {
-	m.place.mu.Lock()
-	defer m.place.mu.Unlock()
-	w, ok := m.place.withdrawn[cellName]
-	if !ok || time.Now().After(w.until) || by == w.home {
-		delete(m.place.withdrawn, cellName)
-		return "", false
-	}
-	return w.home, true
 }
 
 // keepSpread keeps each local cell whose intent says `spread across nodes`

@@ -107,6 +107,7 @@ type Config struct {
 // forwarding.
 type Mesh struct {
 	repl  replication // states pushed to peers
+	tomb  tombstones  // cells this node withdrew
 	cfg   Config
 	log   *slog.Logger
 	td    spiffeid.TrustDomain
@@ -359,8 +360,9 @@ func (m *Mesh) rejoin(ctx context.Context) {
 }
 
 // catalogVersion is a digest of a catalog: equal catalogs, equal versions.
-func catalogVersion(cat []Entry) uint64 {
-	b, _ := json.Marshal(cat)
+// It hashes the catalog as sent, so a puller computes it from the bytes
+// it received.
+func catalogVersion(b []byte) uint64 {
 	h := fnv.New64a()
 	h.Write(b)
 	return h.Sum64() | 1 // never 0, which means "no catalog"
@@ -372,9 +374,10 @@ func (m *Mesh) meta() []byte {
 	for _, in := range m.reg.List() {
 		md.Load += in.InFlight + in.Queued
 	}
-	cat := m.catalog()
-	md.Version = catalogVersion(cat)
-	for _, e := range cat {
+	doc := m.catalogDoc()
+	cb, _ := json.Marshal(doc)
+	md.Version = catalogVersion(cb)
+	for _, e := range doc.Cells {
 		md.Cells = append(md.Cells, e.Cell)
 	}
 	m.place.mu.Lock()

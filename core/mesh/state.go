@@ -36,8 +36,10 @@ type stateRequest struct {
 	SHA256 string `json:"sha256"`
 }
 
-// stateCheck is how often the replication loop looks for states due.
-const stateCheck = 100 * time.Millisecond
+// stateRecheck is how often the replication loop looks for cells that
+// newly ask for replication when no push is due sooner: an idle node (no
+// cell replicated) wakes once a second for it, not ten times.
+const stateRecheck = time.Second
 
 // replication remembers what was pushed for each cell.
 type replication struct {
@@ -169,7 +171,7 @@ func (m *Mesh) placedHere(cellName string) (placed, bool) {
 // state replicated every D`) and that this node serves as home or
 // stand-in, every D, to the survivor next in line for it.
 func (m *Mesh) replicateLoop(ctx context.Context) {
-	t := time.NewTicker(stateCheck)
+	t := time.NewTimer(stateRecheck)
 	defer t.Stop()
 	for {
 		select {
@@ -177,23 +179,33 @@ func (m *Mesh) replicateLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, c := range m.reg.Cells() {
-			pol := c.Policy()
-			if !pol.KeepState || pol.StateEvery <= 0 {
-				continue
-			}
-			if p, ok := m.placedHere(c.Name()); ok && p.StandInFor == "" {
-				continue // a placed copy: its home replicates
-			}
-			m.repl.mu.Lock()
-			last := m.repl.last[c.Name()]
-			m.repl.mu.Unlock()
-			if time.Since(last.at) < pol.StateEvery {
-				continue
-			}
-			m.replicate(ctx, c, last)
-		}
+		t.Reset(m.replicateDue(ctx))
 	}
+}
+
+// replicateDue pushes every state that is due and returns how long until
+// the next one is (at most stateRecheck).
+func (m *Mesh) replicateDue(ctx context.Context) time.Duration {
+	next := stateRecheck
+	for _, c := range m.reg.Cells() {
+		pol := c.Policy()
+		if !pol.KeepState || pol.StateEvery <= 0 {
+			continue
+		}
+		if p, ok := m.placedHere(c.Name()); ok && p.StandInFor == "" {
+			continue // a placed copy: its home replicates
+		}
+		m.repl.mu.Lock()
+		last := m.repl.last[c.Name()]
+		m.repl.mu.Unlock()
+		wait := pol.StateEvery - time.Since(last.at)
+		if wait <= 0 {
+			m.replicate(ctx, c, last)
+			wait = pol.StateEvery
+		}
+		next = min(next, wait)
+	}
+	return max(next, 10*time.Millisecond)
 }
 
 // replicate pushes c's state to the survivor next in line for it.
