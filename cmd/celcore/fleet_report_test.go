@@ -162,6 +162,10 @@ type fleetIdleResult struct {
 	hostIdle             float64              // the host's idle share of CPU time in the window
 	fabric               map[string][]float64 // node-reported counters, per node, per second
 	load                 string               // the host's load average at the end
+	// bpfMS and bpfRuns are the run time (ms/s) and runs per second of
+	// every node's cel_* BPF programs together, on the whole host; 0
+	// when the kernel's statistics could not be enabled.
+	bpfMS, bpfRuns float64
 }
 
 type fleetHogResult struct {
@@ -306,6 +310,20 @@ func (r *fleetReport) render() (string, int) {
 	w.Flush()
 	fmt.Fprintf(&b, "   (the host has %d CPUs = %d ms/s. \"waited for CPU\": run-queue wait of the node's threads, from schedstat;\n"+
 		"    when the host has no idle CPU left, a node's CPU figure is what it got, not what it asked for)\n", runtime.NumCPU(), runtime.NumCPU()*1000)
+	b.WriteString("   Kernel telemetry of all the nodes together (their cel_* BPF programs, kernel run-time statistics): every node\n" +
+		"   attaches its own programs to the scheduler's tracepoints, so on one host each context switch runs N of them,\n" +
+		"   charged to whichever process switches: a cost of co-hosting that grows with N, absent when each node has its host.\n")
+	w = tw()
+	fmt.Fprintln(w, "nodes\tBPF ms/s (host)\truns/s\tper node\tCPU per node without it\t")
+	for _, x := range r.idle {
+		if x.bpfMS == 0 && x.bpfRuns == 0 {
+			fmt.Fprintf(w, "%d\t(not measured)\t\t\t\t\n", x.n)
+			continue
+		}
+		per := x.bpfMS / float64(max(len(x.cpu), 1))
+		fmt.Fprintf(w, "%d\t%.1f\t%.0f\t%.1f\t%.1f\t\n", x.n, x.bpfMS, x.bpfRuns, per, fleetMean(x.cpu)-per)
+	}
+	w.Flush()
 	var fams []string
 	for _, x := range r.idle {
 		for k := range x.fabric {

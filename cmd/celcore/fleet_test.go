@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/celluster/celluster/core/testbuild"
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // fleetConfig is what the environment asks of a fleet run.
@@ -652,18 +654,29 @@ func (f *fleet) measureIdle(ctx context.Context, size int) {
 		}
 		return out
 	}
+	stopStats := fleetBPFStats()
+	bpf0, runs0 := fleetBPFTime()
 	cpu0, tc0 := fleetProcScan(), time.Now()
 	idle0, all0 := fleetHostCPU()
 	wait0 := waits(cpu0)
 	time.Sleep(f.cfg.idle)
 	cpu1, tc1 := fleetProcScan(), time.Now()
 	idle1, all1 := fleetHostCPU()
+	bpf1, runs1 := fleetBPFTime()
+	if stopStats != nil {
+		stopStats()
+	}
 	wait1 := waits(cpu1)
 	tx1, rx1, _ := f.net.portPackets()
 	tp1 := time.Now()
 	fab1 := scrapeAll()
 	elCPU, elPkt := tc1.Sub(tc0).Seconds(), tp1.Sub(tp0).Seconds()
 	res := fleetIdleResult{n: size, window: f.cfg.idle, fabric: map[string][]float64{}, load: fleetLoadavg()}
+	if stopStats != nil {
+		el := tc1.Sub(tc0).Seconds()
+		res.bpfMS = (bpf1 - bpf0).Seconds() * 1000 / el
+		res.bpfRuns = float64(runs1-runs0) / el
+	}
 	if all1 > all0 {
 		res.hostIdle = float64(idle1-idle0) / float64(all1-all0)
 	}
@@ -1047,4 +1060,40 @@ func (f *fleet) faults(ctx context.Context) {
 		fr.healed = append(fr.healed, fleetHeal{what: "one counter after the cut is lifted", d: time.Since(healed), ok: ok})
 		return nil
 	})
+}
+
+// fleetBPFTime sums the run time and runs of the host's BPF programs
+// named cel_* (every node's kernel telemetry), which the kernel counts
+// while statistics are enabled (fleetBPFStats).
+func fleetBPFTime() (time.Duration, uint64) {
+	var total time.Duration
+	var runs uint64
+	for id := ebpf.ProgramID(0); ; {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return total, runs
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil && strings.HasPrefix(info.Name, "cel_") {
+			if st, err := p.Stats(); err == nil {
+				total += st.Runtime
+				runs += st.RunCount
+			}
+		}
+		p.Close()
+	}
+}
+
+// fleetBPFStats turns the kernel's BPF run-time statistics on until the
+// returned func is called (nil when they cannot be).
+func fleetBPFStats() func() {
+	c, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	if err != nil {
+		return nil
+	}
+	return func() { c.Close() }
 }

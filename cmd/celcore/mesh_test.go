@@ -442,4 +442,40 @@ func TestMeshWithdrawnWithItsHome(t *testing.T) {
 	}
 	a.drop("hello", testbuild.Cell(t, "hello"))
 	spreadOn(3)
+
+	// A holder that misses the withdrawal — paused, so ha's request to it
+	// times out and it is declared dead meanwhile — drops its copy when it
+	// next pulls ha's catalog, which lists the withdrawal; no survivor
+	// takes its copy over.
+	hc := c.nodes["hc"]
+	hc.signal(syscall.SIGSTOP)
+	a.remove("hello")
+	eventually(t, "ha to give up telling the paused hc", func() bool {
+		return slices.ContainsFunc(strings.Split(a.Logs(), "\n"), func(l string) bool {
+			return strings.Contains(l, "drops its copy when it next pulls") && strings.Contains(l, `"node":"hc"`)
+		})
+	})
+	hc.signal(syscall.SIGCONT)
+	spreadOn(0)
+	e := find(hc.journal("hello"), func(e journalEntry) bool {
+		return e.Verb == "decay" && strings.Contains(e.Origin, "this node missed the withdrawal")
+	})
+	if e == nil {
+		t.Fatalf("hc journals no decay of the copy it missed the withdrawal of: %+v", hc.journal("hello"))
+	}
+	for _, name := range []string{"ha", "hb"} {
+		if slices.ContainsFunc(strings.Split(c.nodes[name].Logs(), "\n"), func(l string) bool {
+			return strings.Contains(l, "taking over a dead node's cell") && strings.Contains(l, `"cell":"hello"`)
+		}) {
+			t.Fatalf("%s took over hc's copy of the withdrawn hello", name)
+		}
+	}
+}
+
+// signal sends sig to the node's process.
+func (n *proc) signal(sig syscall.Signal) {
+	n.t.Helper()
+	if err := n.cmd.Process.Signal(sig); err != nil {
+		n.t.Fatal(err)
+	}
 }

@@ -38,6 +38,10 @@ type Entry struct {
 	// KeepState says the cell's intent keeps its state: a node that
 	// places it restores the state it is given or was pushed.
 	KeepState bool `json:"keep_state,omitempty"`
+	// Home marks the node's own copy (its module is in the node's cells
+	// directory), not one it serves for the fleet: a withdrawal by
+	// another home does not end a cell that still has one.
+	Home bool `json:"home,omitempty"`
 }
 
 // spawnRequest asks a peer to serve a cell.
@@ -56,8 +60,9 @@ type spawnRequest struct {
 
 // peerCatalog is the last catalog pulled from a peer, with its version.
 type peerCatalog struct {
-	version uint64
-	entries []Entry
+	version   uint64
+	entries   []Entry
+	withdrawn []Tombstone
 }
 
 // placement keeps what the mesh knows about the fleet's cells.
@@ -153,8 +158,8 @@ func (m *Mesh) catalog() []Entry {
 			e.Intent, e.IntentName = text, source
 		}
 		m.place.mu.Lock()
-		p := m.place.placed[in.Name]
-		e.StandInFor, e.Spread = p.StandInFor, p.Spread
+		p, fleet := m.place.placed[in.Name]
+		e.StandInFor, e.Spread, e.Home = p.StandInFor, p.Spread, !fleet
 		m.place.mu.Unlock()
 		out = append(out, e)
 	}
@@ -267,6 +272,9 @@ func (m *Mesh) spawnLocal(ctx context.Context, req spawnRequest, by, standInFor 
 	}
 	if home, ok := m.withdrawn(req.Cell, by); ok {
 		return 0, fmt.Errorf("cell %s was withdrawn by its home, node %s, moments ago: not placed on %s", req.Cell, home, m.cfg.Name)
+	}
+	if home, ok := m.tombstoned(req.Cell); ok && by != home {
+		return 0, fmt.Errorf("cell %s was withdrawn by its home, node %s, and no live node serves it as its home: not placed on %s", req.Cell, home, m.cfg.Name)
 	}
 	mod, err := m.fetchModule(ctx, req.SHA256, req.From)
 	if err != nil {
@@ -477,7 +485,7 @@ func (m *Mesh) syncCatalogs(ctx context.Context) {
 		if old := m.place.catalogs[mb.Name].entries; len(old) > 0 {
 			m.noteSeenLocked(old) // a cell it dropped existed until now
 		}
-		m.place.catalogs[mb.Name] = peerCatalog{version: catalogVersion(b), entries: cat}
+		m.place.catalogs[mb.Name] = peerCatalog{version: catalogVersion(b), entries: cat, withdrawn: doc.Withdrawn}
 		m.noteSeenLocked(cat)
 		m.place.mu.Unlock()
 		m.applyTombstones(ctx, mb.Name, doc.Withdrawn)

@@ -137,6 +137,15 @@ func (m *Mesh) healOrphans(ctx context.Context) bool {
 			m.place.mu.Unlock()
 			continue
 		}
+		if home, ok := m.tombstoned(o.entry.Cell); ok {
+			m.place.mu.Lock()
+			if m.place.orphans[o.entry.Cell] == o {
+				delete(m.place.orphans, o.entry.Cell)
+			}
+			m.place.mu.Unlock()
+			m.log.Info("not taking over a dead node's copy of a cell its home withdrew", "cell", o.entry.Cell, "dead", o.dead, "home", home)
+			continue
+		}
 		if now.Sub(o.since) > orphanGiveUp {
 			m.place.mu.Lock()
 			if m.place.orphans[o.entry.Cell] == o {
@@ -327,6 +336,9 @@ func (m *Mesh) keepSpread(ctx context.Context) {
 		}
 		if r := Rendezvous(e.Cell, holders); len(r) == 0 || r[0] != m.cfg.Name {
 			continue
+		}
+		if _, gone := m.tombstoned(e.Cell); gone {
+			continue // a copy its home withdrew: it goes, it does not spread
 		}
 		m.place.mu.Lock()
 		last := m.place.spreadAt[e.Cell]

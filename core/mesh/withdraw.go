@@ -170,6 +170,49 @@ func (m *Mesh) addTombstone(cellName string) {
 	m.saveTombstonesLocked(m.listTombstonesLocked())
 }
 
+// tombstoned reports whether cellName is withdrawn for good: its home
+// (named) lists a tombstone for it — this node or a live peer — and no
+// live node serves it as its home.
+func (m *Mesh) tombstoned(cellName string) (string, bool) {
+	home := ""
+	m.tomb.mu.Lock()
+	m.loadTombstonesLocked()
+	if at, ok := m.tomb.at[cellName]; ok && time.Since(at) <= tombstoneFor {
+		home = m.cfg.Name
+	}
+	m.tomb.mu.Unlock()
+	if c := m.reg.Lookup(cellName); c != nil && !m.isPlacedHere(cellName) && c.Info().SHA256 != "" {
+		return "", false // this node is a home of it
+	}
+	alive := map[string]bool{}
+	for _, mb := range m.Members() {
+		if mb.State == "alive" && !mb.Self {
+			alive[mb.Name] = true
+		}
+	}
+	m.place.mu.Lock()
+	defer m.place.mu.Unlock()
+	for node, pc := range m.place.catalogs {
+		if !alive[node] {
+			continue
+		}
+		for _, e := range pc.entries {
+			if e.Cell == cellName && e.Home {
+				return "", false
+			}
+		}
+		if home == "" && slices.ContainsFunc(pc.withdrawn, func(t Tombstone) bool { return t.Cell == cellName }) {
+			home = node
+		}
+	}
+	return home, home != ""
+}
+
+func (m *Mesh) isPlacedHere(cellName string) bool {
+	_, ok := m.placedHere(cellName)
+	return ok
+}
+
 // Withdraw tells the live peers that this node, cellName's home, no longer
 // serves it (its module was removed here): each drops the copy it serves
 // for the fleet — placed to keep the cell spread or cloned, or standing in

@@ -44,6 +44,7 @@ import (
 	"time"
 
 	pluginapiv1 "github.com/celluster/celluster/pluginapi/v1"
+	"golang.org/x/sync/singleflight"
 )
 
 // ErrPluginShutdown is wrapped by the error of every call into a plugin that
@@ -286,6 +287,9 @@ type Manager struct {
 
 	hashMu sync.Mutex
 	hashes map[string]fileHash
+	// hashing dedups concurrent hashes of one file: the built-in plugins
+	// are all the celcore binary, prepared at once.
+	hashing singleflight.Group
 
 	// pingTimeout bounds a health ping: max(HealthInterval, 5s).
 	pingTimeout time.Duration
@@ -567,12 +571,24 @@ func (m *Manager) fileSHA(path string, st os.FileInfo) (string, error) {
 	if ok && !fileChanged(h.stat, st) {
 		return h.sum, nil
 	}
-	sum, err := sha256File(path)
+	sum, err, _ := m.hashing.Do(path, func() (any, error) {
+		m.hashMu.Lock()
+		h, ok := m.hashes[path]
+		m.hashMu.Unlock()
+		if ok && !fileChanged(h.stat, st) {
+			return h.sum, nil // hashed while this call waited
+		}
+		sum, err := sha256File(path)
+		if err != nil {
+			return "", err
+		}
+		m.hashMu.Lock()
+		m.hashes[path] = fileHash{stat: st, sum: sum}
+		m.hashMu.Unlock()
+		return sum, nil
+	})
 	if err != nil {
 		return "", err
 	}
-	m.hashMu.Lock()
-	m.hashes[path] = fileHash{stat: st, sum: sum}
-	m.hashMu.Unlock()
-	return sum, nil
+	return sum.(string), nil
 }
