@@ -50,22 +50,31 @@ type managed struct {
 
 	settled    chan struct{} // closed once the first start attempt settled
 	settleOnce sync.Once
+	changed    chan struct{} // the directory watcher saw the executable change
 
-	mu       sync.Mutex
-	name     string // described name once claimed, else spec name or base
-	claimed  bool
-	log      *slog.Logger
-	info     *pluginapiv1.PluginInfo // from describe
-	stat     os.FileInfo             // of the executable, as last prepared
-	sha      string
-	pin      string // the pin that applies, "" if none
-	state    State
-	pid      int
-	api      uint32
-	restarts int
-	lastErr  string
-	inst     *instance // nil unless running
-	caps     caps
+	// stop ends this plugin's supervision alone and done is closed when
+	// it has ended (guarded by the Manager's mu).
+	stop context.CancelFunc
+	done chan struct{}
+
+	mu      sync.Mutex
+	name    string // described name once claimed, else spec name or base
+	claimed bool
+	log     *slog.Logger
+	info    *pluginapiv1.PluginInfo // from describe
+	stat    os.FileInfo             // of the executable, as last prepared
+	// refusedStat is a replacement of the running executable that was
+	// refused (its pin), so that it is logged once.
+	refusedStat os.FileInfo
+	sha         string
+	pin         string // the pin that applies, "" if none
+	state       State
+	pid         int
+	api         uint32
+	restarts    int
+	lastErr     string
+	inst        *instance // nil unless running
+	caps        caps
 }
 
 // caps are a plugin's declared capabilities, as of its last start.
@@ -89,6 +98,7 @@ func newManaged(m *Manager, s Spec) *managed {
 		spec:    s,
 		base:    base,
 		settled: make(chan struct{}),
+		changed: make(chan struct{}, 1),
 		name:    name,
 		log:     m.log.With("plugin", name),
 		state:   StateStarting,
@@ -192,11 +202,7 @@ func (p *managed) prepare(ctx context.Context) error {
 	p.sha = sum
 	p.pin = pin
 	p.mu.Unlock()
-	// Checked before the binary is ever executed.
-	if pin == "" && !p.spec.Builtin && len(p.m.cfg.Pins) > 0 {
-		return refused(ErrNotPinned, "plugin file %s: %w: pins are given, so every file in the plugin directory needs one by its file name (%s=%s)", path, ErrNotPinned, p.base, sum)
-	}
-	if err := checkPin(name, path, sum, pin); err != nil {
+	if err := p.checkPins(sum, pin); err != nil { // before the binary is ever executed
 		return err
 	}
 
@@ -214,6 +220,28 @@ func (p *managed) prepare(ctx context.Context) error {
 		return refused(ErrDescribe, "plugin %s: describe says its name is %q", name, info.GetName())
 	}
 	return nil
+}
+
+// checkReplacement checks a replaced executable (stat st) against its
+// pin before the running instance is stopped for it.
+func (p *managed) checkReplacement(st os.FileInfo) error {
+	if !st.Mode().IsRegular() {
+		return refused(ErrNotExecutable, "plugin %s: %s is not a regular file", p.displayName(), p.spec.Path)
+	}
+	sum, err := p.m.fileSHA(p.spec.Path, st)
+	if err != nil {
+		return refused(ErrNotExecutable, "plugin %s: hashing the executable: %w", p.displayName(), err)
+	}
+	return p.checkPins(sum, p.pinFor())
+}
+
+// checkPins refuses the executable, whose sha256 is sum, unless it
+// matches pin, or when pins are given and none names this plugin file.
+func (p *managed) checkPins(sum, pin string) error {
+	if pin == "" && !p.spec.Builtin && len(p.m.cfg.Pins) > 0 {
+		return refused(ErrNotPinned, "plugin file %s: %w: pins are given, so every file in the plugin directory needs one by its file name (%s=%s)", p.spec.Path, ErrNotPinned, p.base, sum)
+	}
+	return checkPin(p.displayName(), p.spec.Path, sum, pin)
 }
 
 // pinFor returns the pin that applies to the plugin's file, "" if none:
@@ -376,6 +404,17 @@ func (p *managed) supervise(ctx context.Context, err error) {
 				p.stopped()
 				return
 			}
+			if errors.Is(why, errReplaced) {
+				p.logger().Info("plugin executable replaced; checking it and restarting the plugin", "path", p.spec.Path)
+				p.mu.Lock()
+				p.restarts++
+				p.mu.Unlock()
+				bo.reset()
+				if err = p.prepare(ctx); err == nil {
+					err = p.m.claim(p)
+				}
+				continue
+			}
 			if time.Since(inst.started) >= p.m.cfg.Backoff.ResetAfter {
 				bo.reset()
 			}
@@ -494,6 +533,31 @@ func (p *managed) watch(ctx context.Context, inst *instance) error {
 			inst.stop(false)
 			return fmt.Errorf("plugin %s (pid %d) exited unexpectedly (%s) after %v%s",
 				name, inst.pid, inst.exitStatus(), time.Since(inst.started).Round(time.Millisecond), said(crashSummary(inst.stderr.String())))
+		case <-p.changed:
+			p.mu.Lock()
+			ran := p.stat
+			p.mu.Unlock()
+			st, err := os.Stat(p.spec.Path)
+			if err != nil || !fileChanged(ran, st) {
+				continue // gone (the watcher stops it) or the file this instance runs
+			}
+			p.mu.Lock()
+			seen := p.refusedStat != nil && !fileChanged(p.refusedStat, st)
+			p.mu.Unlock()
+			if seen {
+				continue
+			}
+			if err := p.checkReplacement(st); err != nil {
+				p.mu.Lock()
+				p.refusedStat = st
+				p.lastErr = err.Error()
+				p.mu.Unlock()
+				p.logger().Error("the plugin's executable was replaced by one that is refused; the running instance keeps running", "path", p.spec.Path, "err", err)
+				continue
+			}
+			p.detach(inst, fmt.Errorf("%w: its executable was replaced; restarting it", ErrPluginShutdown))
+			inst.stop(false)
+			return errReplaced
 		case <-tick.C:
 			err := inst.ping(p.m.pingTimeout)
 			if err == nil || inst.exited.Err() != nil {
@@ -519,14 +583,15 @@ func (p *managed) waitFileChange(ctx context.Context) bool {
 		select {
 		case <-ctx.Done():
 			return false
+		case <-p.changed:
 		case <-tick.C:
-			st, err := os.Stat(p.spec.Path)
-			if err != nil {
-				st = nil
-			}
-			if fileChanged(old, st) {
-				return true
-			}
+		}
+		st, err := os.Stat(p.spec.Path)
+		if err != nil {
+			st = nil
+		}
+		if fileChanged(old, st) {
+			return true
 		}
 	}
 }

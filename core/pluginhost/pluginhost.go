@@ -6,7 +6,10 @@
 // broker, and supervises it: health pings, restart with bounded exponential
 // backoff after a crash, and refusal (no restart loop) of binaries that can
 // never work: wrong magic cookie, unsupported API version, a handshake that
-// never completes, a sha256 that does not match its pin.
+// never completes, a sha256 that does not match its pin. The plugin
+// directory is watched while the node runs (fsnotify, plus a rescan every
+// 30s): a plugin dropped in is started, a replaced binary is checked and
+// restarted, a removed one is stopped.
 //
 // Every plugin process runs in a process group of its own, forked from one
 // OS thread locked for the life of the node, with a parent-death signal
@@ -23,7 +26,7 @@
 // each restart; Subscribe receives their batches.
 //
 // The package imports only the plugin API (pluginapi, pluginapi/v1),
-// go-plugin, hclog and gRPC: the node implements HostService and owns the
+// go-plugin, hclog, gRPC and fsnotify: the node implements HostService and owns the
 // Manager.
 package pluginhost
 
@@ -39,12 +42,13 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
-	pluginapiv1 "github.com/celluster/celluster/pluginapi/v1"
+	"github.com/fsnotify/fsnotify"
 	"golang.org/x/sync/singleflight"
+
+	pluginapiv1 "github.com/celluster/celluster/pluginapi/v1"
 )
 
 // ErrPluginShutdown is wrapped by the error of every call into a plugin that
@@ -285,6 +289,10 @@ type Manager struct {
 	subsMu sync.RWMutex
 	subs   []func(plugin string, batch *pluginapiv1.SampleBatch)
 
+	// skipped are the files of the plugin directory that are not
+	// plugins, with why (logged once each).
+	skipped map[string]string
+
 	hashMu sync.Mutex
 	hashes map[string]fileHash
 	// hashing dedups concurrent hashes of one file: the built-in plugins
@@ -345,14 +353,18 @@ func (m *Manager) killOrphans() {
 }
 
 // Start discovers the plugins (Config.Builtins, then every executable in
-// Config.Dir), checks pinned checksums, runs `<path> [args...] describe`,
-// launches every plugin that passed, and returns once each plugin's first
-// start attempt settled (running, failed or backoff) or ctx ended. One
-// plugin's failure does not fail Start: it shows in Status. Supervision goes
-// on in the background until ctx ends or Close; then every plugin is killed.
-// Start returns an error only if it was called before or the plugin
-// directory cannot be read; after Close it does nothing. It may run in its
-// own goroutine while the node serves.
+// Config.Dir, which it creates if missing), checks pinned checksums, runs
+// `<path> [args...] describe`, launches every plugin that passed, and
+// returns once each plugin's first start attempt settled (running, failed or
+// backoff) or ctx ended. One plugin's failure does not fail Start: it shows
+// in Status. Supervision goes on in the background until ctx ends or Close;
+// then every plugin is killed. Meanwhile Config.Dir is watched: a plugin
+// added is described and started, one whose executable is replaced is
+// checked (its pin first) and restarted, one removed is stopped; files that
+// are not plugins are logged once each with the reason. Start returns an
+// error only if it was called before or the plugin directory cannot be
+// created or read; after Close it does nothing. It may run in its own
+// goroutine while the node serves.
 func (m *Manager) Start(ctx context.Context) error {
 	m.mu.Lock()
 	if m.closed {
@@ -371,8 +383,18 @@ func (m *Manager) Start(ctx context.Context) error {
 	managers.add(m)
 	m.killOrphans()
 
+	var fw *fsnotify.Watcher
+	if m.cfg.Dir != "" {
+		if err := m.ensureDir(); err != nil {
+			return err
+		}
+		fw = m.openWatch()
+	}
 	specs, err := m.discover()
 	if err != nil {
+		if fw != nil {
+			fw.Close()
+		}
 		return err
 	}
 	m.checkPinNames(specs)
@@ -402,19 +424,22 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 	}
 
-	m.mu.Lock()
-	if m.closed {
-		m.mu.Unlock()
-		return nil
-	}
 	for i, p := range plugins {
-		m.wg.Add(1)
-		go func() {
-			defer m.wg.Done()
-			p.supervise(mctx, prepErr[i])
-		}()
+		m.run(p, prepErr[i])
 	}
-	m.mu.Unlock()
+	if fw != nil {
+		m.mu.Lock()
+		if m.closed {
+			fw.Close()
+		} else {
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				m.watchDir(mctx, fw)
+			}()
+		}
+		m.mu.Unlock()
+	}
 
 	for _, p := range plugins {
 		select {
@@ -432,27 +457,11 @@ func (m *Manager) discover() ([]Spec, error) {
 	if m.cfg.Dir == "" {
 		return specs, nil
 	}
-	entries, err := os.ReadDir(m.cfg.Dir)
-	if errors.Is(err, os.ErrNotExist) {
-		m.log.Debug("plugin directory does not exist", "dir", m.cfg.Dir)
-		return specs, nil
-	}
+	found, err := m.scanDir()
 	if err != nil {
-		return nil, fmt.Errorf("pluginhost: reading plugin dir %s: %w", m.cfg.Dir, err)
+		return nil, err
 	}
-	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), ".") {
-			continue
-		}
-		path := filepath.Join(m.cfg.Dir, e.Name())
-		fi, err := os.Stat(path) // follows symlinks
-		if err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
-			m.log.Debug("ignoring non-plugin file in plugin dir", "path", path)
-			continue
-		}
-		specs = append(specs, Spec{Path: path})
-	}
-	return specs, nil
+	return append(specs, found...), nil
 }
 
 // checkPinNames logs every pin that names no plugin file and no built-in.

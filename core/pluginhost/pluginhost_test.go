@@ -761,3 +761,89 @@ func startTestNode(t *testing.T, env ...string) (*exec.Cmd, []int) {
 	}
 	return cmd, pids
 }
+
+// TestPluginDirectoryWatched: the plugin directory is created when
+// missing and followed while the node runs — a plugin dropped in is
+// started, a replaced binary is restarted (a replacement its pin refuses
+// is not: the running instance keeps running), a removed one is stopped,
+// and files that are not plugins are logged with the reason.
+func TestPluginDirectoryWatched(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "plugins")
+	sum := func(src string) string {
+		s, err := sha256File(filepath.Join(bins(t), src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	m, lb := startManager(t, Config{Dir: dir, Pins: map[string]string{
+		"tick": sum("ticker"), "later": sum("verber"),
+	}})
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("plugin directory not created: %v", err)
+	}
+	if len(m.Status()) != 0 {
+		t.Fatalf("plugins in an empty directory: %+v", m.Status())
+	}
+
+	if err := os.WriteFile(filepath.Join(dir, "README.txt"), []byte("not a plugin"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the non-executable file logged", func() bool {
+		return lb.has(map[string]string{"msg": "skipping a file in the plugin directory", "path": filepath.Join(dir, "README.txt"),
+			"reason": "not executable (mode -rw-r--r--); chmod +x it to run it as a plugin"})
+	})
+
+	// Added while the node runs: described and started.
+	install(t, dir, "ticker", "tick")
+	first := waitRunning(t, m, "ticker")
+	if first.Path != filepath.Join(dir, "tick") || first.SHA256 != sum("ticker") {
+		t.Fatalf("added plugin: %+v", first)
+	}
+
+	// Replaced by a binary its pin refuses: the running instance stays.
+	install(t, dir, "parser", "tick")
+	waitFor(t, 30*time.Second, "the refused replacement logged", func() bool {
+		return lb.has(map[string]string{"msg": "the plugin's executable was replaced by one that is refused; the running instance keeps running"})
+	})
+	if s := statusOf(t, m, "ticker"); s.State != StateRunning || s.PID != first.PID || !strings.Contains(s.LastError, "sha256 mismatch") {
+		t.Fatalf("after a refused replacement: %+v", s)
+	}
+
+	// Replaced by the pinned binary again, but a new file: restarted.
+	install(t, dir, "ticker", "tick")
+	waitFor(t, 30*time.Second, "ticker restarted on its replaced binary", func() bool {
+		s := statusOf(t, m, "ticker")
+		return s.State == StateRunning && s.PID != first.PID && s.PID != 0
+	})
+	if alive(first.PID) {
+		t.Errorf("the replaced plugin's old process %d still runs", first.PID)
+	}
+	if s := statusOf(t, m, "ticker"); s.Restarts < 1 {
+		t.Errorf("restart not counted: %+v", s)
+	}
+
+	// A second plugin, then the first removed: stopped and forgotten,
+	// the other untouched.
+	install(t, dir, "verber", "later")
+	v := waitRunning(t, m, "verber")
+	second := statusOf(t, m, "ticker")
+	if err := os.Remove(filepath.Join(dir, "tick")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the removed plugin gone", func() bool {
+		for _, s := range m.Status() {
+			if s.Name == "ticker" {
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, 10*time.Second, "the removed plugin's process gone", func() bool { return !alive(second.PID) })
+	if s := statusOf(t, m, "verber"); s.State != StateRunning || s.PID != v.PID {
+		t.Errorf("the other plugin after a removal: %+v (was pid %d)", s, v.PID)
+	}
+	if _, name, err := m.Execute(context.Background(), &pb.VerbRequest{Verb: "poke", Cell: "c1"}); name != "verber" {
+		t.Errorf("the plugin added later is not routed to: %q, %v", name, err)
+	}
+}
