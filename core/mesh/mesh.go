@@ -410,6 +410,18 @@ func (m *Mesh) publishMeta(ctx context.Context) {
 	}
 }
 
+// Announce gossips this node's metadata (the catalog's version, with it)
+// now if it changed — a cell was loaded, upgraded, removed or given a new
+// intent here — rather than at the next MetaInterval tick, so that peers
+// pull the new catalog at once.
+func (m *Mesh) Announce() {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		m.updateMeta(ctx)
+	}()
+}
+
 // updateMeta gossips the metadata if it changed.
 func (m *Mesh) updateMeta(ctx context.Context) {
 	b := m.meta()

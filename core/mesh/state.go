@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -132,6 +133,20 @@ func (m *Mesh) answerStatePush(_ context.Context, peer string, p []byte) ([]byte
 		return nil, err
 	}
 	m.log.Debug("kept a peer's state copy", "cell", hdr.Cell, "from", peer, "bytes", len(state))
+	m.place.mu.Lock()
+	pc, known := m.place.catalogs[peer]
+	listed := slices.ContainsFunc(pc.entries, func(e Entry) bool { return e.Cell == hdr.Cell })
+	if known && !listed {
+		// The peer serves a cell its catalog as held here does not list
+		// (its news not pulled yet): pull it now, so that the cell is
+		// taken over should the peer die.
+		pc.version = 0
+		m.place.catalogs[peer] = pc
+	}
+	m.place.mu.Unlock()
+	if !listed {
+		m.kick()
+	}
 	return []byte("1"), nil
 }
 

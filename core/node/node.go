@@ -420,6 +420,11 @@ func (n *Node) apply(ev cellwatch.Event) {
 	if err := cell.ValidName(ev.Cell); err != nil {
 		return // reported by submit
 	}
+	if n.mesh != nil {
+		// The fleet learns of the change now, not at the next tick: a
+		// cell loaded moments before this node dies is still taken over.
+		defer n.mesh.Announce()
+	}
 	path := filepath.Join(n.cfg.CellsDir, ev.Cell+cellwatch.Ext)
 	src, err := readModule(path)
 	if err != nil {
