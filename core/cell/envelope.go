@@ -3,6 +3,7 @@ package cell
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -114,6 +115,10 @@ func (c *Cell) ServeEnvelope(ctx context.Context, env []byte, f From) []byte {
 	if f.CellID != "" {
 		rewrite = true
 	}
+	if !req.HasMeta && f.Cell != "" {
+		req.HasMeta, req.Meta = true, callMeta(c.name, f.CellID, &req)
+		rewrite = true
+	}
 	if rewrite {
 		hs := req.Headers[:0:0]
 		for _, h := range req.Headers {
@@ -200,8 +205,15 @@ func (c *Cell) serveEnvelope(ctx context.Context, w *envelopeWriter, req *cellab
 			r.Header.Add(h.Name, h.Value)
 		}
 		r.ContentLength = int64(len(req.Body))
+		if req.HasMeta { // where it came from, for the CGI variables
+			r.Host, r.RemoteAddr, r.Proto = req.Meta.Host, req.Meta.RemoteAddr, req.Meta.Proto
+			if req.Meta.Scheme == "https" {
+				r.TLS = &tls.ConnectionState{}
+			}
+		}
 		return c.serveCommand(ctx, w, r, v, lim, req.Body), v
 	}
+	env = forModule(v.mod.ABIMinor, req, env)
 	inst, err := v.pool.get(ctx, lim.QueueTimeout)
 	switch {
 	case err == nil:

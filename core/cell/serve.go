@@ -107,17 +107,8 @@ func (c *Cell) serve(w http.ResponseWriter, r *http.Request) (int, *version) {
 }
 
 func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) (status int, refused bool) {
-	req := cellabi.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: body}
-	n := 0
-	for _, vs := range r.Header {
-		n += len(vs)
-	}
-	req.Headers = make([]cellabi.Header, 0, n)
-	for k, vs := range r.Header {
-		for _, v := range vs {
-			req.Headers = append(req.Headers, cellabi.Header{Name: k, Value: v})
-		}
-	}
+	req := EnvelopeRequest(r, body)
+	req.HasMeta = v.mod.ABIMinor >= 1 // a v1 cell gets the v1 envelope
 	bp := envPool.Get().(*[]byte)
 	env := cellabi.AppendRequest((*bp)[:0], &req)
 	defer func() { *bp = env[:0]; envPool.Put(bp) }()

@@ -237,13 +237,9 @@ func (m *Mesh) forwarder(name string, peer *Member) http.Handler {
 			http.Error(w, "request body too large to forward", http.StatusRequestEntityTooLarge)
 			return
 		}
-		req := cellabi.Request{Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: body}
 		r.Header.Del(cell.CallerHeader) // only the runtime sets it
-		for k, vs := range r.Header {
-			for _, v := range vs {
-				req.Headers = append(req.Headers, cellabi.Header{Name: k, Value: v})
-			}
-		}
+		// With the v1.1 metadata: the cell sees the client this node saw.
+		req := cell.EnvelopeRequest(r, body)
 		req.Headers = append(req.Headers, cellabi.Header{Name: ForwardedByHeader, Value: m.cfg.Name})
 		env := cellabi.AppendRequest(nil, &req)
 		out, servedBy, err := m.send(r.Context(), name, "", env, peer, idempotent(r.Method))

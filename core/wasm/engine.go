@@ -359,6 +359,7 @@ func (e *Engine) compile(ctx context.Context, src []byte, key moduleKey, workers
 	m := &Module{
 		SHA256:      sha,
 		ABI:         abi,
+		ABIMinor:    abiMinor(cm, abi),
 		Size:        len(src),
 		CompileTime: time.Since(start),
 		CacheError:  cacheErr,

@@ -10,6 +10,8 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/celluster/celluster/pluginapi/cellabi"
 )
 
 // ABI is the calling convention a module follows.
@@ -41,6 +43,10 @@ type Module struct {
 	SHA256 string
 	// ABI is how the module is called.
 	ABI ABI
+	// ABIMinor is the minor version of the reactor ABI the module reads:
+	// 1 when it exports cellabi.Minor1Export (its requests then carry the
+	// v1.1 metadata), else 0.
+	ABIMinor int
 	// Size is the length of the original module in bytes.
 	Size int
 	// CompileTime is how long instrumenting and compiling took (a disk
@@ -143,6 +149,18 @@ func classify(cm wazero.CompiledModule) (ABI, error) {
 		return ABICommand, nil
 	}
 	return 0, fmt.Errorf("module exports neither cel_alloc/cel_handle (reactor ABI) nor _start (command ABI)")
+}
+
+// abiMinor returns the minor version of the reactor ABI a module declares
+// (see cellabi.Minor1Export).
+func abiMinor(cm wazero.CompiledModule, abi ABI) int {
+	if abi != ABIReactor {
+		return 0
+	}
+	if _, ok := cm.ExportedFunctions()[cellabi.Minor1Export]; ok {
+		return 1
+	}
+	return 0
 }
 
 func signature(f api.FunctionDefinition) string {

@@ -10,6 +10,21 @@ import (
 // decodes. It is the first byte of every request and response envelope.
 const Version = 1
 
+// Minor is the newest minor version of the ABI this package speaks: 1.1
+// adds the request metadata ([Meta]). A cell declares that it reads v1.1
+// requests by exporting a function named [Minor1Export]; the host then sets
+// [FlagMeta] and appends the metadata after the body. A cell that does not
+// export it gets exactly the v1 envelope.
+const Minor = 1
+
+// Minor1Export is the name of the (never called) function export by which a
+// reactor declares that it reads v1.1 request envelopes.
+const Minor1Export = "cel_abi_version_1_1"
+
+// FlagMeta is bit 0 of a request envelope's flags: the v1.1 metadata
+// follows the body. No other flag is defined; responses carry none.
+const FlagMeta = 0x01
+
 // MinStatus and MaxStatus bound the status code a response envelope may
 // carry.
 const (
@@ -37,6 +52,29 @@ type Request struct {
 	Headers []Header
 	// Body is the complete request body; nil when empty.
 	Body []byte
+	// HasMeta says Meta is present (v1.1; flags bit [FlagMeta]).
+	HasMeta bool
+	// Meta is the v1.1 request metadata, when HasMeta.
+	Meta Meta
+}
+
+// Meta is what a v1.1 request carries besides the method, path, query,
+// headers and body: where it came from and how.
+type Meta struct {
+	// Host is the host the client asked for (the Host header or the
+	// :authority of HTTP/2 and HTTP/3), e.g. "example.com:8080".
+	Host string
+	// RemoteAddr is the client's address, "IP:port", as the node that
+	// received the request saw it; for a cel.call, the calling cell's
+	// SPIFFE ID.
+	RemoteAddr string
+	// Scheme is "http" or "https"; "cel" for a cel.call.
+	Scheme string
+	// Proto is the protocol, e.g. "HTTP/1.1", "HTTP/2.0", "HTTP/3.0";
+	// "cel.call" for a call from another cell.
+	Proto string
+	// URL is the full URL: scheme://host/path?query.
+	URL string
 }
 
 // Response is the decoded form of a response envelope.
@@ -73,12 +111,25 @@ func (e *DecodeError) Error() string {
 // extended slice. It panics if a string or the body is longer than
 // 4 GiB - 1 bytes, which a u32 length cannot describe.
 func AppendRequest(dst []byte, r *Request) []byte {
-	dst = append(dst, Version, 0, 0, 0)
+	var flags byte
+	if r.HasMeta {
+		flags = FlagMeta
+	}
+	dst = append(dst, Version, flags, 0, 0)
 	dst = appendStr(dst, r.Method)
 	dst = appendStr(dst, r.Path)
 	dst = appendStr(dst, r.Query)
 	dst = appendHeaders(dst, r.Headers)
-	return appendBytes(dst, r.Body)
+	dst = appendBytes(dst, r.Body)
+	if r.HasMeta {
+		m := &r.Meta
+		dst = appendStr(dst, m.Host)
+		dst = appendStr(dst, m.RemoteAddr)
+		dst = appendStr(dst, m.Scheme)
+		dst = appendStr(dst, m.Proto)
+		dst = appendStr(dst, m.URL)
+	}
+	return dst
 }
 
 // AppendResponse appends the envelope encoding of r to dst and returns the
@@ -147,7 +198,11 @@ func DecodeRequestInto(r *Request, b []byte) error {
 		return &DecodeError{Field: "request reserved", Offset: 2,
 			Detail: fmt.Sprintf("reserved 0x%04x at offset 2 must be 0 in version %d", v, Version)}
 	}
-	strEnd, nh, err := scan(b, requestFields)
+	layout := requestFields
+	if b[1] == FlagMeta {
+		layout = requestMetaFields
+	}
+	strEnd, nh, err := scan(b, layout)
 	if err != nil {
 		return err
 	}
@@ -179,9 +234,25 @@ func DecodeRequestInto(r *Request, b []byte) error {
 		hs[i].Value = strs[off-n : off]
 	}
 	r.Headers = hs
-	r.Body = copyBody(b, strEnd)
+	bodyEnd := strEnd + 4 + int(binary.LittleEndian.Uint32(b[strEnd:]))
+	r.Body = copyBody(b[:bodyEnd], strEnd)
+	r.HasMeta, r.Meta = layout.meta, Meta{}
+	if layout.meta {
+		meta := string(b[bodyEnd:])
+		off, base := bodyEnd, bodyEnd
+		var ms [metaFields]string
+		for i := range ms {
+			n := int(binary.LittleEndian.Uint32(b[off:]))
+			off += 4 + n
+			ms[i] = meta[off-n-base : off-base]
+		}
+		r.Meta = Meta{Host: ms[0], RemoteAddr: ms[1], Scheme: ms[2], Proto: ms[3], URL: ms[4]}
+	}
 	return nil
 }
+
+// metaFields is the number of str fields of the v1.1 metadata.
+const metaFields = 5
 
 // DecodeResponse decodes a complete response envelope. The returned
 // Response shares no memory with b: its strings are substrings of a single
@@ -240,9 +311,13 @@ func checkPrefix(b []byte, msg string) error {
 	case len(b) < 2:
 		return &DecodeError{Field: msg + " flags", Offset: 1,
 			Detail: "need 1 bytes for the flags at offset 1, have 0"}
-	case b[1] != 0:
+	case b[1] != 0 && (msg != "request" || b[1] != FlagMeta):
+		want := "0"
+		if msg == "request" {
+			want = "0 or 0x01 (metadata follows the body, v1.1)"
+		}
 		return &DecodeError{Field: msg + " flags", Offset: 1,
-			Detail: fmt.Sprintf("flags 0x%02x at offset 1 must be 0 in version %d", b[1], Version)}
+			Detail: fmt.Sprintf("flags 0x%02x at offset 1 must be %s in version %d", b[1], want, Version)}
 	case len(b) < 4:
 		name, what := " reserved", "reserved u16"
 		if msg == "response" {
@@ -259,11 +334,14 @@ func checkPrefix(b []byte, msg string) error {
 type fields struct {
 	msg  string   // "request" or "response"
 	strs []string // names of the str fields before nheaders
+	meta bool     // the v1.1 metadata strs follow the body
 }
 
 var (
-	requestFields  = &fields{"request", []string{"method", "path", "query"}}
-	responseFields = &fields{"response", nil}
+	requestFields     = &fields{msg: "request", strs: []string{"method", "path", "query"}}
+	requestMetaFields = &fields{msg: "request", strs: []string{"method", "path", "query"}, meta: true}
+	responseFields    = &fields{msg: "response"}
+	metaNames         = [metaFields]string{"host", "remote address", "scheme", "proto", "url"}
 )
 
 // minHeaderSize is the smallest encoding of one header: two empty strs.
@@ -308,9 +386,20 @@ func scan(b []byte, fs *fields) (strEnd, nheaders int, err error) {
 	if err := checkSpan(b, &off); err != "" {
 		return 0, 0, fs.err("body", off, err)
 	}
+	if fs.meta {
+		for i := range metaFields {
+			if err := checkSpan(b, &off); err != "" {
+				return 0, 0, fs.err("meta "+metaNames[i], off, err)
+			}
+		}
+	}
 	if off != len(b) {
+		last := "body"
+		if fs.meta {
+			last = "metadata"
+		}
 		return 0, 0, &DecodeError{Field: fs.msg, Offset: off,
-			Detail: fmt.Sprintf("%d trailing bytes at offset %d after the body", len(b)-off, off)}
+			Detail: fmt.Sprintf("%d trailing bytes at offset %d after the %s", len(b)-off, off, last)}
 	}
 	return strEnd, int(n), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"go/build"
 	"reflect"
 	"strings"
@@ -54,6 +55,43 @@ func TestRequestWireFormat(t *testing.T) {
 	got := AppendRequest(nil, &r)
 	if !bytes.Equal(got, want) {
 		t.Fatalf("AppendRequest:\n got % x\nwant % x", got, want)
+	}
+}
+
+// TestRequestMetaWireFormat: a v1.1 request sets flags bit 0 and carries
+// five strs after the body; decoding gives them back.
+func TestRequestMetaWireFormat(t *testing.T) {
+	r := Request{Method: "GET", Path: "/h", Body: []byte("x"), HasMeta: true, Meta: Meta{
+		Host: "example.com", RemoteAddr: "127.0.0.1:5000", Scheme: "https", Proto: "HTTP/2.0", URL: "https://example.com/h",
+	}}
+	want := cat(
+		[]byte{1, FlagMeta, 0, 0},
+		s("GET"), s("/h"), s(""),
+		le32(0),
+		s("x"),
+		s("example.com"), s("127.0.0.1:5000"), s("https"), s("HTTP/2.0"), s("https://example.com/h"),
+	)
+	got := AppendRequest(nil, &r)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("AppendRequest:\n got % x\nwant % x", got, want)
+	}
+	back, err := DecodeRequest(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back.Headers = nil
+	if !reflect.DeepEqual(back, r) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", back, r)
+	}
+	// Trailing bytes after the metadata are refused like after the body.
+	_, err = DecodeRequest(append(got, 0))
+	if err == nil || err.Error() != fmt.Sprintf("cellabi: request: 1 trailing bytes at offset %d after the metadata", len(got)) {
+		t.Fatalf("trailing byte: %v", err)
+	}
+	// A v1 request decoded into a Request that held metadata drops it.
+	v1 := AppendRequest(nil, &Request{Method: "GET", Path: "/h"})
+	if err := DecodeRequestInto(&back, v1); err != nil || back.HasMeta || back.Meta != (Meta{}) {
+		t.Fatalf("v1 after v1.1: %+v, %v", back, err)
 	}
 }
 
@@ -215,7 +253,9 @@ func TestDecodeRequestRejects(t *testing.T) {
 		{"no flags", good[:1], "request flags", 1,
 			"cellabi: request flags: need 1 bytes for the flags at offset 1, have 0"},
 		{"flags", withByte(1, 0x80), "request flags", 1,
-			"cellabi: request flags: flags 0x80 at offset 1 must be 0 in version 1"},
+			"cellabi: request flags: flags 0x80 at offset 1 must be 0 or 0x01 (metadata follows the body, v1.1) in version 1"},
+		{"meta flag without the metadata", withByte(1, FlagMeta), "request meta host", 41,
+			"cellabi: request meta host: need 4 bytes for the length at offset 41, have 0"},
 		{"short reserved", good[:3], "request reserved", 2,
 			"cellabi: request reserved: need 2 bytes for the reserved u16 at offset 2, have 1"},
 		{"reserved", withByte(3, 1), "request reserved", 2,

@@ -1,4 +1,5 @@
-// Package cellabi defines version 1 of the envelope that carries one HTTP
+// Package cellabi defines version 1 (and its compatible minor version 1.1,
+// see [Minor]) of the envelope that carries one HTTP
 // request into a reactor cell and its response back out.
 //
 // The package is a leaf: it imports only encoding/binary, errors, fmt and
@@ -13,7 +14,7 @@
 // required to be UTF-8.
 //
 //	request  = u8  version   (= 1)
-//	           u8  flags     (= 0)
+//	           u8  flags     (= 0; = FlagMeta in a v1.1 request with metadata)
 //	           u16 reserved  (= 0)
 //	           str method
 //	           str path      full request path as received, e.g. "/hello/world"
@@ -21,6 +22,7 @@
 //	           u32 nheaders
 //	           nheaders × (str name | str value)
 //	           bytes body
+//	           [flags = FlagMeta: str host | str remote_addr | str scheme | str proto | str url]
 //
 //	response = u8  version   (= 1)
 //	           u8  flags     (= 0)
@@ -38,7 +40,9 @@
 // [DecodeRequest] and [DecodeResponse] reject, with a *[DecodeError] naming
 // the field and the byte offset:
 //
-//   - a version other than [Version], or non-zero flags or reserved bytes;
+//   - a version other than [Version], flags other than 0 (and, for a
+//     request, [FlagMeta]) or non-zero reserved bytes;
+//   - a request with [FlagMeta] whose metadata is missing or truncated;
 //   - a buffer too short for a fixed-size field or a length prefix;
 //   - a str or bytes length larger than the bytes that remain;
 //   - an nheaders larger than the remaining bytes could possibly hold

@@ -29,6 +29,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add(AppendRequest(nil, &sampleRequest))
 	f.Add(AppendRequest(nil, &Request{}))
 	f.Add([]byte{1, 0, 0, 0})
+	f.Add(AppendRequest(nil, &Request{Method: "GET", Path: "/h", HasMeta: true,
+		Meta: Meta{Host: "h", RemoteAddr: "127.0.0.1:1", Scheme: "http", Proto: "HTTP/1.1", URL: "http://h/h"}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		in := append([]byte(nil), b...)
 		r, err := DecodeRequest(b)

@@ -56,6 +56,13 @@ const keepBytes = 1 << 20
 // celAlloc is the cel_alloc export: it returns a buffer of size bytes for
 // the host to write the request envelope into.
 //
+// celABIVersion11 is never called: its export, cel_abi_version_1_1, tells
+// the node that this cell reads ABI v1.1 request envelopes (with the
+// request metadata).
+//
+//go:wasmexport cel_abi_version_1_1
+func celABIVersion11() {}
+
 //go:wasmexport cel_alloc
 func celAlloc(size uint32) unsafe.Pointer {
 	if cap(respBuf) > keepBytes {

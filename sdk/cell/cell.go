@@ -32,6 +32,16 @@ type Request struct {
 	// Body is the complete request body; nil when empty. It is the
 	// handler's to keep.
 	Body []byte
+
+	// Host is the host the client asked for (Host header, or :authority in
+	// HTTP/2 and HTTP/3), RemoteAddr the client's "IP:port" as the node
+	// that received the request saw it, Scheme "http" or "https", Proto
+	// "HTTP/1.1", "HTTP/2.0" or "HTTP/3.0", and URL the full URL. They are
+	// ABI v1.1's request metadata; all are empty when the node sent none
+	// (an older node). A cel.call from another cell has Scheme "cel",
+	// Proto "cel.call", Host the called cell and RemoteAddr the caller's
+	// SPIFFE ID.
+	Host, RemoteAddr, Scheme, Proto, URL string
 }
 
 // Query parses RawQuery and returns the values it holds, ignoring
@@ -275,12 +285,18 @@ func (x *exchange) serve(dst []byte, h Handler, req []byte) []byte {
 		vals[i] = hs[i].Value
 		hdr[k] = vals[i : i+1 : i+1]
 	}
+	m := &x.in.Meta
 	x.req = Request{
-		Method:   x.in.Method,
-		Path:     x.in.Path,
-		RawQuery: x.in.Query,
-		Header:   hdr,
-		Body:     x.in.Body,
+		Method:     x.in.Method,
+		Path:       x.in.Path,
+		RawQuery:   x.in.Query,
+		Header:     hdr,
+		Body:       x.in.Body,
+		Host:       m.Host,
+		RemoteAddr: m.RemoteAddr,
+		Scheme:     m.Scheme,
+		Proto:      m.Proto,
+		URL:        m.URL,
 	}
 	w := &x.w
 	w.out = dst

@@ -2,7 +2,8 @@
 // instance for every request, that talks CGI. It does not use the cell
 // SDK. It answers with a JSON description of the request:
 //
-//	{"method":"POST","path":"/echo/a","query":"x=1","body":"...","headers":{"accept":"*/*"}}
+//	{"method":"POST","path":"/echo/a","query":"x=1","body":"...","headers":{"accept":"*/*"},
+//	 "meta":{"server_name":"example.com","server_port":"8080","server_protocol":"HTTP/1.1","remote_addr":"127.0.0.1"}}
 //
 // path is SCRIPT_NAME+PATH_INFO; headers are the HTTP_* variables (plus
 // CONTENT_TYPE and CONTENT_LENGTH) with lower-case, hyphenated names. A
@@ -38,6 +39,9 @@ type reply struct {
 	Query   string            `json:"query"`
 	Body    string            `json:"body"`
 	Headers map[string]string `json:"headers"`
+	// Meta holds where the request came from: SERVER_NAME, SERVER_PORT,
+	// SERVER_PROTOCOL, REMOTE_ADDR and HTTPS, lower-cased.
+	Meta map[string]string `json:"meta"`
 }
 
 // run reads the CGI request from environ (KEY=VALUE strings, as
@@ -61,6 +65,12 @@ func run(environ []string, stdin io.Reader, stdout io.Writer) error {
 		Query:   env["QUERY_STRING"],
 		Body:    string(body),
 		Headers: map[string]string{},
+		Meta:    map[string]string{},
+	}
+	for _, k := range []string{"SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL", "REMOTE_ADDR", "HTTPS"} {
+		if v, ok := env[k]; ok {
+			rep.Meta[strings.ToLower(k)] = v
+		}
 	}
 	for k, v := range env {
 		switch {

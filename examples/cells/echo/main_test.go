@@ -84,6 +84,7 @@ func TestEcho(t *testing.T) {
 			"content-type":    "text/plain",
 			"content-length":  "11",
 		},
+		Meta: map[string]string{"remote_addr": "127.0.0.1"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("got  %+v\nwant %+v", got, want)
@@ -132,7 +133,7 @@ func TestEchoEmpty(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "Content-Type: application/json\n\n" +
-		`{"method":"","path":"","query":"","body":"","headers":{}}` + "\n"
+		`{"method":"","path":"","query":"","body":"","headers":{},"meta":{}}` + "\n"
 	if out.String() != want {
 		t.Errorf("got %q\nwant %q", out.String(), want)
 	}

@@ -36,10 +36,15 @@ func Do(h cell.Handler, method, target string, body []byte) *Response {
 	return DoRequest(h, &cell.Request{Method: method, Path: path, RawQuery: query, Body: body})
 }
 
-// DoRequest is Do for a request with headers. Only Method, Path, RawQuery,
-// Header and Body of r are used; header keys are sent in sorted order.
+// DoRequest is Do for a request with headers and, when r.Host is set, the
+// v1.1 metadata (Host, RemoteAddr, Scheme, Proto, URL). Header keys are
+// sent in sorted order.
 func DoRequest(h cell.Handler, r *cell.Request) *Response {
 	env := cellabi.Request{Method: r.Method, Path: r.Path, Query: r.RawQuery, Body: r.Body}
+	if r.Host != "" {
+		env.HasMeta = true
+		env.Meta = cellabi.Meta{Host: r.Host, RemoteAddr: r.RemoteAddr, Scheme: r.Scheme, Proto: r.Proto, URL: r.URL}
+	}
 	keys := make([]string, 0, len(r.Header))
 	for k := range r.Header {
 		keys = append(keys, k)
