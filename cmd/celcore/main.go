@@ -39,6 +39,7 @@ func newRootCmd() *cobra.Command {
 		memory    string
 		settings  []string
 		pins      []string
+		body      string
 	)
 	d := cell.DefaultLimits()
 	cmd := &cobra.Command{
@@ -59,6 +60,11 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 				return fmt.Errorf("--limit-memory: %w", err)
 			}
 			cfg.Limits.Memory = mem
+			maxBody, err := parseSize(body)
+			if err != nil || maxBody == 0 || maxBody > 1<<32-1 {
+				return fmt.Errorf("--limit-body %q: want a size from 1 byte to 4GiB-1 (e.g. 8MiB)", body)
+			}
+			cfg.Limits.MaxBody = int64(maxBody)
 			if cfg.PluginSettings, err = parseSettings(settings); err != nil {
 				return err
 			}
@@ -84,7 +90,15 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 	f := cmd.Flags()
 	f.StringVar(&cfg.CellsDir, "cells", "./cells", "watched directory of cell modules (<name>.wasm); created if missing")
 	f.StringVar(&cfg.DataDir, "data", "./.celluster", "data directory: compile cache, decision journal, admin socket")
-	f.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP ingress listen address")
+	f.StringVar(&cfg.HTTPAddr, "http", "127.0.0.1:8080", "HTTP ingress listen address (HTTP/1.1 and h2c)")
+	f.StringVar(&cfg.HTTPSAddr, "https", "", "HTTPS ingress address: HTTP/1.1 and HTTP/2 over TLS on TCP, HTTP/3 on UDP of the same port (advertised with Alt-Svc); needs --tls-cert and --tls-key; off when empty")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "the HTTPS ingress's certificate chain (PEM); loaded again when it changes")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "the HTTPS ingress's private key (PEM); loaded again when it changes")
+	f.DurationVar(&cfg.Ingress.ReadHeaderTimeout, "http-header-timeout", 10*time.Second, "longest a client may take to send a request's header")
+	f.DurationVar(&cfg.Ingress.ReadTimeout, "http-read-timeout", time.Minute, "longest a client may take to send a whole request, body included")
+	f.DurationVar(&cfg.Ingress.IdleTimeout, "http-idle-timeout", 2*time.Minute, "how long an idle keep-alive connection is kept")
+	f.IntVar(&cfg.Ingress.MaxStreams, "http-max-streams", 250, "requests one HTTP/2 or HTTP/3 connection may carry at once")
+	f.IntVar(&cfg.Ingress.MaxConns, "http-max-conns", 10000, "TCP connections each ingress listener holds open; more wait to be accepted")
 	f.StringVar(&cfg.FabricAddr, "fabric", "", "join the QUIC fabric on this UDP address (e.g. 127.0.0.1:7946); off when empty")
 	f.StringSliceVar(&cfg.Join, "join", nil, "fabric addresses of nodes to join (ADDR[,ADDR])")
 	f.StringVar(&cfg.TrustDomain, "trust-domain", "celluster.local", "the SPIFFE trust domain of the fabric")
@@ -113,6 +127,7 @@ Drop, replace (upgrade) or remove files there; the node compiles, warms, limits 
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", 30*time.Second, "how long stopping waits for requests in flight")
 	f.DurationVar(&cfg.Limits.RequestTimeout, "limit-time", d.RequestTimeout, "default per-request time limit (504 beyond)")
 	f.StringVar(&memory, "limit-memory", "128MiB", "default per-instance memory limit (500 when exceeded)")
+	f.StringVar(&body, "limit-body", "8MiB", "default largest request body a cell accepts (413 beyond)")
 	f.IntVar(&cfg.Limits.Concurrency, "limit-concurrency", d.Concurrency, "default requests a cell runs at once")
 	f.IntVar(&cfg.Limits.QueueLength, "limit-queue", d.QueueLength, "default requests that may wait for a slot (503 beyond); -1 for none")
 	f.DurationVar(&cfg.Limits.QueueTimeout, "limit-queue-time", d.QueueTimeout, "default longest wait in the queue (503 beyond)")

@@ -29,9 +29,10 @@ type whoamiReply struct {
 // scheme, protocol, URL) reaches a reactor that declares v1.1 and a CGI
 // cell alike; headers reach a reactor sorted by name, values in order,
 // with no Host and Content-Length the body's length; a reactor that does
-// not declare v1.1 gets the v1 envelope and serves as before.
+// not declare v1.1 gets the v1 envelope and serves as before; --limit-body
+// caps request bodies.
 func TestRequestMetadata(t *testing.T) {
-	n := startNode(t, "")
+	n := startNode(t, "", "--limit-body", "1KiB")
 	who := testbuild.Cell(t, "whoami")
 	// The same cell without the v1.1 declaration: its export renamed (same
 	// length, so the module stays valid) is a v1 cell.
@@ -85,6 +86,14 @@ func TestRequestMetadata(t *testing.T) {
 	}
 	if want := "Accept-Encoding=gzip,Content-Length=4,User-Agent=Go-http-client/1.1,X-A=1,X-A=3,X-B=2"; strings.Join(names, ",") != want {
 		t.Errorf("headers %v, want %s", names, want)
+	}
+
+	// --limit-body: a body of the limit passes, one byte more is 413.
+	if r, err := n.do("POST", "/whoami", strings.Repeat("x", 1024)); err != nil || r.status != 200 {
+		t.Fatalf("a 1 KiB body with --limit-body 1KiB: %d, %v", r.status, err)
+	}
+	if r, err := n.do("POST", "/whoami", strings.Repeat("x", 1025)); err != nil || r.status != 413 {
+		t.Fatalf("a body over --limit-body: %d, %v", r.status, err)
 	}
 
 	var old whoamiReply

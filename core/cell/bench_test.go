@@ -96,7 +96,7 @@ const benchClients = 8
 func BenchmarkHTTP(b *testing.B) {
 	reg := benchRegistry(b, Limits{Concurrency: 64, Warm: 2}, "hello")
 	warmReplicas(b, reg.Lookup("hello"))
-	srv := httptest.NewServer(ingress.New(benchCells{reg}, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(ingress.New(benchCells{reg}, slog.New(slog.DiscardHandler), ingress.Options{}))
 	b.Cleanup(srv.Close)
 	tr := &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, DisableCompression: true}
 	b.Cleanup(tr.CloseIdleConnections)

@@ -31,7 +31,7 @@ func BenchmarkHTTPWithBPF(b *testing.B) {
 	}
 	reg := benchRegistry(b, Limits{Concurrency: 64}, "hello")
 	warmReplicas(b, reg.Lookup("hello"))
-	srv := httptest.NewServer(ingress.New(benchCells{reg}, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(ingress.New(benchCells{reg}, slog.New(slog.DiscardHandler), ingress.Options{}))
 	b.Cleanup(srv.Close)
 	tr := &http.Transport{MaxIdleConns: 256, MaxIdleConnsPerHost: 256, DisableCompression: true}
 	b.Cleanup(tr.CloseIdleConnections)

@@ -34,7 +34,7 @@ func (discard) Shutdown(context.Context) error                             { ret
 func BenchmarkHTTPTracing(b *testing.B) {
 	reg := benchRegistry(b, Limits{Concurrency: 8, Warm: 1}, "hello")
 	warmReplicas(b, reg.Lookup("hello"))
-	srv := httptest.NewServer(ingress.New(benchCells{reg}, slog.New(slog.DiscardHandler)))
+	srv := httptest.NewServer(ingress.New(benchCells{reg}, slog.New(slog.DiscardHandler), ingress.Options{}))
 	b.Cleanup(srv.Close)
 	tr := &http.Transport{MaxIdleConnsPerHost: 1}
 	b.Cleanup(tr.CloseIdleConnections)

@@ -44,6 +44,13 @@ type Config struct {
 	DataDir string
 	// HTTPAddr is the ingress listen address ("127.0.0.1:0" picks a port).
 	HTTPAddr string
+	// HTTPSAddr, when set, serves HTTPS (HTTP/1.1, HTTP/2) on TCP and
+	// HTTP/3 on UDP at this address, with TLSCert and TLSKey (PEM files,
+	// loaded again when they change).
+	HTTPSAddr, TLSCert, TLSKey string
+	// Ingress bounds what clients may hold of the ingress (timeouts,
+	// header size, streams and connections).
+	Ingress ingress.Options
 	// AdminPath is the admin unix socket; default <DataDir>/admin.sock.
 	AdminPath string
 	// Settle is how long a cell file must be left alone before it is loaded.
@@ -118,6 +125,8 @@ type Node struct {
 	sig      *signals.Store
 	plugins  *pluginhost.Manager
 	httpAddr string
+	// httpsAddr is the HTTPS (and HTTP/3) ingress address, when served.
+	httpsAddr string
 
 	metrics      *metrics.Metrics
 	mesh         *nodeMesh
@@ -234,6 +243,15 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		return fmt.Errorf("ingress: listening on %s: %w", n.cfg.HTTPAddr, err)
 	}
 	n.httpAddr = hl.Addr().String()
+	https, err := n.listenHTTPS()
+	if err != nil {
+		hl.Close()
+		return err
+	}
+	if https != nil {
+		n.httpsAddr = https.tcp.Addr().String()
+		defer https.close()
+	}
 	al, err := admin.Listen(n.cfg.AdminPath)
 	if err != nil {
 		hl.Close()
@@ -258,7 +276,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		return err
 	}
 	defer n.journal.Close()
-	ing := ingress.New(routes{n}, n.log)
+	ing := ingress.New(routes{n}, n.log, n.cfg.Ingress)
 	adm := admin.New(n)
 
 	// The eBPF loader starts before the plugins that ask it for programs.
@@ -273,7 +291,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		n.log.Error("plugins unavailable; cells keep serving", "err", err)
 	}
 
-	errc := make(chan error, 5)
+	errc := make(chan error, 8)
 	n.metrics = n.newMetrics()
 	if n.cfg.MetricsAddr != "" {
 		addr, merrc, err := n.serveMetrics(pctx, n.cfg.MetricsAddr)
@@ -318,6 +336,9 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 		}()
 	}
 	go func() { errc <- ing.Serve(hl) }()
+	if https != nil {
+		n.serveHTTPS(pctx, ing, https, errc)
+	}
 	go func() { errc <- adm.Serve(al) }()
 
 	go n.publishCellSignals(pctx, n.cfg.TelemetryInterval)
@@ -328,7 +349,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 	w := cellwatch.New(n.cfg.CellsDir, n.cfg.Settle, n.log)
 	go func() { errc <- w.Run(wctx, n.submit) }()
 
-	n.log.Info("celcore ready", "http", n.httpAddr, "admin", n.cfg.AdminPath, "cells", n.cfg.CellsDir, "data", n.cfg.DataDir, "metrics", n.metricsAddr, "ui", n.uiAddr, "fabric", n.FabricAddr(), "node", n.cfg.Name)
+	n.log.Info("celcore ready", "http", n.httpAddr, "https", n.httpsAddr, "admin", n.cfg.AdminPath, "cells", n.cfg.CellsDir, "data", n.cfg.DataDir, "metrics", n.metricsAddr, "ui", n.uiAddr, "fabric", n.FabricAddr(), "node", n.cfg.Name)
 	if ready != nil {
 		ready(n)
 	}
