@@ -56,7 +56,10 @@ func fill(t *testing.T, dir string) {
 // fills up. Modules dropped then still serve (uncached), the reason shows
 // in `celctl cells` and the log, and the cells that served keep serving.
 func TestDataDirFullOrReadOnly(t *testing.T) {
-	data := tmpfs(t, "16m")
+	// Room for counter's compiled code, prepared module and snapshot
+	// (about 10 MiB): the cache must fail because it is read-only, not
+	// because the disk is already full; fill makes it full later.
+	data := tmpfs(t, "48m")
 	n := startNode(t, data)
 	n.drop("counter", testbuild.Cell(t, "counter"))
 	n.waitStatus("/counter", 200)

@@ -56,7 +56,9 @@ type Cell struct {
 
 	rmu sync.Mutex // serialises route table changes
 
-	caller    Caller                 // cel.call, from the registry; may be nil
+	caller    Caller     // cel.call, from the registry; may be nil
+	sink      SignalSink // cel.signal, from the registry; may be nil
+	sig       signals
 	store     StateStore             // kept state across restarts, from the registry; may be nil
 	onState   func(StateEvent)       // from the registry; may be nil
 	keep      atomic.Bool            // the intent keeps state (set before the first load)
@@ -395,7 +397,7 @@ func (c *Cell) load(ctx context.Context, src []byte, source string, stage bool) 
 				warm = max(warm, min(pv.pool.size(), pol.Max))
 			}
 		}
-		p = newPool(mod, wasm.InstanceConfig{Cell: c.name, Logger: c.log, InitTimeout: lim.RequestTimeout, Call: c.callFunc()}, warm, max(pol.Warm, pol.Min), &c.stats.queued)
+		p = newPool(mod, wasm.InstanceConfig{Cell: c.name, Logger: c.log, InitTimeout: lim.RequestTimeout, Call: c.callFunc(), Signal: c.signalFunc()}, warm, max(pol.Warm, pol.Min), &c.stats.queued)
 		p.onState = func(how string, s *wasm.Snapshot) { c.stateEvent(how, s, nil) }
 		if c.keep.Load() && mod.NoSnapshot == "" {
 			p.keep = true

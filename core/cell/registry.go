@@ -43,6 +43,9 @@ type Registry struct {
 	// OnState, if set before cells are created, is told of what happens to
 	// kept states (for the node's journal). It must not block.
 	OnState func(StateEvent)
+	// Signals, if set before cells are created, receives what cells
+	// publish with cel.signal (those whose intent grants signal).
+	Signals SignalSink
 
 	mu    sync.RWMutex
 	cells map[string]*Cell
@@ -70,6 +73,7 @@ func (r *Registry) ensure(name string) *Cell {
 		c.caller = r.Caller
 		c.store = r.States
 		c.onState = r.OnState
+		c.sink = r.Signals
 		r.cells[name] = c
 	}
 	return c

@@ -153,7 +153,7 @@ func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.
 	var out limitedBuffer
 	out.limit = wasm.MaxResponse
 	err := v.mod.RunCommand(ctx, wasm.CommandRequest{
-		InstanceConfig: wasm.InstanceConfig{Cell: c.name, Logger: c.log, Call: c.callFunc()},
+		InstanceConfig: wasm.InstanceConfig{Cell: c.name, Logger: c.log, Call: c.callFunc(), Signal: c.signalFunc()},
 		Env:            cgi.Env(r, c.name, pathInfo),
 		Stdin:          bytes.NewReader(body),
 		Stdout:         &out,

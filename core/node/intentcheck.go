@@ -97,7 +97,9 @@ func where(src intents.Source, keyword, arg string) string {
 // source emits: not one the node publishes per cell, not one a telemetry
 // plugin declared, and not one seen in the signal store. Such a rule never
 // fires; the intent is applied regardless (the source may come later).
-func (n *Node) silentSignals(src intents.Source, rules []reflex.Rule) []string {
+// When the intent grants signal, a name the cell may publish itself with
+// cel.signal is taken to be one.
+func (n *Node) silentSignals(src intents.Source, rules []reflex.Rule, grantsSignal bool) []string {
 	known := map[string]bool{}
 	for _, d := range cellSignals {
 		known[d.Name] = true
@@ -114,7 +116,7 @@ func (n *Node) silentSignals(src intents.Source, rules []reflex.Rule) []string {
 	}
 	var out []string
 	for _, r := range rules {
-		if known[r.Signal] {
+		if known[r.Signal] || (grantsSignal && cell.ValidSignalName(r.Signal)) {
 			continue
 		}
 		at := src.Name

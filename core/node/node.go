@@ -127,6 +127,8 @@ type Node struct {
 	httpAddr string
 	// httpsAddr is the HTTPS (and HTTP/3) ingress address, when served.
 	httpsAddr string
+	// own are the signals cells publish with cel.signal.
+	own ownSignals
 
 	metrics      *metrics.Metrics
 	mesh         *nodeMesh
@@ -230,6 +232,7 @@ func start(ctx context.Context, cfg Config) (*Node, error) {
 		pluginsReady: make(chan struct{}),
 	}
 	n.reg.Caller = n.callCell
+	n.reg.Signals = n.cellSignal
 	n.reg.States = states
 	n.reg.OnState = n.journalState
 	n.states = states

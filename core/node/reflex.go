@@ -313,7 +313,8 @@ func (n *Node) prepareSource(ctx context.Context, c *cell.Cell, src intents.Sour
 		n.intentError(c, fmt.Sprintf("%s: %v", src.Name, err))
 		return nil
 	}
-	warnings = append(warnings, n.silentSignals(src, prog.Rules)...)
+	grantsSignal := slices.ContainsFunc(spec.GetGrants(), func(g *pb.Grant) bool { return g.GetCapability() == "signal" })
+	warnings = append(warnings, n.silentSignals(src, prog.Rules, grantsSignal)...)
 	for _, w := range warnings {
 		n.log.Warn("intent warning", "cell", c.Name(), "warning", w)
 	}
@@ -353,11 +354,16 @@ func (n *Node) commitIntent(ctx context.Context, c *cell.Cell, p *preparedIntent
 	n.engine.SetRules(c.Name(), prog.Rules)
 	n.imu.Lock()
 	var calls callPolicy
+	signal := false
 	for _, g := range spec.GetGrants() {
-		if g.GetCapability() == "call" {
+		switch g.GetCapability() {
+		case "call":
 			calls.calls = append(calls.calls, g.GetTargets()...)
+		case "signal":
+			signal = true
 		}
 	}
+	c.SetSignalGrant(signal)
 	calls.spreadNodes = int(spec.GetPlacement().GetSpreadMinNodes())
 	c.SetCallPolicy(cell.CallPolicy{Calls: calls.calls, AllowFrom: spec.GetAllowFrom()})
 	calls.allowFrom = spec.GetAllowFrom()

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/celluster/celluster/core/signals"
@@ -92,7 +93,56 @@ func (n *Node) sampleCells(now time.Time, dt time.Duration) {
 			}
 		}
 	}
+	rs = append(rs, n.ownReadings(now)...)
 	if len(rs) > 0 {
 		n.sig.Put(rs...)
 	}
+}
+
+// cellSignal publishes a reading a cell made with cel.signal, labelled
+// cell=<name> like the node's own cell signals, so that rules use it the
+// same way (`when jobs.pending > 100 for 2s then clone`). The value holds
+// until the cell publishes another: every telemetry tick publishes it
+// again (ownSignals), so a rule's `for` window sees it hold.
+func (n *Node) cellSignal(cellName, name string, value float64) {
+	if _, ok := n.sig.Desc(name); !ok {
+		n.sig.Describe(signals.Desc{Name: name, Kind: "gauge", Source: "cell",
+			Help: "published by a cell with cel.signal (label cell)"})
+	}
+	n.own.mu.Lock()
+	if n.own.last == nil {
+		n.own.last = map[string]map[string]float64{}
+	}
+	if n.own.last[cellName] == nil {
+		n.own.last[cellName] = map[string]float64{}
+	}
+	n.own.last[cellName][name] = value
+	n.own.mu.Unlock()
+	n.sig.Put(signals.Reading{Name: name, Labels: map[string]string{"cell": cellName}, Value: value, Time: time.Now(), Source: "cell " + cellName})
+}
+
+// ownSignals holds the last value of each signal cells published with
+// cel.signal, by cell and name.
+type ownSignals struct {
+	mu   sync.Mutex
+	last map[string]map[string]float64
+}
+
+// ownReadings returns this tick's readings of the cells' own signals, and
+// forgets the cells that are gone.
+func (n *Node) ownReadings(now time.Time) []signals.Reading {
+	n.own.mu.Lock()
+	defer n.own.mu.Unlock()
+	var rs []signals.Reading
+	for cellName, vals := range n.own.last {
+		if n.reg.Lookup(cellName) == nil {
+			delete(n.own.last, cellName)
+			continue
+		}
+		labels := map[string]string{"cell": cellName}
+		for name, v := range vals {
+			rs = append(rs, signals.Reading{Name: name, Labels: labels, Value: v, Time: now, Source: "cell " + cellName})
+		}
+	}
+	return rs
 }

@@ -32,7 +32,33 @@ type guest struct {
 	// req is the context of the request the instance is serving (its
 	// deadline, cancellation and trace), for the cel.calls it makes.
 	req context.Context
+	// signal publishes the cell's own signals; nil refuses them.
+	signal SignalFunc
 }
+
+// SignalFunc publishes one reading of a cell's own signal (cel.signal) and
+// returns one of the Signal* codes, which the guest gets back.
+type SignalFunc func(name string, value float64) int32
+
+// The results of cel.signal.
+const (
+	// SignalOK: published.
+	SignalOK int32 = 0
+	// SignalNotGranted: the cell's intent has no `grant signal`.
+	SignalNotGranted int32 = 1
+	// SignalBadName: not a signal name (lower case letters, digits, '.'
+	// and '_', starting with a letter, at most 64 bytes), or one the node
+	// publishes itself for every cell (latency.p99, rps, ...).
+	SignalBadName int32 = 2
+	// SignalRateLimited: over the cell's rate; this reading is dropped.
+	SignalRateLimited int32 = 3
+	// SignalTooMany: the cell already publishes as many signal names as
+	// it may; a new name is refused.
+	SignalTooMany int32 = 4
+)
+
+// maxSignalName bounds a cel.signal name.
+const maxSignalName = 64
 
 // CallFunc carries out a cell-to-cell call: target names the cell
 // ("cell:NAME" or "NAME"), request and the returned response are cell ABI
@@ -71,6 +97,10 @@ func instantiateHost(ctx context.Context, rt wazero.Runtime, log *slog.Logger) e
 		WithGoModuleFunction(api.GoModuleFunc(hostCallResult), []api.ValueType{i32}, nil).
 		WithParameterNames("ptr").
 		Export("call_result").
+		NewFunctionBuilder().
+		WithGoModuleFunction(api.GoModuleFunc(hostSignal), []api.ValueType{i32, i32, api.ValueTypeF64}, []api.ValueType{i32}).
+		WithParameterNames("name_ptr", "name_len", "value").
+		Export("signal").
 		Instantiate(ctx)
 	if err != nil {
 		return fmt.Errorf("wasm: instantiating host module cel: %w", err)
@@ -162,4 +192,28 @@ func hostCallResult(ctx context.Context, mod api.Module, stack []uint64) {
 		g.log.Warn("cel.call_result: buffer out of bounds", "cell", g.cell, "ptr", ptr, "len", len(g.pending))
 	}
 	g.pending = nil
+}
+
+// hostSignal implements cel.signal(name_ptr, name_len, value f64) -> i32:
+// the cell publishes a reading of its own signal; the result is one of the
+// Signal* codes.
+func hostSignal(ctx context.Context, mod api.Module, stack []uint64) {
+	ptr, n := api.DecodeU32(stack[0]), api.DecodeU32(stack[1])
+	value := api.DecodeF64(stack[2])
+	g := guestFrom(ctx)
+	if n > maxSignalName {
+		stack[0] = api.EncodeI32(SignalBadName)
+		return
+	}
+	name, ok := mod.Memory().Read(ptr, n)
+	if !ok {
+		g.log.Warn("cel.signal: name out of bounds", "cell", g.cell, "ptr", ptr, "len", n)
+		stack[0] = api.EncodeI32(SignalBadName)
+		return
+	}
+	if g.signal == nil {
+		stack[0] = api.EncodeI32(SignalNotGranted)
+		return
+	}
+	stack[0] = api.EncodeI32(g.signal(string(name), value))
 }

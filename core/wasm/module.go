@@ -89,7 +89,7 @@ func (m *Module) Release() {
 }
 
 // hostImports lists the functions of the `cel` module a guest may import.
-var hostImports = map[string]bool{"log": true, "now": true, "call": true, "call_result": true}
+var hostImports = map[string]bool{"log": true, "now": true, "call": true, "call_result": true, "signal": true}
 
 var (
 	sigAlloc  = "(i32) -> (i32)"

@@ -39,6 +39,8 @@ type InstanceConfig struct {
 	InitTimeout time.Duration
 	// Call carries out the cell's cel.call; nil refuses every call.
 	Call CallFunc
+	// Signal publishes the cell's cel.signal readings; nil refuses them.
+	Signal SignalFunc
 }
 
 func (c InstanceConfig) guestContext(fallback *slog.Logger) context.Context {
@@ -46,7 +48,7 @@ func (c InstanceConfig) guestContext(fallback *slog.Logger) context.Context {
 	if log == nil {
 		log = fallback
 	}
-	return context.WithValue(context.Background(), guestKey{}, &guest{cell: c.Cell, log: log, call: c.Call})
+	return context.WithValue(context.Background(), guestKey{}, &guest{cell: c.Cell, log: log, call: c.Call, signal: c.Signal})
 }
 
 func baseModuleConfig() wazero.ModuleConfig {

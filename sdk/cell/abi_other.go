@@ -16,3 +16,6 @@ func hostNow() time.Time { return time.Now() }
 
 // hostCall has no node to call through in native builds.
 func hostCall(string, []byte) ([]byte, error) { return nil, errNoHost }
+
+// hostSignal has no node to publish to in native builds.
+func hostSignal(string, float64) int32 { return 0 }

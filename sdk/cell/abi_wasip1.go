@@ -36,6 +36,11 @@ func hostCall(target string, req []byte) ([]byte, error) {
 
 func hostNow() time.Time { return time.Unix(0, celNow()) }
 
+//go:wasmimport cel signal
+func celSignal(name string, value float64) int32
+
+func hostSignal(name string, value float64) int32 { return celSignal(name, value) }
+
 // The buffers shared with the host. Referencing them from package variables
 // keeps the garbage collector from freeing them while the host uses them
 // (the Go collector does not move objects, so their addresses are stable).
