@@ -6,7 +6,7 @@ CELLS_SRC   := $(sort $(wildcard examples/cells/*))
 CELLS       := $(patsubst examples/cells/%,$(BIN)/cells/%.wasm,$(CELLS_SRC))
 VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X main.version=$(VERSION)
-TEST_TIMEOUT ?= 14m
+TEST_TIMEOUT ?= 16m
 BENCH_TIME  ?= 1s
 PROTOC      ?= protoc
 

@@ -111,6 +111,7 @@ func (n *proc) httpsAddr() string {
 // protocol it was; HTTPS answers advertise HTTP/3 with Alt-Svc; a renewed
 // certificate is served without a restart, and a broken one is not.
 func TestIngressProtocols(t *testing.T) {
+	t.Parallel() // one node of its own; waits more than it computes
 	tt := newTestTLS(t)
 	n := startNode(t, "", "--https", "127.0.0.1:0", "--tls-cert", tt.cert, "--tls-key", tt.key)
 	n.drop("whoami", testbuild.Cell(t, "whoami"))

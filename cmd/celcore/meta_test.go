@@ -32,6 +32,7 @@ type whoamiReply struct {
 // not declare v1.1 gets the v1 envelope and serves as before; --limit-body
 // caps request bodies.
 func TestRequestMetadata(t *testing.T) {
+	t.Parallel() // one node of its own; waits more than it computes
 	n := startNode(t, "", "--limit-body", "1KiB")
 	who := testbuild.Cell(t, "whoami")
 	// The same cell without the v1.1 declaration: its export renamed (same

@@ -14,6 +14,7 @@ import (
 // clone, journaled with the reading. Without `grant signal` the same cell
 // serves, but its signal is refused and the log says why.
 func TestCellSignal(t *testing.T) {
+	t.Parallel() // one node of its own; waits more than it computes
 	intent, err := os.ReadFile("../../examples/cells/jobs/jobs.intent")
 	if err != nil {
 		t.Fatal(err)
