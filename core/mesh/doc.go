@@ -15,7 +15,13 @@
 // exchanges no catalogs: per-node idle cost is memberlist's (a probe per
 // interval, gossip to a few nodes, a push/pull with one random member),
 // which does not grow with the fleet. On a pull the node also fetches (and
-// compiles) the modules it lacks, unless started with no prefetch.
+// compiles) the modules it lacks, unless started with no prefetch. A node
+// gossips a new version as soon as a cell is loaded, upgraded, removed or
+// given a new intent (Mesh.Announce), not at its next metadata tick, and a
+// node that receives a pushed state for a cell the pusher's catalog (as
+// held) does not list pulls that catalog at once: a cell loaded moments
+// before its node dies is known to the survivors, who take it over. The
+// catalog also lists the cells the node withdrew (tombstones, below).
 //
 // # Agreeing without a coordinator
 //
