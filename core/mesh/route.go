@@ -55,6 +55,12 @@ func (m *Mesh) Handler(name string, local http.Handler) http.Handler {
 		}
 		return localHandler(local)
 	}
+	if _, gone := m.withdrawn(name, ""); gone && !m.homeServes(name) {
+		// Its home withdrew it moments ago and serves it no more: the
+		// peers' news may still list copies being drained; 404 now rather
+		// than a forward to one.
+		return nil
+	}
 	if peer := m.pickReplica(name, -1, nil); peer != nil {
 		return m.forwarder(name, peer)
 	}

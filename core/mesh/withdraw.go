@@ -184,28 +184,46 @@ func (m *Mesh) tombstoned(cellName string) (string, bool) {
 	if c := m.reg.Lookup(cellName); c != nil && !m.isPlacedHere(cellName) && c.Info().SHA256 != "" {
 		return "", false // this node is a home of it
 	}
+	if m.homeServes(cellName) {
+		return "", false
+	}
+	if home != "" {
+		return home, true
+	}
+	alive := m.aliveSet()
+	m.place.mu.Lock()
+	defer m.place.mu.Unlock()
+	for node, pc := range m.place.catalogs {
+		if alive[node] && slices.ContainsFunc(pc.withdrawn, func(t Tombstone) bool { return t.Cell == cellName }) {
+			return node, true
+		}
+	}
+	return "", false
+}
+
+// aliveSet is the live peers' names.
+func (m *Mesh) aliveSet() map[string]bool {
 	alive := map[string]bool{}
 	for _, mb := range m.Members() {
 		if mb.State == "alive" && !mb.Self {
 			alive[mb.Name] = true
 		}
 	}
+	return alive
+}
+
+// homeServes reports whether a live peer's catalog lists cellName as its
+// own copy (a home serves it).
+func (m *Mesh) homeServes(cellName string) bool {
+	alive := m.aliveSet()
 	m.place.mu.Lock()
 	defer m.place.mu.Unlock()
 	for node, pc := range m.place.catalogs {
-		if !alive[node] {
-			continue
-		}
-		for _, e := range pc.entries {
-			if e.Cell == cellName && e.Home {
-				return "", false
-			}
-		}
-		if home == "" && slices.ContainsFunc(pc.withdrawn, func(t Tombstone) bool { return t.Cell == cellName }) {
-			home = node
+		if alive[node] && slices.ContainsFunc(pc.entries, func(e Entry) bool { return e.Cell == cellName && e.Home }) {
+			return true
 		}
 	}
-	return home, home != ""
+	return false
 }
 
 func (m *Mesh) isPlacedHere(cellName string) bool {
