@@ -359,17 +359,8 @@ func (m *Mesh) savePlacementsLocked() {
 		list = append(list, p)
 	}
 	slices.SortFunc(list, func(a, b placed) int { return cmpString(a.Cell, b.Cell) })
-	b, _ := json.MarshalIndent(list, "", "  ")
-	path := m.placementsFile()
-	err := os.MkdirAll(filepath.Dir(path), 0o755)
-	if err == nil {
-		tmp := path + ".tmp"
-		if err = os.WriteFile(tmp, b, 0o644); err == nil {
-			err = os.Rename(tmp, path)
-		}
-	}
-	if err != nil {
-		m.log.Error("persisting the cells this node serves for the fleet", "path", path, "err", err)
+	if err := writeJSON(m.placementsFile(), list); err != nil {
+		m.log.Error("persisting the cells this node serves for the fleet", "path", m.placementsFile(), "err", err)
 	}
 }
 
@@ -387,15 +378,10 @@ func cmpString(a, b string) int {
 // served for the fleet, from its module store. A stand-in is restored as
 // one: drained if its owner is back serving it.
 func (m *Mesh) restorePlacements(ctx context.Context) {
-	b, err := os.ReadFile(m.placementsFile())
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
 	var list []placed
-	if err == nil {
-		err = json.Unmarshal(b, &list)
-	}
-	if err != nil {
+	if ok, err := readJSON(m.placementsFile(), &list); !ok {
+		return
+	} else if err != nil {
 		m.log.Error("reading the cells this node served for the fleet; not restored", "path", m.placementsFile(), "err", err)
 		return
 	}
@@ -509,4 +495,34 @@ func (m *Mesh) syncCatalogs(ctx context.Context) {
 			m.log.Debug("precompiled a peer's module", "cell", e.Cell, "sha256", e.SHA256[:12])
 		}
 	}
+}
+
+// readJSON decodes the JSON file at path into v; ok is false when there is
+// no such file.
+func readJSON(path string, v any) (ok bool, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, v)
+	}
+	return true, err
+}
+
+// writeJSON writes v as indented JSON to path, whole (a temporary file
+// renamed over it), creating the directory.
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }

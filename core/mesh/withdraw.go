@@ -3,9 +3,7 @@ package mesh
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -84,15 +82,10 @@ func (m *Mesh) loadTombstonesLocked() {
 	}
 	m.tomb.loaded = true
 	m.tomb.at = map[string]time.Time{}
-	b, err := os.ReadFile(m.tombstonesFile())
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
 	var list []Tombstone
-	if err == nil {
-		err = json.Unmarshal(b, &list)
-	}
-	if err != nil {
+	if ok, err := readJSON(m.tombstonesFile(), &list); !ok {
+		return
+	} else if err != nil {
 		m.log.Error("reading the cells this node withdrew; a peer that missed a withdrawal keeps its copy", "path", m.tombstonesFile(), "err", err)
 		return
 	}
@@ -140,17 +133,8 @@ func (m *Mesh) listTombstonesLocked() []Tombstone {
 }
 
 func (m *Mesh) saveTombstonesLocked(list []Tombstone) {
-	b, _ := json.MarshalIndent(list, "", "  ")
-	path := m.tombstonesFile()
-	err := os.MkdirAll(filepath.Dir(path), 0o755)
-	if err == nil {
-		tmp := path + ".tmp"
-		if err = os.WriteFile(tmp, b, 0o644); err == nil {
-			err = os.Rename(tmp, path)
-		}
-	}
-	if err != nil {
-		m.log.Error("persisting the cells this node withdrew", "path", path, "err", err)
+	if err := writeJSON(m.tombstonesFile(), list); err != nil {
+		m.log.Error("persisting the cells this node withdrew", "path", m.tombstonesFile(), "err", err)
 	}
 }
 
