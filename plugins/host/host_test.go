@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/celluster/celluster/sdk/plugin"
-	"github.com/celluster/celluster/sdk/plugintest"
+	"github.com/celluster/celluster/sdk/plugin/plugintest"
 )
 
 // TestSampleFixture reads a fixed proc tree, then advances its CPU counters.

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/celluster/celluster/sdk/plugin"
-	"github.com/celluster/celluster/sdk/plugintest"
+	"github.com/celluster/celluster/sdk/plugin/plugintest"
 )
 
 // helloSpec is what testdata/hello.intent (DESIGN.md's example) means.

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/celluster/celluster/sdk/plugin"
-	"github.com/celluster/celluster/sdk/plugintest"
+	"github.com/celluster/celluster/sdk/plugin/plugintest"
 )
 
 func portEntry(port uint16, kind uint8, perCPU ...uint64) plugin.BPFMapEntry {

@@ -5,7 +5,7 @@ import (
 	"testing"
 
 	"github.com/celluster/celluster/sdk/plugin"
-	"github.com/celluster/celluster/sdk/plugintest"
+	"github.com/celluster/celluster/sdk/plugin/plugintest"
 )
 
 // TestConformance runs the plugin through the real gRPC boundary, with a

@@ -18,7 +18,7 @@ import (
 	"github.com/celluster/celluster/pluginapi"
 	pb "github.com/celluster/celluster/pluginapi/v1"
 	"github.com/celluster/celluster/sdk/plugin"
-	"github.com/celluster/celluster/sdk/plugintest"
+	"github.com/celluster/celluster/sdk/plugin/plugintest"
 	hclog "github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"

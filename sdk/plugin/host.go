@@ -340,7 +340,7 @@ func samplesToPB(samples []Sample, now time.Time) []*pb.Sample {
 }
 
 // NewHostServer serves a Go-native [Host] as the gRPC service Host: what a
-// plugin's host calls arrive on. Plugins do not need it; sdk/plugintest
+// plugin's host calls arrive on. Plugins do not need it; sdk/plugin/plugintest
 // uses it to serve its RecordingHost, and an in-process host may too.
 // Errors the Host returns reach the plugin as gRPC statuses: status
 // errors unchanged, context errors as Canceled or DeadlineExceeded, others

@@ -100,7 +100,7 @@ func KindOf(impl any) (string, error) {
 
 // Server is a plugin ready to be served: the go-plugin plugin set that
 // [Serve] serves, with the state behind it (the host connection). Plugin
-// authors need only Serve; test harnesses such as sdk/plugintest, and
+// authors need only Serve; test harnesses such as sdk/plugin/plugintest, and
 // hosts running a plugin in process, use a Server directly.
 type Server struct {
 	info Info

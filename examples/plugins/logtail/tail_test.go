@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/celluster/celluster/sdk/plugin"
-	"github.com/celluster/celluster/sdk/plugintest"
+	"github.com/celluster/celluster/sdk/plugin/plugintest"
 )
 
 func TestTailerFollowsAppendsTruncationAndRotation(t *testing.T) {

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/celluster/celluster/sdk/plugin"
-	"github.com/celluster/celluster/sdk/plugintest"
+	"github.com/celluster/celluster/sdk/plugin/plugintest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
