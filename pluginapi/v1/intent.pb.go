@@ -877,10 +877,14 @@ func (x *Rule) GetLine() uint32 {
 }
 
 type Limits struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestTime   *durationpb.Duration   `protobuf:"bytes,1,opt,name=request_time,json=requestTime,proto3" json:"request_time,omitempty"`
-	MemoryBytes   uint64                 `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
-	Concurrency   uint32                 `protobuf:"varint,3,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	RequestTime *durationpb.Duration   `protobuf:"bytes,1,opt,name=request_time,json=requestTime,proto3" json:"request_time,omitempty"`
+	MemoryBytes uint64                 `protobuf:"varint,2,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	Concurrency uint32                 `protobuf:"varint,3,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	// body_bytes is the largest request body the cell accepts (`limit body
+	// SIZE`); zero means the node's default (celcore --limit-body). Larger
+	// bodies are answered 413.
+	BodyBytes     uint64 `protobuf:"varint,4,opt,name=body_bytes,json=bodyBytes,proto3" json:"body_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -932,6 +936,13 @@ func (x *Limits) GetMemoryBytes() uint64 {
 func (x *Limits) GetConcurrency() uint32 {
 	if x != nil {
 		return x.Concurrency
+	}
+	return 0
+}
+
+func (x *Limits) GetBodyBytes() uint64 {
+	if x != nil {
+		return x.BodyBytes
 	}
 	return 0
 }
@@ -1142,7 +1153,13 @@ type IntentSpec struct {
 	DecayAfterIdle *durationpb.Duration `protobuf:"bytes,13,opt,name=decay_after_idle,json=decayAfterIdle,proto3" json:"decay_after_idle,omitempty"`
 	// What becomes of the cell's in-memory state; unset means it is not
 	// kept (each replica starts fresh).
-	State         *StatePolicy `protobuf:"bytes,14,opt,name=state,proto3" json:"state,omitempty"`
+	State *StatePolicy `protobuf:"bytes,14,opt,name=state,proto3" json:"state,omitempty"`
+	// Host names the cell is served for (`serve host NAME[, NAME ...]`):
+	// lowercase, without a port; "*.example.com" matches any one label
+	// before example.com. Empty means any host. With hosts, the cell
+	// answers only requests for them, under its endpoints' paths (every
+	// path when it has none).
+	Hosts         []string `protobuf:"bytes,15,rep,name=hosts,proto3" json:"hosts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1275,6 +1292,13 @@ func (x *IntentSpec) GetState() *StatePolicy {
 	return nil
 }
 
+func (x *IntentSpec) GetHosts() []string {
+	if x != nil {
+		return x.Hosts
+	}
+	return nil
+}
+
 var File_pluginapi_v1_intent_proto protoreflect.FileDescriptor
 
 const file_pluginapi_v1_intent_proto_rawDesc = "" +
@@ -1333,11 +1357,13 @@ const file_pluginapi_v1_intent_proto_rawDesc = "" +
 	" \x01(\rR\x04line\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8b\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
 	"\x06Limits\x12<\n" +
 	"\frequest_time\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vrequestTime\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\x12 \n" +
-	"\vconcurrency\x18\x03 \x01(\rR\vconcurrency\"A\n" +
+	"\vconcurrency\x18\x03 \x01(\rR\vconcurrency\x12\x1d\n" +
+	"\n" +
+	"body_bytes\x18\x04 \x01(\x04R\tbodyBytes\"A\n" +
 	"\x05Grant\x12\x1e\n" +
 	"\n" +
 	"capability\x18\x01 \x01(\tR\n" +
@@ -1351,7 +1377,7 @@ const file_pluginapi_v1_intent_proto_rawDesc = "" +
 	"\x10spread_min_nodes\x18\x04 \x01(\rR\x0espreadMinNodes\"e\n" +
 	"\vStatePolicy\x12\x12\n" +
 	"\x04keep\x18\x01 \x01(\bR\x04keep\x12B\n" +
-	"\x0freplicate_every\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ereplicateEvery\"\xe7\x05\n" +
+	"\x0freplicate_every\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x0ereplicateEvery\"\xfd\x05\n" +
 	"\n" +
 	"IntentSpec\x12\x12\n" +
 	"\x04cell\x18\x01 \x01(\tR\x04cell\x129\n" +
@@ -1371,7 +1397,8 @@ const file_pluginapi_v1_intent_proto_rawDesc = "" +
 	"allow_from\x18\v \x03(\tR\tallowFrom\x12?\n" +
 	"\tplacement\x18\f \x01(\v2!.celluster.pluginapi.v1.PlacementR\tplacement\x12C\n" +
 	"\x10decay_after_idle\x18\r \x01(\v2\x19.google.protobuf.DurationR\x0edecayAfterIdle\x129\n" +
-	"\x05state\x18\x0e \x01(\v2#.celluster.pluginapi.v1.StatePolicyR\x05state*N\n" +
+	"\x05state\x18\x0e \x01(\v2#.celluster.pluginapi.v1.StatePolicyR\x05state\x12\x14\n" +
+	"\x05hosts\x18\x0f \x03(\tR\x05hosts*N\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSEVERITY_ERROR\x10\x01\x12\x14\n" +
