@@ -278,6 +278,7 @@ func intentSpecToPB(s *IntentSpec) (*pb.IntentSpec, error) {
 		}),
 		AllowFrom:      cloneStrings(s.AllowFrom),
 		DecayAfterIdle: durationToPB(s.DecayAfterIdle),
+		Hosts:          cloneStrings(s.Hosts),
 	}
 	if s.Module != (ModuleRef{}) {
 		out.Module = &pb.ModuleRef{Path: s.Module.Path, Sha256: s.Module.SHA256}
@@ -290,6 +291,7 @@ func intentSpecToPB(s *IntentSpec) (*pb.IntentSpec, error) {
 			RequestTime: durationToPB(s.Limits.RequestTime),
 			MemoryBytes: s.Limits.Memory,
 			Concurrency: c.u32("concurrency", s.Limits.Concurrency),
+			BodyBytes:   s.Limits.Body,
 		}
 	}
 	if s.State != (StatePolicy{}) {
@@ -359,6 +361,7 @@ func intentSpecFromPB(s *pb.IntentSpec) (*IntentSpec, error) {
 			RequestTime: durationFromPB(s.GetLimits().GetRequestTime()),
 			Memory:      s.GetLimits().GetMemoryBytes(),
 			Concurrency: int(s.GetLimits().GetConcurrency()),
+			Body:        s.GetLimits().GetBodyBytes(),
 		},
 		Grants: convertSlice(s.GetGrants(), func(g *pb.Grant) Grant {
 			return Grant{Capability: g.GetCapability(), Targets: cloneStrings(g.GetTargets())}
@@ -375,6 +378,7 @@ func intentSpecFromPB(s *pb.IntentSpec) (*IntentSpec, error) {
 			Keep:           s.GetState().GetKeep(),
 			ReplicateEvery: durationFromPB(s.GetState().GetReplicateEvery()),
 		},
+		Hosts: cloneStrings(s.GetHosts()),
 	}
 	if c.err != nil {
 		return nil, fmt.Errorf("intent spec for cell %q: %w", s.GetCell(), c.err)

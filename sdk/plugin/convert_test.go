@@ -36,13 +36,14 @@ func fullSpec() *IntentSpec {
 		}, {
 			Name: "line 10", Signal: "host.cpu", Comparator: Less, Threshold: 10, Verb: "decay", Line: 10,
 		}},
-		Limits:    Limits{RequestTime: 2 * time.Second, Memory: 64 << 20, Concurrency: 16},
+		Limits:    Limits{RequestTime: 2 * time.Second, Memory: 64 << 20, Concurrency: 16, Body: 1 << 20},
 		Grants:    []Grant{{Capability: "kv"}, {Capability: "call", Targets: []string{"cell:auth"}}},
 		AllowFrom: []string{"cell:frontend", "node:*"},
 		Placement: Placement{SpreadAcrossNodes: true, PreferNodes: []string{"a"}, AvoidNodes: []string{"b", "c"}},
 
 		DecayAfterIdle: 10 * time.Minute,
 		State:          StatePolicy{Keep: true, ReplicateEvery: 1500 * time.Millisecond},
+		Hosts:          []string{"shop.example", "*.shop.example"},
 	}
 }
 
@@ -53,6 +54,7 @@ func TestIntentSpecRoundTrip(t *testing.T) {
 		"minimal": {Cell: "x", Replicas: ReplicaBounds{Max: 1}, Limits: Limits{Memory: 1}},
 		"command": {Cell: "job", ABI: ABICommand, Placement: Placement{AvoidNodes: []string{"n"}}},
 		"keep":    {Cell: "kv", State: StatePolicy{Keep: true}},
+		"routes":  {Cell: "shop", Hosts: []string{"shop.example"}, Limits: Limits{Body: 1}},
 	} {
 		t.Run(name, func(t *testing.T) {
 			p, err := intentSpecToPB(spec)
@@ -99,12 +101,13 @@ func TestIntentSpecFromPBRoundTrip(t *testing.T) {
 			Window: durationpb.New(time.Second), Verb: "v", Args: []string{"x", "y"},
 			Cooldown: durationpb.New(time.Hour), Labels: map[string]string{"k": "v"}, Line: 3,
 		}},
-		Limits:         &pb.Limits{RequestTime: durationpb.New(time.Millisecond), MemoryBytes: 7, Concurrency: 3},
+		Limits:         &pb.Limits{RequestTime: durationpb.New(time.Millisecond), MemoryBytes: 7, Concurrency: 3, BodyBytes: 9},
 		Grants:         []*pb.Grant{{Capability: "signal", Targets: []string{"t"}}},
 		AllowFrom:      []string{"node:*"},
 		Placement:      &pb.Placement{PreferNodes: []string{"n1"}},
 		DecayAfterIdle: durationpb.New(time.Minute),
 		State:          &pb.StatePolicy{Keep: true, ReplicateEvery: durationpb.New(time.Second)},
+		Hosts:          []string{"a.example"},
 	}
 	s, err := intentSpecFromPB(p)
 	if err != nil {

@@ -54,6 +54,12 @@ type IntentSpec struct {
 	// State says whether the cell's in-memory state outlives its
 	// replicas; the zero value keeps nothing.
 	State StatePolicy
+	// Hosts are the host names the cell is served for, lowercase and
+	// without a port; "*.example.com" matches any one label before
+	// example.com. Empty means any host. With hosts, the cell answers
+	// only requests for them, under its endpoints' paths (every path
+	// when it has none).
+	Hosts []string
 }
 
 // StatePolicy is `keep state [replicated every D]`: what becomes of a
@@ -211,6 +217,9 @@ type Limits struct {
 	Memory uint64
 	// Concurrency bounds requests in flight per replica.
 	Concurrency int
+	// Body bounds a request's body in bytes (413 beyond); zero means the
+	// node's default.
+	Body uint64
 }
 
 // Grant gives a cell a host capability, e.g. "kv", "signal", or "call"
