@@ -2,9 +2,10 @@ module example.com/celluster-logtail
 
 go 1.26.8
 
-require github.com/celluster/celluster v0.0.0
+require github.com/celluster/celluster/sdk/plugin v0.1.0
 
 require (
+	github.com/celluster/celluster/pluginapi v0.1.0 // indirect
 	github.com/fatih/color v1.13.0 // indirect
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/hashicorp/go-hclog v1.6.3 // indirect
@@ -21,4 +22,6 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-replace github.com/celluster/celluster => ../../..
+replace github.com/celluster/celluster/sdk/plugin => ../../../sdk/plugin
+
+replace github.com/celluster/celluster/pluginapi => ../../../pluginapi

@@ -1,0 +1,3 @@
+module github.com/celluster/celluster/pluginapi/cellabi
+
+go 1.24
