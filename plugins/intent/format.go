@@ -38,6 +38,9 @@ func Format(spec *plugin.IntentSpec) []byte {
 			line("serve %s %s", e.Protocol, e.Path)
 		}
 	}
+	if len(spec.Hosts) > 0 {
+		line("serve host %s", strings.Join(spec.Hosts, ", "))
+	}
 	switch r := spec.Replicas; {
 	case r.Max > 0 && r.Min == r.Max:
 		line("keep replicas %d", r.Max)
@@ -69,6 +72,9 @@ func Format(spec *plugin.IntentSpec) []byte {
 	}
 	if c := spec.Limits.Concurrency; c != 0 {
 		line("limit concurrency %d", c)
+	}
+	if n := spec.Limits.Body; n != 0 {
+		line("limit body %s", formatSize(n))
 	}
 	for _, r := range spec.Rules {
 		var w strings.Builder

@@ -44,6 +44,10 @@ const MaxErrors = 50
 // MaxSize is the largest intent accepted, in bytes.
 const MaxSize = 1 << 20
 
+// MaxBody is the largest `limit body` accepted: a request's body is held
+// whole in memory while its cell runs.
+const MaxBody = 1 << 30
+
 // Parser implements [plugin.IntentParser] for the intent language.
 type Parser struct{}
 

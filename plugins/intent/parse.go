@@ -30,6 +30,7 @@ type parser struct {
 
 	first     map[string]int // single-valued statement → line it was first seen
 	endpoints map[string]int // listen+" "+path → line
+	hosts     map[string]int // serve host name → line
 	sawCell   bool
 	warmAt    token
 	warmLine  int
@@ -51,6 +52,7 @@ func ParseBytes(filename string, content []byte) (*plugin.IntentSpec, []plugin.D
 		file:      filename,
 		first:     map[string]int{},
 		endpoints: map[string]int{},
+		hosts:     map[string]int{},
 		prefer:    map[string]int{},
 		avoid:     map[string]int{},
 		allow:     map[string]bool{},
@@ -305,7 +307,12 @@ func (p *parser) abi(toks []token) {
 }
 
 func (p *parser) serve(toks []token) {
-	if _, ok := p.keyword(toks, 1, "http"); !ok {
+	what, ok := p.keyword(toks, 1, "http", "host")
+	if !ok {
+		return
+	}
+	if what == "host" {
+		p.serveHost(toks)
 		return
 	}
 	e := plugin.Endpoint{Protocol: "http"}
@@ -332,6 +339,10 @@ func (p *parser) serve(toks []token) {
 			return
 		}
 	}
+	if msg, hint := checkPath(t.text); msg != "" {
+		p.err(t, fmt.Sprintf("found %q, expected %s", t.text, msg), hint)
+		return
+	}
 	e.Path = t.text
 	if !p.end(toks, next) {
 		return
@@ -344,6 +355,42 @@ func (p *parser) serve(toks []token) {
 	}
 	p.endpoints[key] = p.line
 	p.spec.Endpoints = append(p.spec.Endpoints, e)
+}
+
+// serveHost parses "serve host NAME[, NAME ...]": the cell answers only
+// requests for these hosts. Names are stored lowercase; each host once.
+func (p *parser) serveHost(toks []token) {
+	items, ok := p.list(toks[2:], "a host name such as shop.example", "serve host shop.example, *.shop.example")
+	if !ok {
+		return
+	}
+	var hosts []string
+	seen := map[string]bool{}
+	for _, it := range items {
+		t := it.toks[0]
+		if msg, hint := checkHost(t.text); msg != "" {
+			p.err(t, fmt.Sprintf("found %q, expected %s", t.text, msg), hint)
+			return
+		}
+		if len(it.toks) > 1 {
+			p.err(it.toks[1], fmt.Sprintf(`found %q, expected "," or end of line`, it.toks[1].text), "separate host names with commas")
+			return
+		}
+		h := strings.ToLower(t.text)
+		if l, dup := p.hosts[h]; dup || seen[h] {
+			if !dup {
+				l = p.line
+			}
+			p.err(t, fmt.Sprintf("found host %s a second time, expected each host once", h), fmt.Sprintf("the first is on line %d", l))
+			return
+		}
+		seen[h] = true
+		hosts = append(hosts, h)
+	}
+	for _, h := range hosts {
+		p.hosts[h] = p.line
+		p.spec.Hosts = append(p.spec.Hosts, h)
+	}
 }
 
 func (p *parser) keep(toks []token) {
@@ -461,11 +508,13 @@ func (p *parser) keepState(toks []token) {
 }
 
 func (p *parser) limit(toks []token) {
-	what, ok := p.keyword(toks, 1, "request", "memory", "concurrency")
+	what, ok := p.keyword(toks, 1, "request", "memory", "concurrency", "body")
 	if !ok {
 		return
 	}
 	switch what {
+	case "body":
+		p.limitBody(toks)
 	case "request":
 		if _, ok := p.keyword(toks, 2, "time"); !ok {
 			return
@@ -515,6 +564,36 @@ func (p *parser) limit(toks []token) {
 		if p.end(toks, 3) {
 			p.spec.Limits.Concurrency = n
 		}
+	}
+}
+
+// limitBody parses "limit body SIZE": the largest request body, from 1
+// byte to MaxBody.
+func (p *parser) limitBody(toks []token) {
+	if !p.once("limit body", toks[0]) {
+		return
+	}
+	t, ok := p.at(toks, 2)
+	next := 3
+	if u, uok := p.at(toks, 3); ok && uok && isDigits(t.text) && sizeUnits[u.text] != 0 {
+		t.text += u.text
+		next = 4
+	}
+	n, msg := parseSize(t.text)
+	switch {
+	case !ok:
+		msg = "e.g. limit body 1MiB"
+	case msg == "" && n == 0:
+		msg = "the size must be above zero"
+	case msg == "" && n > MaxBody:
+		msg = "a body is held whole in memory while the cell runs; e.g. limit body 1MiB"
+	}
+	if msg != "" {
+		p.err(t, found(t, ok)+", expected a size from 1B to 1GiB", msg)
+		return
+	}
+	if p.end(toks, next) {
+		p.spec.Limits.Body = n
 	}
 }
 

@@ -225,6 +225,55 @@ func checkAddr(s string) string {
 	return ""
 }
 
+// checkPath checks the path prefix of "serve http": it starts with / and
+// routes by whole segments, so it holds no query, wildcard, escape, empty
+// segment or dot segment.
+func checkPath(s string) (msg, hint string) {
+	const want = "a path prefix such as /api/v2"
+	switch {
+	case strings.ContainsAny(s, "?*%"):
+		return want, "a prefix matches whole path segments, as written, without a query, wildcard or %-escape: write e.g. /api"
+	case strings.Contains(s, "//"):
+		return want, "write one / between segments"
+	}
+	for seg := range strings.SplitSeq(s, "/") {
+		if seg == "." || seg == ".." {
+			return want, "write the path without . or .. segments"
+		}
+	}
+	return "", ""
+}
+
+// checkHost checks a host name of "serve host": letters, digits and '-'
+// in dot-separated labels, optionally starting with the wildcard label *,
+// without a port.
+func checkHost(s string) (msg, hint string) {
+	const want = "a host name such as shop.example or *.shop.example"
+	rest, _ := strings.CutPrefix(s, "*.")
+	switch {
+	case s == "*":
+		return want, "leave serve host out to serve the cell for any host"
+	case strings.HasPrefix(s, "[") || strings.Count(s, ":") > 1:
+		return want, "IPv6 addresses do not route; name the host"
+	case strings.Contains(s, ":"):
+		h, _, _ := strings.Cut(s, ":")
+		return want, "the port does not route: write serve host " + h
+	case strings.Contains(rest, "*"):
+		return want, "a wildcard stands only for the first label, as in *.shop.example"
+	case strings.HasSuffix(s, "."):
+		return want, "write the name without the final dot"
+	case len(rest) > 253:
+		return want, "a host name is at most 253 characters"
+	}
+	for label := range strings.SplitSeq(rest, ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' ||
+			strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+			return want, "labels are 1 to 63 letters, digits and '-', separated by dots"
+		}
+	}
+	return "", ""
+}
+
 // checkIdentity checks cell:NAME, cell:*, node:NAME or node:*.
 func checkIdentity(s string) (msg, hint string) {
 	const want = "an identity: cell:NAME, cell:*, node:NAME or node:*"
