@@ -14,7 +14,7 @@ PROTOC      ?= protoc
 # replace directives; each is tested, vetted and benchmarked from its dir.
 MODULES     := pluginapi/cellabi pluginapi sdk/cell sdk/plugin examples/plugins/logtail
 
-.PHONY: all build run test bench bench-once soak sim fleet fleet-deps generate lint clean cells fuzz api-image protoc deps bpf-toolchain
+.PHONY: all build run test bench bench-once soak sim fleet fleet-deps generate lint clean cells fuzz api-image protoc deps bpf-toolchain c-toolchain
 
 all: build
 
@@ -28,11 +28,32 @@ $(BIN)/celctl: FORCE
 
 cells: $(CELLS)
 
-# A cell that imports sdk/cell is a reactor (c-shared, exports cel_handle);
-# any other is a plain WASI command.
+# C cells: a directory holding .c files and no Go files is built with clang
+# against wasi-libc (Debian: clang-16, lld-16 for wasm-ld, wasi-libc and
+# libclang-rt-16-dev-wasm32, installed by c-toolchain when missing and root)
+# — a reactor when a source includes sdk/c/cel.h, a plain WASI command
+# otherwise. Without the toolchain a C cell is skipped with a warning (an
+# error under CI=true).
+WASM_CC      ?= clang-16
+WASI_SYSROOT ?= /usr
+WASM_CFLAGS  ?= -O2 -Wall -Wextra -Werror
+C_PKGS       := clang-16 lld-16 wasi-libc libclang-rt-16-dev-wasm32
+C_PROBE       = printf 'int cel_probe;\n' | $(WASM_CC) --target=wasm32-wasi --sysroot=$(WASI_SYSROOT) -mexec-model=reactor -x c - -o /dev/null 2>/dev/null
+$(CELLS): | c-toolchain
+
+# A Go cell that imports sdk/cell is a reactor (c-shared, exports
+# cel_handle); any other is a plain WASI command.
 $(BIN)/cells/%.wasm: FORCE
 	@mkdir -p $(BIN)/cells
-	@if $(GO) list -f '{{join .Imports " "}}' ./examples/cells/$* | grep -q 'celluster/sdk/cell'; then \
+	@if ls examples/cells/$*/*.c >/dev/null 2>&1 && ! ls examples/cells/$*/*.go >/dev/null 2>&1; then \
+		model=command; if grep -qs 'cel\.h' examples/cells/$*/*.c; then model=reactor; fi; \
+		if ! { $(C_PROBE); }; then \
+			if [ "$$CI" = true ]; then echo "error: $(WASM_CC) cannot build wasm32-wasi reactors (apt-get install $(C_PKGS)); cell $* not built"; exit 1; fi; \
+			echo "warning: $(WASM_CC) cannot build wasm32-wasi reactors (apt-get install $(C_PKGS), or make deps as root): C cell $* skipped"; exit 0; \
+		fi; \
+		echo "$(WASM_CC) --target=wasm32-wasi --sysroot=$(WASI_SYSROOT) $(WASM_CFLAGS) -mexec-model=$$model -Isdk/c -o $@ examples/cells/$*/*.c"; \
+		$(WASM_CC) --target=wasm32-wasi --sysroot=$(WASI_SYSROOT) $(WASM_CFLAGS) -mexec-model=$$model -Isdk/c -o $@.tmp examples/cells/$*/*.c; \
+	elif $(GO) list -f '{{join .Imports " "}}' ./examples/cells/$* | grep -q 'celluster/sdk/cell'; then \
 		echo "GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o $@ ./examples/cells/$*"; \
 		GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -o $@.tmp ./examples/cells/$*; \
 	else \
@@ -50,7 +71,7 @@ run: build
 # drive the web view. Installed when missing and root.
 TEST_TOOLS := nft ip bpftool promtool openssl chromium
 TEST_PKGS  := nftables iproute2 bpftool prometheus openssl chromium
-deps:
+deps: c-toolchain
 	@missing=""; for t in $(TEST_TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
