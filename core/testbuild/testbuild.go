@@ -1,5 +1,6 @@
 // Package testbuild builds what end-to-end tests run for real: the example
-// cells (with the Go toolchain, GOOS=wasip1) and the node's binaries. Builds
+// cells (Go ones with the Go toolchain, GOOS=wasip1; C ones with clang and
+// wasi-libc) and the node's binaries. Builds
 // are cached for the life of the test process; call Main from TestMain to
 // remove them afterwards.
 package testbuild
@@ -113,12 +114,29 @@ func goBuildIn(dir string, env []string, args ...string) error {
 	return nil
 }
 
-// IsReactor reports whether the example cell imports sdk/cell (and so is
-// built as a c-shared reactor).
+// IsReactor reports whether the example cell is a reactor: a Go cell that
+// imports sdk/cell (built c-shared), or a C cell whose sources include
+// sdk/c/cel.h (built with -mexec-model=reactor).
 func IsReactor(name string) (bool, error) {
 	root, err := Root()
 	if err != nil {
 		return false, err
+	}
+	srcs, err := CSources(name)
+	if err != nil {
+		return false, err
+	}
+	if srcs != nil {
+		for _, s := range srcs {
+			b, err := os.ReadFile(s)
+			if err != nil {
+				return false, err
+			}
+			if bytes.Contains(b, []byte("cel.h")) {
+				return true, nil
+			}
+		}
+		return false, nil
 	}
 	cmd := exec.Command("go", "list", "-f", "{{join .Imports \" \"}}", "./examples/cells/"+name)
 	cmd.Dir = root
@@ -130,16 +148,143 @@ func IsReactor(name string) (bool, error) {
 	return strings.Contains(string(out), "celluster/sdk/cell"), nil
 }
 
+// CSources returns the .c files of examples/cells/<name> when it is a C
+// cell (it holds .c files and no .go files), and nil when it is not.
+func CSources(name string) ([]string, error) {
+	root, err := Root()
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(root, "examples", "cells", name)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var cs []string
+	for _, e := range ents {
+		switch filepath.Ext(e.Name()) {
+		case ".go":
+			return nil, nil
+		case ".c":
+			cs = append(cs, filepath.Join(dir, e.Name()))
+		}
+	}
+	return cs, nil
+}
+
+// The C toolchain, as the Makefile's cells rule uses it: clang for
+// wasm32-wasi against Debian's wasi-libc (sysroot /usr: headers in
+// include/wasm32-wasi, libraries in lib/wasm32-wasi), wasm-ld from lld and
+// compiler-rt's wasm32 builtins. WASM_CC and WASI_SYSROOT override them.
+var (
+	cPackages = "clang-16 lld-16 wasi-libc libclang-rt-16-dev-wasm32"
+	cFlags    = []string{"-O2", "-Wall", "-Wextra", "-Werror"}
+)
+
+func cCompiler() string {
+	if cc := os.Getenv("WASM_CC"); cc != "" {
+		return cc
+	}
+	return "clang-16"
+}
+
+func wasiSysroot() string {
+	if s := os.Getenv("WASI_SYSROOT"); s != "" {
+		return s
+	}
+	return "/usr"
+}
+
+var (
+	cProbeOnce sync.Once
+	cProbeErr  error
+)
+
+// CToolchain reports what is missing to build C cells, or nil when clang
+// can compile and link a wasm32-wasi reactor (the probe links an empty
+// one, so a missing wasm-ld, libc or compiler-rt shows too). The answer is
+// kept for the life of the process.
+func CToolchain() error {
+	cProbeOnce.Do(func() { cProbeErr = probeC() })
+	return cProbeErr
+}
+
+func probeC() error {
+	cc, sysroot := cCompiler(), wasiSysroot()
+	if _, err := exec.LookPath(cc); err != nil {
+		return fmt.Errorf("%s not found (Debian: apt-get install %s, or make deps)", cc, cPackages)
+	}
+	if _, err := os.Stat(filepath.Join(sysroot, "lib", "wasm32-wasi", "libc.a")); err != nil {
+		return fmt.Errorf("no wasi-libc in the sysroot %s (Debian: apt-get install %s, or make deps)", sysroot, cPackages)
+	}
+	cmd := exec.Command(cc, "--target=wasm32-wasi", "--sysroot="+sysroot, "-mexec-model=reactor", "-x", "c", "-", "-o", os.DevNull)
+	cmd.Stdin = strings.NewReader("int cel_probe;\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s cannot link a wasm32-wasi reactor (Debian: apt-get install %s, or make deps): %v\n%s", cc, cPackages, err, out)
+	}
+	return nil
+}
+
+// RequireCToolchain skips tb naming what is missing to build C cells, or,
+// under CI=true (where make deps installs it), fails it.
+func RequireCToolchain(tb testing.TB) {
+	tb.Helper()
+	if err := CToolchain(); err != nil {
+		if os.Getenv("CI") == "true" {
+			tb.Fatalf("C cells cannot be built: %v", err)
+		}
+		tb.Skipf("C cells cannot be built: %v", err)
+	}
+}
+
+// buildC compiles a C cell's sources into out with the Makefile's command.
+func buildC(srcs []string, reactor bool, out string) error {
+	root, err := Root()
+	if err != nil {
+		return err
+	}
+	model := "command"
+	if reactor {
+		model = "reactor"
+	}
+	args := append([]string{"--target=wasm32-wasi", "--sysroot=" + wasiSysroot()}, cFlags...)
+	args = append(args, "-mexec-model="+model, "-I"+filepath.Join(root, "sdk", "c"), "-o", out)
+	cmd := exec.Command(cCompiler(), append(args, srcs...)...)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w\n%s", cCompiler(), strings.Join(cmd.Args[1:], " "), err, stderr.String())
+	}
+	return nil
+}
+
 // CellFile builds examples/cells/<name> for wasip1 and returns the .wasm
-// path. ldflags, if given, are passed to the linker (for example
-// "-X main.version=v2" to make a different module of the same cell).
+// path: a Go cell with the Go toolchain, a C cell (a directory of .c files,
+// no Go) with clang and wasi-libc, as make does. ldflags, if given, are
+// passed to the Go linker (for example "-X main.version=v2" to make a
+// different module of the same cell); a C cell takes none. A C cell without
+// its toolchain skips the test (fails it under CI=true).
 func CellFile(tb testing.TB, name string, ldflags ...string) string {
 	tb.Helper()
 	lf := strings.Join(ldflags, " ")
+	srcs, err := CSources(name)
+	if err != nil {
+		tb.Fatalf("cell %s: %v", name, err)
+	}
+	if srcs != nil {
+		if lf != "" {
+			tb.Fatalf("cell %s is a C cell: no Go ldflags (%s)", name, lf)
+		}
+		RequireCToolchain(tb)
+	}
 	p, err := cached("cell "+name+" "+lf, func(out string) error {
 		reactor, err := IsReactor(name)
 		if err != nil {
 			return err
+		}
+		if srcs != nil {
+			return buildC(srcs, reactor, out+".wasm")
 		}
 		args := []string{"-o", out + ".wasm"}
 		if reactor {
