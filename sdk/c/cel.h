@@ -37,7 +37,8 @@
  * What CEL_IMPLEMENTATION adds: the exports, the buffers shared with the
  * host, and the loop of one request: decode the envelope (a malformed one is
  * answered 400 and logged, never read out of bounds), call cel_serve, encode
- * the response. A reactor instance serves one request at a time (the host
+ * the response. So a cell built with it always imports cel.log; the other
+ * imports only when the cell calls their wrappers. A reactor instance serves one request at a time (the host
  * never calls it concurrently), and everything in linear memory — globals,
  * the heap — survives from one request to the next.
  *
