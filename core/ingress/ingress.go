@@ -1,5 +1,9 @@
 // Package ingress is the node's HTTP front door: it routes /<cell> and every
-// path below it to the cell of that name.
+// path below it to the cell of that name, and, by the route table in
+// force (SetRoutes, from the cells' intents), a host name and path prefix
+// to a cell, and what nothing else takes to the default cell (routes.go
+// says in which order). Every protocol below goes through the one
+// ServeHTTP, so they all route alike.
 //
 // It speaks HTTP/1.1 and HTTP/2 without TLS (h2c, prior knowledge) on the
 // plain listener and, when given a certificate, HTTP/1.1 and HTTP/2 over
@@ -83,10 +87,11 @@ func (o Options) withDefaults() Options {
 
 // Server serves cells over HTTP.
 type Server struct {
-	cells Cells
-	log   *slog.Logger
-	opts  Options
-	srv   *http.Server // plain: HTTP/1.1 and h2c
+	cells  Cells
+	log    *slog.Logger
+	opts   Options
+	srv    *http.Server // plain: HTTP/1.1 and h2c
+	routes Router
 
 	mu   sync.Mutex
 	tls  *http.Server  // HTTPS: HTTP/1.1 and HTTP/2
@@ -124,21 +129,47 @@ func CellName(path string) string {
 	return name
 }
 
+// SetRoutes puts a route table in force for the requests that follow;
+// nil routes by the first path segment alone.
+func (s *Server) SetRoutes(t *Table) { s.routes.Set(t) }
+
+// route finds the cell of a request: with no table, by its first path
+// segment; with one, by Table.Match, then by name when the table lets it,
+// then the default cell. name is "" when nothing names a cell.
+func (s *Server) route(r *http.Request) (name string, h http.Handler, routed bool) {
+	t := s.routes.Table()
+	if t == nil {
+		if name = CellName(r.URL.Path); name != "" {
+			h = s.cells.Handler(name)
+		}
+		return name, h, false
+	}
+	name, byName := t.Match(r.Host, r.URL.Path)
+	if name != "" {
+		if h = s.cells.Handler(name); h != nil || !byName {
+			return name, h, true
+		}
+	}
+	if d := t.Default(); d != "" {
+		return d, s.cells.Handler(d), true
+	}
+	return name, nil, true
+}
+
 // ServeHTTP routes one request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	name := CellName(r.URL.Path)
-	var h http.Handler
-	if name != "" {
-		h = s.cells.Handler(name)
-	}
+	name, h, routed := s.route(r)
 	if h == nil {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.WriteHeader(http.StatusNotFound)
-		if name == "" {
-			fmt.Fprintln(w, "celluster: no cell at /; cells are served at /<name>")
-		} else {
+		switch {
+		case name != "":
 			fmt.Fprintf(w, "celluster: no cell named %q on this node\n", name)
+		case routed:
+			fmt.Fprintln(w, "celluster: no cell is routed for this host and path")
+		default:
+			fmt.Fprintln(w, "celluster: no cell at /; cells are served at /<name>")
 		}
 		return
 	}
