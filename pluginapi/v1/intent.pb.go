@@ -884,7 +884,11 @@ type Limits struct {
 	// body_bytes is the largest request body the cell accepts (`limit body
 	// SIZE`); zero means the node's default (celcore --limit-body). Larger
 	// bodies are answered 413.
-	BodyBytes     uint64 `protobuf:"varint,4,opt,name=body_bytes,json=bodyBytes,proto3" json:"body_bytes,omitempty"`
+	BodyBytes uint64 `protobuf:"varint,4,opt,name=body_bytes,json=bodyBytes,proto3" json:"body_bytes,omitempty"`
+	// kv_bytes is the cell's key-value store quota, keys and values
+	// together (`limit kv SIZE`, with `grant kv`); zero means the node's
+	// default (16 MiB).
+	KvBytes       uint64 `protobuf:"varint,5,opt,name=kv_bytes,json=kvBytes,proto3" json:"kv_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -943,6 +947,13 @@ func (x *Limits) GetConcurrency() uint32 {
 func (x *Limits) GetBodyBytes() uint64 {
 	if x != nil {
 		return x.BodyBytes
+	}
+	return 0
+}
+
+func (x *Limits) GetKvBytes() uint64 {
+	if x != nil {
+		return x.KvBytes
 	}
 	return 0
 }
@@ -1357,13 +1368,14 @@ const file_pluginapi_v1_intent_proto_rawDesc = "" +
 	" \x01(\rR\x04line\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xaa\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc5\x01\n" +
 	"\x06Limits\x12<\n" +
 	"\frequest_time\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vrequestTime\x12!\n" +
 	"\fmemory_bytes\x18\x02 \x01(\x04R\vmemoryBytes\x12 \n" +
 	"\vconcurrency\x18\x03 \x01(\rR\vconcurrency\x12\x1d\n" +
 	"\n" +
-	"body_bytes\x18\x04 \x01(\x04R\tbodyBytes\"A\n" +
+	"body_bytes\x18\x04 \x01(\x04R\tbodyBytes\x12\x19\n" +
+	"\bkv_bytes\x18\x05 \x01(\x04R\akvBytes\"A\n" +
 	"\x05Grant\x12\x1e\n" +
 	"\n" +
 	"capability\x18\x01 \x01(\tR\n" +

@@ -73,6 +73,9 @@ func Format(spec *plugin.IntentSpec) []byte {
 	if c := spec.Limits.Concurrency; c != 0 {
 		line("limit concurrency %d", c)
 	}
+	if m := spec.Limits.KV; m != 0 {
+		line("limit kv %s", formatSize(m))
+	}
 	if n := spec.Limits.Body; n != 0 {
 		line("limit body %s", formatSize(n))
 	}

@@ -91,6 +91,8 @@ func TestValid(t *testing.T) {
 			plugin.IntentSpec{Limits: plugin.Limits{RequestTime: 150 * time.Millisecond, Memory: 2 << 30, Concurrency: 16}}},
 		{"limit memory MB", "limit memory 10MB", plugin.IntentSpec{Limits: plugin.Limits{Memory: 10_000_000}}},
 		{"limit memory bytes", "limit memory 4096", plugin.IntentSpec{Limits: plugin.Limits{Memory: 4096}}},
+		{"limit kv", "grant kv\nlimit kv 16MiB", plugin.IntentSpec{Limits: plugin.Limits{KV: 16 << 20}, Grants: []plugin.Grant{{Capability: "kv"}}}},
+		{"limit kv two tokens", "limit kv 512 KiB", plugin.IntentSpec{Limits: plugin.Limits{KV: 512 << 10}}},
 		{"when minimal", "when rps >= 100 then spawn", plugin.IntentSpec{Rules: []plugin.Rule{
 			{Name: "line 2", Signal: "rps", Comparator: plugin.GreaterOrEqual, Threshold: 100, Verb: "spawn", Line: 2}}}},
 		{"when full", "when latency.p99{port=8080,route=x} > 20ms for 1m then reroute cell:b now cooldown 30s", plugin.IntentSpec{Rules: []plugin.Rule{{
@@ -189,6 +191,9 @@ func TestErrors(t *testing.T) {
 		{"limit memory frac", "cell a\nlimit memory 1.5GiB", 2, 14, `found "1.5GiB", expected a size`, "whole numbers"},
 		{"limit memory twice", "cell a\nlimit memory 1\nlimit memory 2", 3, 1, `second "limit memory"`, "line 2"},
 		{"limit concurrency zero", "cell a\nlimit concurrency 0", 2, 19, "at least 1", ""},
+		{"limit kv eol", "cell a\nlimit kv", 2, 9, "found end of line, expected a size such as 16MiB", "limit kv 16MiB"},
+		{"limit kv zero", "cell a\nlimit kv 0", 2, 10, `found "0", expected a size`, "above zero"},
+		{"limit kv twice", "cell a\nlimit kv 1KiB\nlimit kv 2KiB", 3, 1, `second "limit kv"`, "line 2"},
 		{"module twice", "cell a\nmodule a.wasm\nmodule b.wasm", 3, 1, `second "module"`, "line 2"},
 		{"module sha", "cell a\nmodule a.wasm sha256 abc", 2, 22, `found "abc" (3 characters), expected 64 hexadecimal digits`, ""},
 		{"module word", "cell a\nmodule a.wasm sha1 abc", 2, 15, `found "sha1", expected "sha256"`, ""},

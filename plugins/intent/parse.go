@@ -508,7 +508,7 @@ func (p *parser) keepState(toks []token) {
 }
 
 func (p *parser) limit(toks []token) {
-	what, ok := p.keyword(toks, 1, "request", "memory", "concurrency", "body")
+	what, ok := p.keyword(toks, 1, "request", "memory", "concurrency", "kv", "body")
 	if !ok {
 		return
 	}
@@ -550,6 +550,30 @@ func (p *parser) limit(toks []token) {
 		}
 		if p.end(toks, next) {
 			p.spec.Limits.Memory = n
+		}
+	case "kv":
+		if !p.once("limit kv", toks[0]) {
+			return
+		}
+		t, ok := p.at(toks, 2)
+		next := 3
+		if u, uok := p.at(toks, 3); ok && uok && isDigits(t.text) && sizeUnits[u.text] != 0 {
+			t.text += u.text
+			next = 4
+		}
+		n, msg := parseSize(t.text)
+		if !ok || msg != "" || n == 0 {
+			if ok && msg == "" {
+				msg = "the size must be above zero"
+			}
+			if !ok {
+				msg = "e.g. limit kv 16MiB"
+			}
+			p.err(t, found(t, ok)+", expected a size such as 16MiB (the cell's key-value store quota)", msg)
+			return
+		}
+		if p.end(toks, next) {
+			p.spec.Limits.KV = n
 		}
 	case "concurrency":
 		if !p.once("limit concurrency", toks[0]) {

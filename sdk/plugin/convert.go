@@ -292,6 +292,7 @@ func intentSpecToPB(s *IntentSpec) (*pb.IntentSpec, error) {
 			MemoryBytes: s.Limits.Memory,
 			Concurrency: c.u32("concurrency", s.Limits.Concurrency),
 			BodyBytes:   s.Limits.Body,
+			KvBytes:     s.Limits.KV,
 		}
 	}
 	if s.State != (StatePolicy{}) {
@@ -362,6 +363,7 @@ func intentSpecFromPB(s *pb.IntentSpec) (*IntentSpec, error) {
 			Memory:      s.GetLimits().GetMemoryBytes(),
 			Concurrency: int(s.GetLimits().GetConcurrency()),
 			Body:        s.GetLimits().GetBodyBytes(),
+			KV:          s.GetLimits().GetKvBytes(),
 		},
 		Grants: convertSlice(s.GetGrants(), func(g *pb.Grant) Grant {
 			return Grant{Capability: g.GetCapability(), Targets: cloneStrings(g.GetTargets())}

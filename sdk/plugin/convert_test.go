@@ -36,7 +36,7 @@ func fullSpec() *IntentSpec {
 		}, {
 			Name: "line 10", Signal: "host.cpu", Comparator: Less, Threshold: 10, Verb: "decay", Line: 10,
 		}},
-		Limits:    Limits{RequestTime: 2 * time.Second, Memory: 64 << 20, Concurrency: 16, Body: 1 << 20},
+		Limits:    Limits{RequestTime: 2 * time.Second, Memory: 64 << 20, Concurrency: 16, Body: 1 << 20, KV: 16 << 20},
 		Grants:    []Grant{{Capability: "kv"}, {Capability: "call", Targets: []string{"cell:auth"}}},
 		AllowFrom: []string{"cell:frontend", "node:*"},
 		Placement: Placement{SpreadAcrossNodes: true, PreferNodes: []string{"a"}, AvoidNodes: []string{"b", "c"}},
@@ -101,7 +101,7 @@ func TestIntentSpecFromPBRoundTrip(t *testing.T) {
 			Window: durationpb.New(time.Second), Verb: "v", Args: []string{"x", "y"},
 			Cooldown: durationpb.New(time.Hour), Labels: map[string]string{"k": "v"}, Line: 3,
 		}},
-		Limits:         &pb.Limits{RequestTime: durationpb.New(time.Millisecond), MemoryBytes: 7, Concurrency: 3, BodyBytes: 9},
+		Limits:         &pb.Limits{RequestTime: durationpb.New(time.Millisecond), MemoryBytes: 7, Concurrency: 3, BodyBytes: 9, KvBytes: 11},
 		Grants:         []*pb.Grant{{Capability: "signal", Targets: []string{"t"}}},
 		AllowFrom:      []string{"node:*"},
 		Placement:      &pb.Placement{PreferNodes: []string{"n1"}},

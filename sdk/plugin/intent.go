@@ -220,6 +220,9 @@ type Limits struct {
 	// Body bounds a request's body in bytes (413 beyond); zero means the
 	// node's default.
 	Body uint64
+	// KV is the cell's key-value store quota in bytes, keys and values
+	// together (`limit kv`); zero means the node's default.
+	KV uint64
 }
 
 // Grant gives a cell a host capability, e.g. "kv", "signal", or "call"
