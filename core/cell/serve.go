@@ -149,12 +149,20 @@ func (c *Cell) serveReactor(ctx context.Context, w http.ResponseWriter, r *http.
 }
 
 func (c *Cell) serveCommand(ctx context.Context, w http.ResponseWriter, r *http.Request, v *version, lim *Limits, body []byte) int {
-	pathInfo := strings.TrimPrefix(r.URL.Path, "/"+c.name)
+	// Below /<cell> (the cell served by name), SCRIPT_NAME is /<cell>;
+	// reached by a route elsewhere (a host, another path), it is empty
+	// and PATH_INFO the whole path.
+	script, pathInfo := c.name, r.URL.Path
+	if rest, ok := strings.CutPrefix(r.URL.Path, "/"+c.name); ok && (rest == "" || rest[0] == '/') {
+		pathInfo = rest
+	} else {
+		script = ""
+	}
 	var out limitedBuffer
 	out.limit = wasm.MaxResponse
 	err := v.mod.RunCommand(ctx, wasm.CommandRequest{
 		InstanceConfig: wasm.InstanceConfig{Cell: c.name, Logger: c.log, Call: c.callFunc(), Signal: c.signalFunc()},
-		Env:            cgi.Env(r, c.name, pathInfo),
+		Env:            cgi.Env(r, script, pathInfo),
 		Stdin:          bytes.NewReader(body),
 		Stdout:         &out,
 		Timeout:        lim.RequestTimeout,

@@ -31,8 +31,10 @@ const MaxHeaderBytes = 64 << 10
 // Env returns the CGI/1.1 environment, as KEY=VALUE strings, for running
 // the command cell named cell on request r. pathInfo is the part of the
 // request path below the cell's mount point "/"+cell (for "/echo/a/b" it is
-// "/a/b"; for "/echo" it is ""). The list is sorted by key, with no
-// duplicate keys.
+// "/a/b"; for "/echo" it is ""). A cell reached by a route of its intent
+// (a host or another path) has no mount point in the path: cell is then
+// "", SCRIPT_NAME is empty and pathInfo the whole path. The list is sorted
+// by key, with no duplicate keys.
 //
 // Variables:
 //
@@ -43,7 +45,7 @@ const MaxHeaderBytes = 64 << 10
 //	SERVER_PORT        port of r.Host, else 443 with TLS, else 80
 //	REQUEST_METHOD     r.Method (GET if empty)
 //	REQUEST_URI        r.URL.RequestURI(): escaped path plus "?query"
-//	SCRIPT_NAME        "/" + cell
+//	SCRIPT_NAME        "/" + cell, or "" when cell is ""
 //	PATH_INFO          pathInfo, possibly empty
 //	QUERY_STRING       r.URL.RawQuery, possibly empty
 //	CONTENT_LENGTH     r.ContentLength, only when it is > 0
@@ -74,6 +76,9 @@ func Env(r *http.Request, cell, pathInfo string) []string {
 		"PATH_INFO":         pathInfo,
 		"QUERY_STRING":      "",
 		"REQUEST_URI":       "/",
+	}
+	if cell == "" {
+		vars["SCRIPT_NAME"] = ""
 	}
 	if r.Proto != "" {
 		vars["SERVER_PROTOCOL"] = r.Proto

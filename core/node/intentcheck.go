@@ -21,9 +21,9 @@ import (
 //     the hash, when given, is a pin: a module with another hash is refused
 //     and the serving version keeps serving;
 //   - "abi reactor|command": a module of the other ABI is refused likewise;
-//   - "serve http [ADDR] PATH": the node serves every cell on its ingress
-//     at /<cell> and below; an endpoint asking for anything else (another
-//     address, another path, another protocol) is rejected, not ignored.
+//   - "serve http [ADDR] PATH": the node serves every cell on its one
+//     ingress; PATH is a route (checkRoutes, cellRoutes), but an endpoint
+//     asking for another address or protocol is rejected, not ignored.
 func checkStatements(name string, src intents.Source, spec *pb.IntentSpec) (cell.Requirement, error) {
 	var req cell.Requirement
 	if m := spec.GetModule(); m != nil {
@@ -51,9 +51,7 @@ func checkStatements(name string, src intents.Source, spec *pb.IntentSpec) (cell
 		case e.GetProtocol() != "http":
 			return req, fmt.Errorf("%s: %s: this node serves cells over http only", at, desc)
 		case e.GetListen() != "":
-			return req, fmt.Errorf("%s: %s: this node serves every cell on its one ingress (celcore --http) at /%s; a listen address per cell is not supported: write serve http /%s", at, desc, name, name)
-		case e.GetPath() != "/"+name && e.GetPath() != "/"+name+"/":
-			return req, fmt.Errorf("%s: %s: this node serves cell %s at /%s and every path below it, and nowhere else: write serve http /%s", at, desc, name, name, name)
+			return req, fmt.Errorf("%s: %s: this node serves every cell on its one ingress (celcore --http); a listen address per cell is not supported: write serve http %s", at, desc, e.GetPath())
 		}
 	}
 	return req, nil

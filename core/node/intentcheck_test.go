@@ -33,8 +33,6 @@ func TestCheckStatements(t *testing.T) {
 	}{
 		{"cell hello\nserve http :8080 /hello\n", &pb.IntentSpec{Endpoints: []*pb.Endpoint{{Protocol: "http", Listen: ":8080", Path: "/hello"}}},
 			"/cells/hello.intent:2:12: serve http :8080 /hello: this node serves every cell on its one ingress"},
-		{"cell hello\n  serve http /other # x\n", &pb.IntentSpec{Endpoints: []*pb.Endpoint{{Protocol: "http", Path: "/other"}}},
-			"/cells/hello.intent:2:14: serve http /other: this node serves cell hello at /hello"},
 		{"cell hello\nserve grpc /hello\n", &pb.IntentSpec{Endpoints: []*pb.Endpoint{{Protocol: "grpc", Path: "/hello"}}},
 			"/cells/hello.intent:2:12: serve grpc /hello: this node serves cells over http only"},
 		{"cell hello\nmodule other.wasm\n", &pb.IntentSpec{Module: &pb.ModuleRef{Path: "other.wasm"}},

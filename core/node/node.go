@@ -143,6 +143,11 @@ type Node struct {
 	ctx          context.Context // the watcher's; loads and intent parsing use it
 	imu          sync.Mutex
 	intents      map[string]*intentState
+	routeNotes   map[string]string // under imu: what the routes withhold from a cell (routes.go)
+
+	rmu           sync.Mutex // rebuildRoutes, one at a time
+	ing           *ingress.Server
+	routesInForce []ingress.Route
 
 	umu sync.Mutex
 	ups map[string]*upgradeState // per cell, see converge.go
@@ -280,6 +285,7 @@ func (n *Node) serve(ctx context.Context, ready func(*Node)) error {
 	}
 	defer n.journal.Close()
 	ing := ingress.New(routes{n}, n.log, n.cfg.Ingress)
+	n.setIngress(ing)
 	adm := admin.New(n)
 
 	// The eBPF loader starts before the plugins that ask it for programs.
@@ -598,6 +604,12 @@ func (n *Node) Cells() []cell.Info {
 				infos[i].Error += "; "
 			}
 			infos[i].Error += "intent rejected (the previous one stays in force): " + ie
+		}
+		if note := n.routeNote(infos[i].Name); note != "" {
+			if infos[i].Error != "" {
+				infos[i].Error += "; "
+			}
+			infos[i].Error += note
 		}
 	}
 	return infos

@@ -16,6 +16,7 @@ import (
 	"github.com/celluster/celluster/core/admin"
 	"github.com/celluster/celluster/core/cell"
 	"github.com/celluster/celluster/core/dispatch"
+	"github.com/celluster/celluster/core/ingress"
 	"github.com/celluster/celluster/core/intents"
 	"github.com/celluster/celluster/core/journal"
 	"github.com/celluster/celluster/core/pluginhost"
@@ -31,7 +32,8 @@ type intentState struct {
 	require cell.Requirement // what the intent in force pins about the module
 	calls   callPolicy
 	err     string
-	hash    string // sha256 of the applied text and origin
+	hash    string          // sha256 of the applied text and origin
+	routes  []ingress.Route // what the intent routes to the cell (routes.go)
 }
 
 // setupReflex opens the journal and starts the reflex engine and the verb
@@ -245,6 +247,7 @@ type preparedIntent struct {
 	parser   string
 	prog     *reflex.Program
 	require  cell.Requirement
+	routes   []ingress.Route
 	warnings []string
 }
 
@@ -304,6 +307,9 @@ func (n *Node) prepareSource(ctx context.Context, c *cell.Cell, src intents.Sour
 		return nil
 	}
 	req, err := checkStatements(c.Name(), src, spec)
+	if err == nil {
+		err = checkRoutes(c.Name(), src, spec)
+	}
 	if err != nil {
 		n.intentError(c, err.Error())
 		return nil
@@ -318,7 +324,7 @@ func (n *Node) prepareSource(ctx context.Context, c *cell.Cell, src intents.Sour
 	for _, w := range warnings {
 		n.log.Warn("intent warning", "cell", c.Name(), "warning", w)
 	}
-	return &preparedIntent{src: src, hash: hash, spec: spec, parser: parser, prog: &prog, require: req, warnings: warnings}
+	return &preparedIntent{src: src, hash: hash, spec: spec, parser: parser, prog: &prog, require: req, routes: cellRoutes(c.Name(), spec), warnings: warnings}
 }
 
 // commitIntent applies a prepared intent to the cell.
@@ -334,6 +340,9 @@ func (n *Node) commitIntent(ctx context.Context, c *cell.Cell, p *preparedIntent
 		}
 		if cc := l.GetConcurrency(); cc != 0 {
 			lim.Concurrency = int(cc)
+		}
+		if b := l.GetBodyBytes(); b != 0 {
+			lim.MaxBody = int64(b) // the cell's own, below or above --limit-body
 		}
 	}
 	reload, err := c.SetLimits(lim)
@@ -370,13 +379,14 @@ func (n *Node) commitIntent(ctx context.Context, c *cell.Cell, p *preparedIntent
 	calls.prefer = spec.GetPlacement().GetPreferNodes()
 	calls.avoid = spec.GetPlacement().GetAvoidNodes()
 	calls.spread = spec.GetPlacement().GetSpreadAcrossNodes()
-	n.intents[c.Name()] = &intentState{hash: p.hash, calls: calls, require: p.require, applied: &admin.Intent{
+	n.intents[c.Name()] = &intentState{hash: p.hash, calls: calls, require: p.require, routes: p.routes, applied: &admin.Intent{
 		Cell: c.Name(), Origin: string(src.Origin), Source: src.Name, Text: string(src.Content),
 		Parser: p.parser, Applied: time.Now(), Min: prog.Min, Max: prog.Max, Warm: prog.Warm,
 		DecayIdle: prog.DecayIdle, UpgradeArgs: prog.UpgradeArgs, Warnings: p.warnings,
 		KeepState: prog.KeepState, StateEvery: prog.StateEvery,
 	}}
 	n.imu.Unlock()
+	n.rebuildRoutes()
 	n.log.Info("intent applied", "cell", c.Name(), "source", src.Name, "rules", len(prog.Rules),
 		"replicas", fmt.Sprintf("%d..%d", prog.Min, prog.Max), "warm", prog.Warm, "warnings", len(p.warnings))
 	n.disp.Submit(dispatch.Request{Cell: c.Name(), Verb: "spawn", Rule: "intent", Origin: "intent applied from " + src.Name})
@@ -455,6 +465,7 @@ func (n *Node) forgetIntent(name string) {
 	n.imu.Lock()
 	delete(n.intents, name)
 	n.imu.Unlock()
+	n.rebuildRoutes()
 }
 
 // Intent implements admin.Node: the intent in force for a cell, with its
