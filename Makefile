@@ -116,6 +116,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzAnswerJoin$$' -fuzztime $(FUZZTIME) ./core/identity
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./core/wasm/snapshot
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePrepared$$' -fuzztime $(FUZZTIME) ./core/wasm
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeOffer$$' -fuzztime $(FUZZTIME) ./core/handover
 
 # The membership simulation at scale: SIM_NODES members each (in one process,
 # on an in-memory network, the fabric's membership settings, protocol time
