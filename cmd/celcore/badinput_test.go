@@ -192,7 +192,7 @@ func TestBadInputSuite(t *testing.T) {
 		for _, tc := range []struct{ text, want string }{
 			{"cell hello\nkeep replicas 1-8\n", "hello.intent:2:15"},
 			{"cell hello\nserve http :8080 /hello\n", "hello.intent:2:12: serve http :8080 /hello: this node serves every cell on its one ingress"},
-			{"cell hello\nserve http /elsewhere\n", "hello.intent:2:12: serve http /elsewhere"},
+			{"cell hello\nserve http /a/../b\n", `hello.intent:2:12: found "/a/../b", expected a path prefix`},
 			{"cell hello\nmodule other.wasm\n", "hello.intent:2:8: module other.wasm"},
 			{"cell hello\nmodule hello.wasm sha256 12ab\n", "hello.intent:2:26"},
 		} {
